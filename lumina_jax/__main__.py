@@ -1,0 +1,3 @@
+from lumina_jax.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The ``lumina-jax`` command line.
+
+Each command group lives in its own module of this package and is registered
+here.  Errors that users can fix (bad files, bad parameters) are raised as
+:class:`lumina_jax.errors.UserError` and printed as one line with exit code 2;
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lumina_jax.errors import UserError
+
+app = typer.Typer(
+    name="lumina-jax",
+    help="Differentiable SN Ia spectral inference (lumina_jax) and the Box3D FFI closure (box3d_jax).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# --- command registration (one line per command module) -------------------
+from lumina_jax.cli import model as _model  # noqa: E402
+
+_model.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turn UserError into a one-line message."""
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

@@ -1,0 +1,1 @@
+"""Simulation campaigns: Latin-hypercube designs, an asyncio work queue and a crash-safe HDF5 store."""
