@@ -31,23 +31,10 @@ _model.register(app)
 def main() -> None:
     """Console-script entry point: run the app, turn UserError into a one-line message."""
     try:
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc != 0:
-            sys.exit(rc)
+        app()
     except UserError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise

@@ -1,0 +1,23 @@
+"""Shared test settings."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# JAX compiles on first call: no per-example deadline; a modest example count keeps CI fast.
+settings.register_profile(
+    "ci", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The read-only reference data beside the repository (never committed); skip when absent."""
+    if not (SHARED_DATA / "sn2011fe").is_dir():
+        pytest.skip(f"reference data folder {SHARED_DATA / 'sn2011fe'} not present on this machine")
+    return SHARED_DATA
