@@ -15,8 +15,9 @@ Per job (``lumina_sn.md`` sections 2-5, 8):
   (empty for CPU workers), inherited ``LUMINA_*`` variables dropped and the configured ones
   set (``LUMINA_SPEC_RANGE`` always, so the output grid is known);
 * a per-job timeout that SIGKILLs the whole process group (and the group is also killed
-  after a normal exit, so no stray child survives); on Linux the child also gets
-  ``PR_SET_PDEATHSIG`` so it dies if the runner itself is killed;
+  after a normal exit, so no stray child survives); where util-linux ``setpriv`` exists the
+  binary is started through ``setpriv --pdeathsig KILL`` so it dies if the runner itself is
+  killed (no orphan keeps a GPU busy after a crash of the runner);
 * classification: timeout, signal (negative return code, or 128+N from a wrapper shell,
   e.g. 139 = SIGSEGV, LUMINA's reaction to a missing input), exit_code, missing_output,
   invalid_output (header, numeric, grid, finite, non-negative, mostly positive).
@@ -27,8 +28,8 @@ The spectrum is converted from LUMINA's erg/s/cm to erg/s/Angstrom (/1e8).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -209,12 +210,13 @@ def parse_spectrum(path: Path, settings: LuminaSettings) -> tuple[np.ndarray | N
 
 
 # ----------------------------------------------------------------------- process
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
-        pass
+def _pdeathsig_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL`` (util-linux) when available: the binary dies with the runner.
+
+    Done by a wrapper exec'ed before the binary rather than a ``preexec_fn`` (which would force
+    a plain fork of the multithreaded runner -- JAX threads -- and run Python in the child)."""
+    exe = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [exe, "--pdeathsig", "KILL", "--"] if exe else []
 
 
 def _kill_group(pid: int) -> None:
@@ -243,6 +245,16 @@ def _log_tail(path: Path, n_chars: int = 200) -> str:
     return lines[-1][:n_chars] if lines else ""
 
 
+@functools.lru_cache(maxsize=1)
+def _jit_build_ejecta():
+    """One jitted ``build_ejecta`` shared by all workers (compiled once per space)."""
+    import jax
+
+    from lumina_jax.ejecta import build_ejecta
+
+    return jax.jit(build_ejecta, static_argnums=1)
+
+
 class LuminaExecutor(Executor):
     """One LUMINA worker: a GPU worker (``gpu`` given) or a CPU worker (``omp_threads``)."""
 
@@ -266,7 +278,7 @@ class LuminaExecutor(Executor):
             self.kind, self.name = "cpu", "cpu"
         else:
             self.kind, self.name = "gpu", f"gpu{gpu}"
-        self._build = None
+        self._prefix = _pdeathsig_prefix()
 
     def named(self, name: str) -> "LuminaExecutor":
         self.name = name
@@ -281,13 +293,7 @@ class LuminaExecutor(Executor):
         return env
 
     def _ejecta(self, theta):
-        if self._build is None:
-            import jax
-
-            from lumina_jax.ejecta import build_ejecta
-
-            self._build = jax.jit(build_ejecta, static_argnums=1)
-        return self._build(np.asarray(theta, dtype=np.float64), self.space)
+        return _jit_build_ejecta()(np.asarray(theta, dtype=np.float64), self.space)
 
     def prepare(self, job: Job) -> Path:
         """Create the job's working directory and model directory; return the working dir."""
@@ -324,11 +330,10 @@ class LuminaExecutor(Executor):
                  f"# env OMP_NUM_THREADS={env['OMP_NUM_THREADS']} CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} "
                  + " ".join(f"{k}={v}" for k, v in sorted(self.settings.env().items())) + "\n").encode())
             log.flush()
-            kwargs = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *cmd, cwd=str(work), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True, **kwargs)
+                    *self._prefix, *cmd, cwd=str(work), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 return Outcome.failure(job, "error", f"could not start {self.binary}: {exc}", elapsed(), self.name)
             try:
