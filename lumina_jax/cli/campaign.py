@@ -113,6 +113,7 @@ def generate(
         state["task"] = bar.add_task(f"stage {store.space.stage} {backend}", total=store.n,
                                      completed=c["done"] + c["failed"], info="")
         bar.start()
+        state["started"] = True
 
     def on_progress(p):
         if "task" not in state:
@@ -124,11 +125,13 @@ def generate(
     try:
         store, prog = run_generate(opts, on_start=on_start, on_progress=on_progress)
     except KeyboardInterrupt:
-        bar.stop()
+        if state.pop("started", False):
+            bar.stop()
         typer.secho(f"interrupted: progress checkpointed in {opts.out}; continue with --resume", err=True)
         raise typer.Exit(130)
     finally:
-        bar.stop()
+        if state.pop("started", False):
+            bar.stop()
     summary = {"out": str(opts.out), "counts": store.counts(), "elapsed_s": round(prog.elapsed_s, 3),
                "n_run": prog.n_todo_start, "checkpoints": prog.n_checkpoints,
                "throughput_per_s": {k: round(prog.rate(k), 4) for k in prog.by_kind}}
