@@ -54,6 +54,7 @@ class GenerateOptions:
     lumina_settings: object | None = None  # runners.backends.lumina.LuminaSettings
     # synth
     batch_size: int = 256
+    synth_workers: int = 2  # >1 keeps the device busy while the host stores the previous batch
     synth_factory: str = "lumina_jax.synth:Synthesizer.default"
     abort_after: int = 20
 
@@ -228,7 +229,8 @@ def _plan_synth(opts, space, cfg, resume_attrs) -> Plan:
     prov["synth"] = desc
 
     def make(space_: ParameterSpace) -> list[Executor]:
-        return [SynthExecutor(fn, wavelength, batch_size=opts.batch_size, name="synth0")]
+        return [SynthExecutor(fn, wavelength, batch_size=opts.batch_size, name=f"synth{k}")
+                for k in range(max(1, opts.synth_workers))]
 
     return Plan(opts, space, cfg, prov, wavelength, make, resume_attrs)
 

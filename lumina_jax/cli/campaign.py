@@ -77,6 +77,8 @@ def generate(
     max_attempts: int = typer.Option(3, "--max-attempts", help="Attempts per job before it counts as failed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the Latin-hypercube design (and of LUMINA's per-model seeds)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Models per vmapped synthesizer call."),
+    synth_workers: int = typer.Option(2, "--synth-workers", help="Synth workers sharing the device (2 overlaps "
+                                      "evaluation of one batch with storing the previous one)."),
     synth_factory: str = typer.Option("lumina_jax.synth:Synthesizer.default", "--synth-factory",
                                       help="module:callable building the synthesizer from a ParameterSpace."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -97,7 +99,8 @@ def generate(
         checkpoint_every=checkpoint_every, max_attempts=max_attempts, timeout_s=timeout, lumina_bin=lumina_bin,
         lumina_cpu_bin=lumina_cpu_bin, lumina_ref=lumina_ref, gpus=_parse_gpus(gpus), jobs_per_gpu=jobs_per_gpu,
         gpu_threads=gpu_threads, cpu_workers=cpu_workers, cpu_threads=cpu_threads, work_dir=work_dir,
-        keep_workdirs=keep_workdirs, lumina_settings=settings, batch_size=batch_size, synth_factory=synth_factory)
+        keep_workdirs=keep_workdirs, lumina_settings=settings, batch_size=batch_size, synth_workers=synth_workers,
+        synth_factory=synth_factory)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
