@@ -1,0 +1,1 @@
+"""Executors: the LUMINA-SN subprocess backend and the embedded JAX synthesizer backend."""

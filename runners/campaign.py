@@ -1,0 +1,302 @@
+"""A whole campaign: validate the inputs, create or resume the store, build the workers, run.
+
+:func:`generate` is what ``lumina-jax generate`` calls.  Every user-fixable problem
+(unknown backend, missing binary or reference directory, unwritable output, an existing
+store without ``--resume``, a store of another stage / backend / binary with ``--resume``)
+raises a :class:`~lumina_jax.errors.UserError` *before* any file is created or changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Callable, Sequence
+
+from lumina_jax.errors import DataFileError, ParameterError, UserError
+from lumina_jax.params import ParameterSpace, load_space, relaxed_ranges, transfer_best
+from runners.design import lhs_design
+from runners.executors import Executor
+from runners.queue import Progress, run_queue
+from runners.store import CampaignStore, provenance, read_attrs, sha256_file
+
+BACKENDS = ("synth", "lumina")
+
+
+@dataclasses.dataclass
+class GenerateOptions:
+    """Options of ``lumina-jax generate`` (see the CLI help for each)."""
+
+    stage: int
+    out: Path
+    backend: str = "synth"
+    n_models: int | None = None
+    resume: bool = False
+    from_dir: Path | None = None
+    seed: int = 0
+    checkpoint_every: int = 100
+    max_attempts: int = 3
+    timeout_s: float = 600.0
+    # lumina
+    lumina_bin: Path | None = None
+    lumina_cpu_bin: Path | None = None
+    lumina_ref: Path | None = None
+    gpus: tuple[int, ...] = ()
+    jobs_per_gpu: int = 1
+    gpu_threads: int = 1
+    cpu_workers: int | None = None
+    cpu_threads: int | None = None
+    work_dir: Path | None = None
+    keep_workdirs: bool = False
+    lumina_settings: object | None = None  # runners.backends.lumina.LuminaSettings
+    # synth
+    batch_size: int = 256
+    synth_workers: int = 2  # >1 keeps the device busy while the host stores the previous batch
+    synth_factory: str = "lumina_jax.synth:Synthesizer.default"
+    abort_after: int = 20
+
+
+# ------------------------------------------------------------------------ inputs
+def read_results(results_dir) -> tuple[dict, int]:
+    """``RESULTS_DIR/summary.json`` -> (best_fit {name: value}, stage)."""
+    p = Path(results_dir) / "summary.json"
+    if not p.is_file():
+        raise DataFileError(f"--from: {p} not found (expected a previous stage's results directory)")
+    try:
+        d = json.loads(p.read_text())
+        best = {str(k): float(v) for k, v in d["best_fit"].items()}
+        stage = int(d["stage"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataFileError(f"--from: {p} must hold {{'best_fit': {{name: value}}, 'stage': k}} ({exc})") from None
+    return best, stage
+
+
+def campaign_space(stage: int, from_dir=None) -> ParameterSpace:
+    """The sampling box: the stage's full prior, or relaxed ranges around a previous best fit."""
+    space = load_space(stage)
+    if from_dir is None:
+        return space
+    best, prev_stage = read_results(from_dir)
+    prev_space = load_space(prev_stage)
+    moved = transfer_best(best, prev_space, space)
+    if not moved:
+        raise ParameterError(f"--from: no parameter of the stage-{prev_stage} best fit exists in stage {stage}")
+    return relaxed_ranges(moved, space)
+
+
+def check_output(out: Path, resume: bool) -> Path:
+    out = Path(out).expanduser()
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'campaign.h5'}")
+    if not parent.is_dir():
+        raise UserError(f"--out: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out: directory {parent} is not writable")
+    if resume:
+        if not out.exists():
+            raise UserError(f"--resume: {out} does not exist")
+        if not os.access(out, os.R_OK):
+            raise UserError(f"--resume: {out} is not readable")
+    elif out.exists():
+        raise UserError(f"{out} already exists: pass --resume to continue it, or choose another --out")
+    return out.resolve()
+
+
+# ---------------------------------------------------------------------- planning
+@dataclasses.dataclass
+class Plan:
+    """Everything validated, nothing written yet."""
+
+    opts: GenerateOptions
+    space: ParameterSpace
+    config: dict
+    prov: dict
+    wavelength: object
+    make_executors: Callable[[ParameterSpace], list[Executor]]
+    resume_attrs: dict | None
+
+
+def plan(opts: GenerateOptions) -> Plan:
+    """Validate every input and prepare the workers; raises UserError, writes nothing."""
+    if opts.backend not in BACKENDS:
+        raise UserError(f"unknown backend {opts.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if opts.checkpoint_every < 1:
+        raise UserError("--checkpoint-every must be >= 1")
+    if opts.max_attempts < 1:
+        raise UserError("--max-attempts must be >= 1")
+    if opts.timeout_s <= 0:
+        raise UserError("--timeout must be > 0 seconds")
+    load_space(opts.stage)  # validates the stage number
+    out = check_output(opts.out, opts.resume)
+    opts.out = out
+
+    resume_attrs = None
+    if opts.resume:
+        if opts.from_dir is not None:
+            raise UserError("--from only applies to a new campaign: a resumed one keeps the design in its store")
+        resume_attrs = read_attrs(out)
+        if int(resume_attrs["stage"]) != int(opts.stage):
+            raise DataFileError(f"--resume: {out} holds a stage-{resume_attrs['stage']} campaign, --stage {opts.stage} given")
+        if resume_attrs["backend"] != opts.backend:
+            raise DataFileError(f"--resume: {out} was made with --backend {resume_attrs['backend']}, "
+                                f"not {opts.backend} (spectra of two backends must not be mixed)")
+        space = ParameterSpace.from_json(resume_attrs["space_json"])
+        cfg = json.loads(resume_attrs["config_json"])
+        if opts.n_models is not None and int(opts.n_models) != int(cfg["n_models"]):
+            raise UserError(f"--resume: {out} has {cfg['n_models']} models, --n-models {opts.n_models} given")
+    else:
+        if opts.n_models is None or opts.n_models < 1:
+            raise UserError("--n-models K (>= 1) is required for a new campaign")
+        space = campaign_space(opts.stage, opts.from_dir)
+        cfg = None
+
+    if opts.backend == "lumina":
+        return _plan_lumina(opts, space, cfg, resume_attrs)
+    return _plan_synth(opts, space, cfg, resume_attrs)
+
+
+def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
+    from runners.backends.lumina import LuminaExecutor, LuminaSettings, check_binary, check_reference
+
+    binary = check_binary(opts.lumina_bin)
+    cpu_binary = check_binary(opts.lumina_cpu_bin) if opts.lumina_cpu_bin else binary
+    ref = check_reference(opts.lumina_ref)
+    gpus = tuple(int(g) for g in opts.gpus)
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise UserError(f"--gpus must be distinct non-negative device numbers, got {','.join(map(str, gpus))}")
+    n_cpu = opts.cpu_workers if opts.cpu_workers is not None else (0 if gpus else 1)
+    if n_cpu < 0:
+        raise UserError("--cpu-workers must be >= 0")
+    if not gpus and n_cpu == 0:
+        raise UserError("no LUMINA workers: give --gpus 0,1,... and/or --cpu-workers M (>= 1)")
+    cpu_threads = opts.cpu_threads or max(1, (os.cpu_count() or 1) // max(n_cpu, 1))
+    sha, cpu_sha = sha256_file(binary), sha256_file(cpu_binary)
+    if cfg is None:
+        settings = opts.lumina_settings or LuminaSettings()
+        cfg = {"backend": "lumina", "stage": space.stage, "n_models": int(opts.n_models), "seed": int(opts.seed),
+               "space_fingerprint": space.fingerprint(), "binary_sha256": sha, "cpu_binary_sha256": cpu_sha,
+               "lumina_settings": dataclasses.asdict(settings)}
+    else:
+        d = dict(cfg["lumina_settings"])
+        d["spec_range"] = tuple(d["spec_range"])
+        d["extra_env"] = tuple(tuple(x) for x in d["extra_env"])
+        settings = LuminaSettings(**d)
+        for what, old, new, path in (("--lumina-bin", cfg["binary_sha256"], sha, binary),
+                                     ("--lumina-cpu-bin", cfg["cpu_binary_sha256"], cpu_sha, cpu_binary)):
+            if old != new:
+                raise DataFileError(f"--resume: {path} (sha256 {new[:12]}) is not the binary the store was made "
+                                    f"with (sha256 {old[:12]}); models of two LUMINA builds must not be mixed")
+    prov = provenance(binary)
+    prov["cpu_binary_path"], prov["cpu_binary_sha256"] = str(cpu_binary), cpu_sha
+    prov["lumina_ref"] = str(ref.path)
+    stem = opts.out.name[:-3] if opts.out.name.endswith(".h5") else opts.out.name
+    work_root = Path(opts.work_dir).resolve() if opts.work_dir else opts.out.parent / f"{stem}.work"
+    log_dir = opts.out.parent / f"{stem}.logs"
+
+    def make(space_: ParameterSpace) -> list[Executor]:
+        common = dict(ref=ref, space=space_, settings=settings, work_root=work_root, log_dir=log_dir,
+                      timeout_s=opts.timeout_s, campaign_seed=int(cfg["seed"]), keep_workdirs=opts.keep_workdirs)
+        exs: list[Executor] = []
+        for g in gpus:
+            for k in range(max(1, opts.jobs_per_gpu)):
+                name = f"gpu{g}" if opts.jobs_per_gpu <= 1 else f"gpu{g}.{k}"
+                exs.append(LuminaExecutor(binary=binary, gpu=g, omp_threads=opts.gpu_threads, **common).named(name))
+        for k in range(n_cpu):
+            exs.append(LuminaExecutor(binary=cpu_binary, gpu=None, omp_threads=cpu_threads, **common).named(f"cpu{k}"))
+        return exs
+
+    return Plan(opts, space, cfg, prov, settings.wavelength, make, resume_attrs)
+
+
+def _plan_synth(opts, space, cfg, resume_attrs) -> Plan:
+    from runners.backends.synth import SynthExecutor, make_forward
+
+    factory = cfg["synth_factory"] if cfg is not None else opts.synth_factory
+    if opts.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    fn, wavelength, desc = make_forward(space, factory)
+    if cfg is None:
+        cfg = {"backend": "synth", "stage": space.stage, "n_models": int(opts.n_models), "seed": int(opts.seed),
+               "space_fingerprint": space.fingerprint(), "synth_factory": factory, "synth": desc,
+               "n_wave": int(wavelength.size)}
+    elif int(cfg["n_wave"]) != wavelength.size:
+        raise DataFileError(f"--resume: the synthesizer now has {wavelength.size} wavelengths, the store {cfg['n_wave']}")
+    prov = provenance(None)
+    prov["synth"] = desc
+
+    def make(space_: ParameterSpace) -> list[Executor]:
+        return [SynthExecutor(fn, wavelength, batch_size=opts.batch_size, name=f"synth{k}")
+                for k in range(max(1, opts.synth_workers))]
+
+    return Plan(opts, space, cfg, prov, wavelength, make, resume_attrs)
+
+
+# ----------------------------------------------------------------------- running
+def open_store(p: Plan) -> CampaignStore:
+    """Create the store (design first) or open it for resuming."""
+    o = p.opts
+    if o.resume:
+        store = CampaignStore.open(o.out)
+        import numpy as np
+
+        if not np.allclose(store.wavelength, np.asarray(p.wavelength)):
+            raise DataFileError(f"--resume: {o.out} has another wavelength grid than this backend produces")
+        if o.max_attempts != int(store.attrs.get("max_attempts", o.max_attempts)):
+            store.attrs["max_attempts"] = int(o.max_attempts)
+        return store
+    design = lhs_design(p.space, int(o.n_models), int(o.seed))
+    return CampaignStore.create(o.out, space=p.space, design=design, wavelength=p.wavelength, backend=o.backend,
+                                seed=int(o.seed), config=p.config, max_attempts=o.max_attempts, prov=p.prov)
+
+
+def generate(opts: GenerateOptions, *, on_start: Callable[[CampaignStore], None] | None = None,
+             on_progress: Callable[[Progress], None] | None = None) -> tuple[CampaignStore, Progress]:
+    """Validate, create/resume the store, run every remaining job, checkpoint; return (store, counters).
+
+    SIGTERM and Ctrl-C stop the workers (killing running subprocesses), checkpoint, and raise
+    KeyboardInterrupt; rerun with ``resume=True`` to continue.
+    """
+    p = plan(opts)
+    store = open_store(p)
+    store.acquire_lock()
+    try:
+        executors = p.make_executors(store.space)
+        if on_start is not None:
+            on_start(store)
+        prog = asyncio.run(_run_with_signals(store, executors, opts, on_progress))
+    finally:
+        store.release_lock()
+    return store, prog
+
+
+async def _run_with_signals(store, executors: Sequence[Executor], opts: GenerateOptions, on_progress):
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopped = []
+
+    def stop(signum):
+        stopped.append(signum)
+        task.cancel()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(s, stop, s)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    try:
+        return await run_queue(store, executors, checkpoint_every=opts.checkpoint_every,
+                               max_attempts=opts.max_attempts, abort_after=opts.abort_after, on_progress=on_progress)
+    except asyncio.CancelledError:
+        if stopped:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.remove_signal_handler(s)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass

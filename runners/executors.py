@@ -1,0 +1,94 @@
+"""The executor interface: what the work queue needs from a way of running forward models.
+
+An :class:`Executor` is one *worker*: it takes a list of at most ``max_batch`` jobs and
+returns one :class:`Outcome` per job, never raising for a failed model (failures are
+outcomes).  The queue (:mod:`runners.queue`) and the store (:mod:`runners.store`) only see
+this interface, so a new way of running models -- e.g. a cluster backend that submits
+each batch to Ray or Dask distributed and awaits the future -- is one new class:
+
+.. code-block:: python
+
+    class DaskExecutor(Executor):
+        kind = "dask"
+        def __init__(self, client, fn, name, max_batch):  ...
+        async def run(self, jobs):
+            fut = self.client.submit(fn, np.stack([j.theta for j in jobs]))
+            spectra = await fut            # dask futures are awaitable in an async client
+            return [validated outcome per job]
+
+Built here: :class:`runners.backends.lumina.LuminaExecutor` (one subprocess per job, GPU
+or CPU flavour) and :class:`runners.backends.synth.SynthExecutor` (batched, vmapped JAX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+#: Failure kinds recorded in the store's ``fail_kind``.
+FAIL_KINDS = ("timeout", "exit_code", "signal", "missing_output", "invalid_output", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One forward-model evaluation: row ``index`` of the design, its ``attempt`` (1-based)."""
+
+    index: int
+    theta: np.ndarray  # [dim] physical values
+    attempt: int
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Result of one job attempt.  ``spectrum`` is L_lambda [n_wave] erg/s/Angstrom when ``ok``."""
+
+    index: int
+    ok: bool
+    spectrum: np.ndarray | None = None
+    fail_kind: str = ""
+    reason: str = ""
+    elapsed_s: float = 0.0
+    worker: str = ""
+
+    @classmethod
+    def failure(cls, job: Job, kind: str, reason: str, elapsed_s: float, worker: str) -> "Outcome":
+        assert kind in FAIL_KINDS, kind
+        return cls(job.index, False, None, kind, reason, elapsed_s, worker)
+
+
+class Executor:
+    """Base class of a worker.  Subclasses set ``kind`` ("gpu", "cpu", "synth", ...), ``name``
+    (unique, e.g. "gpu0") and ``max_batch``, and implement :meth:`run`."""
+
+    kind: str = "abstract"
+    name: str = "abstract"
+    max_batch: int = 1
+
+    async def run(self, jobs: Sequence[Job]) -> list[Outcome]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release resources (called once when the campaign ends)."""
+
+
+def validate_spectrum(flux: np.ndarray, *, n_wave: int, min_positive_fraction: float = 0.5) -> str:
+    """Why ``flux`` is not a valid spectrum ("" if it is).
+
+    Valid: shape ``[n_wave]``, every value finite and >= 0, and at least
+    ``min_positive_fraction`` of the bins > 0 (a Monte Carlo histogram legitimately has
+    empty far-UV bins, an all-zero or mostly-zero spectrum is a broken run).
+    """
+    flux = np.asarray(flux)
+    if flux.shape != (n_wave,):
+        return f"expected {n_wave} flux values, got shape {flux.shape}"
+    bad = ~np.isfinite(flux)
+    if bad.any():
+        return f"{int(bad.sum())} non-finite flux value(s)"
+    if (flux < 0).any():
+        return f"{int((flux < 0).sum())} negative flux value(s)"
+    frac = float(np.mean(flux > 0))
+    if frac < min_positive_fraction:
+        return f"only {frac:.1%} of the bins have positive flux (need {min_positive_fraction:.0%})"
+    return ""

@@ -1,0 +1,476 @@
+"""Crash-safe HDF5 store of a simulation campaign (the emulator's training set).
+
+File layout (``format = "lumina-jax-campaign"``, ``format_version = 1``)
+--------------------------------------------------------------------------
+Root attributes: ``format``, ``format_version``, ``stage`` (int), ``space_json``
+(``ParameterSpace.to_json()`` of the sampled space, bounds included), ``backend``, ``seed``,
+``config_hash``, ``config_json``, ``max_attempts``, provenance (``binary_path``,
+``binary_sha256``, ``host``, ``created``, ``updated``, ``lumina_jax_version``,
+``n_checkpoints``).
+
+Datasets (N jobs, n_wave wavelengths):
+
+=============  ==================  ==================================================
+``design``     [N, dim] float64    physical parameter values (written before any job)
+``status``     [N] int8            0 pending, 1 done, 2 failed
+``attempts``   [N] int32           attempts made so far
+``fail_reason`` [N] utf-8 str      last failure message ("" if none)
+``fail_kind``  [N] utf-8 str       timeout / exit_code / signal / missing_output /
+                                   invalid_output / error ("" if none)
+``wavelength`` [n_wave] float64    Angstrom
+``spectra``    [N, n_wave] float64 L_lambda, erg/s/Angstrom; NaN unless status == 1
+``elapsed_s``  [N] float64         wall time of the last attempt
+``worker``     [N] utf-8 str       worker that ran the last attempt
+=============  ==================  ==================================================
+
+Crash safety (copy-on-checkpoint)
+---------------------------------
+The file named ``FILE.h5`` is only ever replaced atomically.  A checkpoint copies the
+current file to ``FILE.h5.tmp`` (a kernel-side copy), writes the rows that changed since
+the last checkpoint into the copy, closes it, ``fsync``s it and ``os.replace``s it over
+``FILE.h5`` (then ``fsync``s the directory).  A ``kill -9`` at any moment therefore leaves
+either the previous or the new checkpoint -- both complete HDF5 files in which a row is
+``done`` exactly when its spectrum is in the same file.  A stale ``FILE.h5.tmp`` is
+deleted when the store is opened again.  Cost per checkpoint: one sequential copy of the
+file plus the changed rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import fcntl
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import NamedTuple
+
+import h5py
+import numpy as np
+
+from lumina_jax.errors import DataFileError
+from lumina_jax.params import ParameterSpace
+
+FORMAT = "lumina-jax-campaign"
+FORMAT_VERSION = 1
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+
+_STR = h5py.string_dtype("utf-8")
+_ROW_DATASETS = ("status", "attempts", "fail_reason", "fail_kind", "spectra", "elapsed_s", "worker")
+_REQUIRED = ("design", "status", "attempts", "fail_reason", "wavelength", "spectra", "elapsed_s", "worker")
+
+
+class TrainingSet(NamedTuple):
+    """The finished rows of a campaign store.
+
+    space: the sampled :class:`ParameterSpace` (bounds included)
+    theta: [n_done, dim] physical parameters
+    wavelength: [n_wave] Angstrom
+    spectra: [n_done, n_wave] L_lambda, erg/s/Angstrom
+    ids: [n_done] row indices in the store's design
+    """
+
+    space: ParameterSpace
+    theta: np.ndarray
+    wavelength: np.ndarray
+    spectra: np.ndarray
+    ids: np.ndarray
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(binary: str | os.PathLike | None = None) -> dict:
+    """Host, creation time, lumina-jax version and (optional) binary path + sha256."""
+    import lumina_jax
+
+    out = {"host": socket.gethostname(), "created": now_iso(), "lumina_jax_version": lumina_jax.__version__,
+           "binary_path": "", "binary_sha256": ""}
+    if binary is not None:
+        out["binary_path"] = str(Path(binary).resolve())
+        out["binary_sha256"] = sha256_file(binary)
+    return out
+
+
+def sha256_file(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _runs(idx: np.ndarray):
+    """Sorted unique indices -> list of (start, stop) contiguous runs."""
+    if idx.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(idx) != 1)[0]
+    starts = np.concatenate([[0], breaks + 1])
+    stops = np.concatenate([breaks + 1, [idx.size]])
+    return [(int(idx[a]), int(idx[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+@dataclasses.dataclass
+class Delta:
+    """Rows changed since the last checkpoint (copies: safe to write from another thread)."""
+
+    rows: np.ndarray
+    values: dict
+    attrs: dict
+
+
+class CampaignStore:
+    """In-memory state of a campaign plus its on-disk checkpoint ``path``.
+
+    Jobs update the arrays in memory (:meth:`record_success`, :meth:`record_failure`); a
+    :meth:`checkpoint` makes them durable atomically.  Only rows with ``status == DONE``
+    carry data.
+    """
+
+    def __init__(self, path: Path, attrs: dict, arrays: dict):
+        self.path = Path(path)
+        self.attrs = dict(attrs)
+        self.design: np.ndarray = arrays["design"]
+        self.status: np.ndarray = arrays["status"]
+        self.attempts: np.ndarray = arrays["attempts"]
+        self.fail_reason: np.ndarray = arrays["fail_reason"]
+        self.fail_kind: np.ndarray = arrays["fail_kind"]
+        self.wavelength: np.ndarray = arrays["wavelength"]
+        self.spectra: np.ndarray = arrays["spectra"]
+        self.elapsed_s: np.ndarray = arrays["elapsed_s"]
+        self.worker: np.ndarray = arrays["worker"]
+        self.space = ParameterSpace.from_json(self.attrs["space_json"])
+        self._dirty: set[int] = set()
+        self._lock_fh = None
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, path, *, space: ParameterSpace, design: np.ndarray, wavelength: np.ndarray,
+               backend: str, seed: int, config: dict, max_attempts: int, prov: dict) -> "CampaignStore":
+        """Write a new store (design included, every job pending) atomically; refuse to overwrite."""
+        path = Path(path)
+        if path.exists():
+            raise DataFileError(f"{path} already exists (use --resume to continue it, or choose another --out)")
+        design = np.asarray(design, dtype=np.float64)
+        wavelength = np.asarray(wavelength, dtype=np.float64)
+        n, n_wave = design.shape[0], wavelength.shape[0]
+        config_json = json.dumps(config, sort_keys=True, default=str)
+        import hashlib
+
+        attrs = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "stage": int(space.stage),
+            "space_json": space.to_json(),
+            "backend": backend,
+            "seed": int(seed),
+            "config_json": config_json,
+            "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
+            "max_attempts": int(max_attempts),
+            "n_checkpoints": 0,
+            "updated": now_iso(),
+            **prov,
+        }
+        arrays = {
+            "design": design,
+            "status": np.zeros(n, np.int8),
+            "attempts": np.zeros(n, np.int32),
+            "fail_reason": np.array([""] * n, dtype=object),
+            "fail_kind": np.array([""] * n, dtype=object),
+            "wavelength": wavelength,
+            "spectra": np.full((n, n_wave), np.nan),
+            "elapsed_s": np.full(n, np.nan),
+            "worker": np.array([""] * n, dtype=object),
+        }
+        store = cls(path, attrs, arrays)
+        store._write_full()
+        return store
+
+    def _write_full(self) -> None:
+        tmp = self.tmp_path
+        with h5py.File(tmp, "w") as f:
+            for k, v in self.attrs.items():
+                f.attrs[k] = v
+            f.create_dataset("design", data=self.design)
+            f.create_dataset("status", data=self.status)
+            f.create_dataset("attempts", data=self.attempts)
+            f.create_dataset("fail_reason", data=self.fail_reason.astype(object), dtype=_STR)
+            f.create_dataset("fail_kind", data=self.fail_kind.astype(object), dtype=_STR)
+            f.create_dataset("wavelength", data=self.wavelength)
+            f.create_dataset("spectra", data=self.spectra, fillvalue=np.nan)
+            f.create_dataset("elapsed_s", data=self.elapsed_s)
+            f.create_dataset("worker", data=self.worker.astype(object), dtype=_STR)
+        self._commit_tmp(tmp)
+        self._dirty.clear()
+
+    @property
+    def tmp_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
+
+    def _commit_tmp(self, tmp: Path) -> None:
+        _fsync_path(tmp)
+        os.replace(tmp, self.path)
+        _fsync_path(self.path.parent.resolve(), directory=True)
+
+    # ------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path) -> "CampaignStore":
+        """Read a store into memory (to resume it).  A stale ``.tmp`` checkpoint is removed."""
+        path = Path(path)
+        attrs, arrays = _read_all(path)
+        store = cls(path, attrs, arrays)
+        if store.tmp_path.exists():
+            store.tmp_path.unlink()
+        return store
+
+    def acquire_lock(self) -> None:
+        """Take an exclusive advisory lock (``FILE.h5.lock``); a second runner gets a UserError."""
+        lock = self.path.with_name(self.path.name + ".lock")
+        fh = open(lock, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise DataFileError(f"{self.path} is being written by another runner (lock {lock})") from None
+        self._lock_fh = fh
+
+    def release_lock(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # ----------------------------------------------------------------- updating
+    @property
+    def n(self) -> int:
+        return self.design.shape[0]
+
+    def record_success(self, i: int, spectrum: np.ndarray, *, elapsed_s: float, worker: str) -> None:
+        if self.status[i] == DONE:
+            raise RuntimeError(f"job {i} is already done; a finished job must never run twice")
+        self.spectra[i] = spectrum
+        self.status[i] = DONE
+        self.attempts[i] += 1
+        self.fail_reason[i] = ""
+        self.fail_kind[i] = ""
+        self.elapsed_s[i] = elapsed_s
+        self.worker[i] = worker
+        self._dirty.add(i)
+
+    def record_failure(self, i: int, *, kind: str, reason: str, elapsed_s: float, worker: str) -> None:
+        """A failed attempt: the row is marked failed (retryable while attempts < max_attempts)."""
+        if self.status[i] == DONE:
+            raise RuntimeError(f"job {i} is already done")
+        self.spectra[i] = np.nan
+        self.status[i] = FAILED
+        self.attempts[i] += 1
+        self.fail_reason[i] = reason
+        self.fail_kind[i] = kind
+        self.elapsed_s[i] = elapsed_s
+        self.worker[i] = worker
+        self._dirty.add(i)
+
+    def todo(self, max_attempts: int | None = None) -> np.ndarray:
+        """Indices to run: pending rows and failed rows with attempts < max_attempts."""
+        m = int(self.attrs["max_attempts"]) if max_attempts is None else int(max_attempts)
+        mask = (self.status == PENDING) | ((self.status == FAILED) & (self.attempts < m))
+        return np.nonzero(mask)[0]
+
+    def counts(self) -> dict:
+        return {name: int(np.sum(self.status == code)) for code, name in STATUS_NAMES.items()}
+
+    def mark_dirty(self, rows) -> None:
+        self._dirty.update(int(i) for i in rows)
+
+    @property
+    def n_dirty(self) -> int:
+        return len(self._dirty)
+
+    # --------------------------------------------------------------- checkpoints
+    def take_delta(self) -> Delta:
+        """Copy the rows changed since the last delta (call from the owning thread)."""
+        rows = np.array(sorted(self._dirty), dtype=np.int64)
+        self._dirty.clear()
+        values = {name: getattr(self, name)[rows].copy() for name in _ROW_DATASETS}
+        self.attrs["n_checkpoints"] = int(self.attrs.get("n_checkpoints", 0)) + 1
+        self.attrs["updated"] = now_iso()
+        attrs = {k: self.attrs[k] for k in ("n_checkpoints", "updated", "max_attempts")}
+        return Delta(rows, values, attrs)
+
+    def write_delta(self, delta: Delta) -> None:
+        """Make ``delta`` durable: copy file -> write rows into the copy -> fsync -> replace.
+
+        Pure file work (no access to the in-memory arrays): may run in a worker thread, one
+        at a time."""
+        tmp = self.tmp_path
+        shutil.copyfile(self.path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for a, b in _runs(delta.rows):
+                lo = int(np.searchsorted(delta.rows, a))
+                hi = lo + (b - a)
+                for name in _ROW_DATASETS:
+                    v = delta.values[name][lo:hi]
+                    f[name][a:b] = v.astype(object) if v.dtype == object else v
+            for k, v in delta.attrs.items():
+                f.attrs[k] = v
+        self._commit_tmp(tmp)
+
+    def checkpoint(self) -> None:
+        """Synchronous checkpoint of everything recorded so far."""
+        self.write_delta(self.take_delta())
+
+
+# ------------------------------------------------------------------------- reading
+def _open_h5(path: Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"campaign store not found: {path}")
+    if path.is_dir():
+        raise DataFileError(f"{path} is a directory, not a campaign store")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataFileError(f"{path} is not a readable HDF5 file (corrupt or foreign): {exc}".splitlines()[0]) from None
+
+
+def _check_format(f: h5py.File, path: Path) -> None:
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT:
+        raise DataFileError(f"{path} is not a lumina-jax campaign store (format attribute {fmt!r})")
+    ver = int(f.attrs.get("format_version", -1))
+    if ver != FORMAT_VERSION:
+        raise DataFileError(f"{path}: unsupported store format_version {ver} (this version reads {FORMAT_VERSION})")
+    missing = [k for k in _REQUIRED if k not in f]
+    if missing:
+        raise DataFileError(f"{path}: corrupt store, missing dataset(s) {', '.join(missing)}")
+    n, dim = f["design"].shape
+    n_wave = f["wavelength"].shape[0]
+    for k in ("status", "attempts", "fail_reason", "elapsed_s", "worker"):
+        if f[k].shape != (n,):
+            raise DataFileError(f"{path}: corrupt store, {k} has shape {f[k].shape}, expected ({n},)")
+    if f["spectra"].shape != (n, n_wave):
+        raise DataFileError(f"{path}: corrupt store, spectra has shape {f['spectra'].shape}, expected {(n, n_wave)}")
+
+
+def _attrs(f: h5py.File) -> dict:
+    out = {}
+    for k, v in f.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _read_all(path: Path) -> tuple[dict, dict]:
+    with _open_h5(path) as f:
+        _check_format(f, path)
+        try:
+            n = f["design"].shape[0]
+            arrays = {
+                "design": f["design"][...].astype(np.float64),
+                "status": f["status"][...].astype(np.int8),
+                "attempts": f["attempts"][...].astype(np.int32),
+                "fail_reason": np.array(f["fail_reason"].asstr()[...], dtype=object),
+                "fail_kind": (np.array(f["fail_kind"].asstr()[...], dtype=object) if "fail_kind" in f
+                              else np.array([""] * n, dtype=object)),
+                "wavelength": f["wavelength"][...].astype(np.float64),
+                "spectra": f["spectra"][...].astype(np.float64),
+                "elapsed_s": f["elapsed_s"][...].astype(np.float64),
+                "worker": np.array(f["worker"].asstr()[...], dtype=object),
+            }
+            attrs = _attrs(f)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataFileError(f"{path}: corrupt store ({exc})") from None
+    return attrs, arrays
+
+
+def read_attrs(path) -> dict:
+    """Root attributes of a store (validated format)."""
+    path = Path(path)
+    with _open_h5(path) as f:
+        _check_format(f, path)
+        return _attrs(f)
+
+
+def load_training_set(path, *, stage: int | None = None) -> TrainingSet:
+    """The finished rows (``status == done``) of a campaign store.
+
+    Raises :class:`DataFileError` for a missing, corrupt or foreign file, a store of another
+    stage than ``stage`` (when given), or a done row whose spectrum is not finite.
+    """
+    path = Path(path)
+    with _open_h5(path) as f:
+        _check_format(f, path)
+        attrs = _attrs(f)
+        if stage is not None and int(attrs["stage"]) != int(stage):
+            raise DataFileError(f"{path} holds stage-{attrs['stage']} models, stage {stage} was requested")
+        try:
+            status = f["status"][...]
+            ids = np.nonzero(status == DONE)[0]
+            theta = f["design"][...][ids].astype(np.float64)
+            wavelength = f["wavelength"][...].astype(np.float64)
+            spectra = f["spectra"][...][ids].astype(np.float64) if ids.size else np.empty((0, wavelength.size))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataFileError(f"{path}: corrupt store ({exc})") from None
+    try:
+        space = ParameterSpace.from_json(attrs["space_json"])
+    except Exception as exc:  # noqa: BLE001 - any failure here means a foreign/corrupt attribute
+        raise DataFileError(f"{path}: unreadable space_json attribute ({exc})") from None
+    if theta.shape[1] != space.dim:
+        raise DataFileError(f"{path}: design has {theta.shape[1]} columns, space has {space.dim}")
+    if ids.size and not np.all(np.isfinite(spectra)):
+        raise DataFileError(f"{path}: corrupt store, a done row holds non-finite spectrum values")
+    return TrainingSet(space=space, theta=theta, wavelength=wavelength, spectra=spectra, ids=ids)
+
+
+def store_info(path) -> dict:
+    """Summary of a store: counts by status, failure kinds and reasons, provenance, shapes."""
+    path = Path(path)
+    attrs, arrays = _read_all(path)
+    status = arrays["status"]
+    failed = status == FAILED
+    kinds: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for k, r in zip(arrays["fail_kind"][failed], arrays["fail_reason"][failed]):
+        kinds[k or "unknown"] = kinds.get(k or "unknown", 0) + 1
+        r1 = str(r).splitlines()[0][:160] if r else ""
+        reasons[r1] = reasons.get(r1, 0) + 1
+    done = status == DONE
+    workers: dict[str, int] = {}
+    for w in arrays["worker"][done]:
+        workers[str(w)] = workers.get(str(w), 0) + 1
+    el = arrays["elapsed_s"][done]
+    max_att = int(attrs.get("max_attempts", 1))
+    return {
+        "path": str(path),
+        "n_models": int(status.size),
+        "dim": int(arrays["design"].shape[1]),
+        "n_wave": int(arrays["wavelength"].size),
+        "wavelength_range": [float(arrays["wavelength"].min()), float(arrays["wavelength"].max())]
+        if arrays["wavelength"].size else [],
+        "counts": {name: int(np.sum(status == code)) for code, name in STATUS_NAMES.items()},
+        "retryable_failed": int(np.sum(failed & (arrays["attempts"] < max_att))),
+        "failure_kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:20]),
+        "done_by_worker": dict(sorted(workers.items())),
+        "elapsed_s_done": {"mean": float(el.mean()), "median": float(np.median(el)), "max": float(el.max())}
+        if el.size else {},
+        "attrs": {k: v for k, v in attrs.items() if k != "space_json"},
+    }

@@ -1,0 +1,112 @@
+"""Campaign store: format contract, done-only reading, atomic checkpoints, clear errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from lumina_jax.errors import DataFileError
+from lumina_jax.params import load_space
+from runners.design import lhs_design
+from runners.store import DONE, FAILED, PENDING, CampaignStore, load_training_set, provenance, store_info
+
+
+def _store(path, n=10, n_wave=7, stage=1):
+    space = load_space(stage)
+    return CampaignStore.create(path, space=space, design=lhs_design(space, n, seed=1),
+                                wavelength=np.linspace(3000.0, 9000.0, n_wave), backend="synth", seed=1,
+                                config={"n_models": n}, max_attempts=2, prov=provenance(None))
+
+
+def test_layout_matches_the_contract(tmp_path):
+    p = tmp_path / "s.h5"
+    s = _store(p)
+    with h5py.File(p, "r") as f:  # the design is on disk before any job ran
+        assert f.attrs["format"] == "lumina-jax-campaign" and f.attrs["format_version"] == 1
+        assert f.attrs["stage"] == 1 and f.attrs["backend"] == "synth" and f.attrs["seed"] == 1
+        for k in ("space_json", "config_hash", "binary_path", "binary_sha256", "host", "created", "lumina_jax_version"):
+            assert k in f.attrs
+        assert f["design"].shape == (10, 15) and f["design"].dtype == np.float64
+        assert f["status"].dtype == np.int8 and (f["status"][...] == PENDING).all()
+        assert f["attempts"].dtype == np.int32
+        assert f["spectra"].shape == (10, 7) and np.isnan(f["spectra"][...]).all()
+        assert f["fail_reason"].asstr()[0] == "" and f["worker"].asstr()[0] == ""
+        np.testing.assert_array_equal(f["design"][...], s.design)
+    assert load_training_set(p).theta.shape == (0, 15)
+
+
+def test_only_done_rows_are_data_and_checkpoints_are_atomic(tmp_path, monkeypatch):
+    p = tmp_path / "s.h5"
+    s = _store(p)
+    s.record_success(2, np.full(7, 2.0), elapsed_s=1.0, worker="w")
+    s.record_failure(3, kind="timeout", reason="timeout after 5 s", elapsed_s=5.0, worker="w")
+    s.record_success(5, np.full(7, 5.0), elapsed_s=1.0, worker="w")
+    assert load_training_set(p).ids.size == 0  # nothing durable before a checkpoint
+    s.checkpoint()
+    ts = load_training_set(p, stage=1)
+    assert ts.ids.tolist() == [2, 5]
+    np.testing.assert_array_equal(ts.spectra, [[2.0] * 7, [5.0] * 7])
+    np.testing.assert_array_equal(ts.theta, s.design[[2, 5]])
+    assert ts.space.names == load_space(1).names
+
+    # a crash in the middle of the next checkpoint leaves the previous one intact
+    s.record_success(7, np.full(7, 7.0), elapsed_s=1.0, worker="w")
+    before = p.read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    real_file = h5py.File
+
+    def exploding(name, mode="r", *a, **k):
+        f = real_file(name, mode, *a, **k)
+        if mode == "r+":
+            f["spectra"][7] = np.full(7, 7.0)  # half-written: data in, then the writer dies
+            f.close()
+            raise Boom
+        return f
+
+    monkeypatch.setattr(h5py, "File", exploding)
+    with pytest.raises(Boom):
+        s.checkpoint()
+    monkeypatch.setattr(h5py, "File", real_file)
+    assert p.read_bytes() == before and load_training_set(p).ids.tolist() == [2, 5]
+    re = CampaignStore.open(p)  # reopening removes the stale temp file
+    assert not s.tmp_path.exists()
+    assert re.status[3] == FAILED and re.fail_kind[3] == "timeout" and re.attempts[3] == 1
+    assert re.todo().tolist() == [0, 1, 3, 4, 6, 7, 8, 9]  # pending + retryable failed
+    assert re.todo(max_attempts=1).tolist() == [0, 1, 4, 6, 7, 8, 9]
+    with pytest.raises(RuntimeError):
+        re.record_success(2, np.ones(7), elapsed_s=0, worker="w")  # done jobs never run again
+    info = store_info(p)
+    assert info["counts"] == {"pending": 7, "done": 2, "failed": 1}
+    assert info["failure_kinds"] == {"timeout": 1} and info["failure_reasons"] == {"timeout after 5 s": 1}
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(DataFileError, match="not found"):
+        load_training_set(tmp_path / "nope.h5")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 100)
+    with pytest.raises(DataFileError, match="not a readable HDF5"):
+        load_training_set(junk)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(DataFileError, match="not a lumina-jax campaign store"):
+        load_training_set(foreign)
+    p = tmp_path / "s.h5"
+    _store(p)
+    with pytest.raises(DataFileError, match="stage-1 models, stage 2 was requested"):
+        load_training_set(p, stage=2)
+    with h5py.File(p, "r+") as f:  # a done row without data is corruption, never read as data
+        f["status"][0] = DONE
+    with pytest.raises(DataFileError, match="non-finite"):
+        load_training_set(p)
+    with h5py.File(p, "r+") as f:
+        del f["spectra"]
+    with pytest.raises(DataFileError, match="missing dataset"):
+        load_training_set(p)
+    with pytest.raises(DataFileError, match="already exists"):
+        _store(p)
