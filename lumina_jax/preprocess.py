@@ -134,6 +134,7 @@ def default_grid(wl_min: float = 2000.0, wl_max: float = 10000.0, step: float = 
 
 
 # ----------------------------------------------------------------------------- resampling
+@jax.jit
 def resample(wavelength, flux, grid, mask=None):
     """Average a piecewise-linear spectrum over the bins of a uniform ``grid``.
 
@@ -144,8 +145,8 @@ def resample(wavelength, flux, grid, mask=None):
         mask: optional bool ``[m]``, True where the input is valid.
 
     Returns:
-        ``[n]`` mean flux per output bin (same units as ``flux``); NaN where less than 99 % of the
-        bin is covered by valid input.
+        ``[n]`` mean flux per output bin (same units as ``flux``), exact for the piecewise-linear
+        interpolant of the input; NaN where less than 99 % of the bin is covered by valid input.
     """
     wavelength = jnp.asarray(wavelength)
     flux = jnp.asarray(flux)
@@ -163,9 +164,17 @@ def resample(wavelength, flux, grid, mask=None):
     cum_m = jnp.concatenate([jnp.zeros(1, flux.dtype), jnp.cumsum(dx * seg_ok)])
     step = grid[1] - grid[0]
     lo, hi = grid - 0.5 * step, grid + 0.5 * step
-    # Linear interpolation of the cumulative integrals (exact for the mask, near-exact for flux).
-    F = jnp.interp(hi, wavelength, cum_f) - jnp.interp(lo, wavelength, cum_f)
-    M = jnp.interp(hi, wavelength, cum_m) - jnp.interp(lo, wavelength, cum_m)
+
+    def cumulative(x):
+        # Exact integrals of the piecewise-linear input from wavelength[0] to x.
+        j = jnp.clip(jnp.searchsorted(wavelength, x, side="right") - 1, 0, wavelength.size - 2)
+        t = jnp.clip(x - wavelength[j], 0.0, dx[j])
+        slope = (f[j + 1] - f[j]) / dx[j]
+        return (cum_f[j] + seg_ok[j] * (f[j] * t + 0.5 * slope * t**2),
+                cum_m[j] + seg_ok[j] * t)
+
+    (F_hi, M_hi), (F_lo, M_lo) = cumulative(hi), cumulative(lo)
+    F, M = F_hi - F_lo, M_hi - M_lo
     inside = (lo >= wavelength[0]) & (hi <= wavelength[-1])
     ok = inside & (M >= 0.99 * step)
     return jnp.where(ok, F / jnp.where(ok, M, 1.0), jnp.nan)
@@ -300,6 +309,8 @@ class Preprocessor:
 
     def __post_init__(self):
         object.__setattr__(self, "_smoother", _build_smoother(self.cfg))
+        object.__setattr__(self, "_normalised_jit", jax.jit(self._normalised_impl))
+        object.__setattr__(self, "_smooth_jit", jax.jit(self._smooth_impl))
 
     def __hash__(self):
         return hash(self.cfg)
@@ -312,7 +323,10 @@ class Preprocessor:
         return self.cfg.grid
 
     def smooth(self, flux, valid=None):
-        """Smooth ``flux [n]`` given on :attr:`grid` (see :func:`smooth`)."""
+        """Smooth ``flux [n]`` given on :attr:`grid` (see :func:`smooth`); jitted."""
+        return self._smooth_jit(flux, valid)
+
+    def _smooth_impl(self, flux, valid):
         return smooth(flux, self._smoother, self.cfg, valid)
 
     def normalised(self, wavelength, flux, mask=None):
@@ -328,17 +342,18 @@ class Preprocessor:
             and np.allclose(np.asarray(wavelength), self.grid)
         )
         if same_grid:
-            f = flux
-            valid = jnp.isfinite(f)
-        else:
-            f = resample(wavelength, flux, self.grid, mask)
-            valid = jnp.isfinite(f)
-        s = self.smooth(jnp.where(valid, f, 0.0), valid)
+            return self._normalised_jit(None, flux, None)
+        return self._normalised_jit(wavelength, flux, mask)
+
+    def _normalised_impl(self, wavelength, flux, mask):
+        f = flux if wavelength is None else resample(wavelength, flux, self.grid, mask)
+        valid = jnp.isfinite(f)
+        s = self._smooth_impl(jnp.where(valid, f, 0.0), valid)
         return normalise(s, self.grid, self.cfg)
 
     def normalised_full(self, flux):
         """Fast path for simulations already on :attr:`grid` with full coverage: ``[..., n]``."""
-        s = jnp.vectorize(self.smooth, signature="(n)->(n)")(flux)
+        s = jnp.vectorize(self._smooth_impl, excluded={1}, signature="(n)->(n)")(flux, None)
         return normalise(s, self.grid, self.cfg)
 
     def smoothing_operator(self, wavelength=None) -> np.ndarray:
@@ -401,16 +416,23 @@ def fit_pca(
     N, n = Y.shape
     mean = Y.mean(axis=0)
     X = Y - mean
-    cov = X.T @ X / max(N - 1, 1)
-    total = float(np.trace(cov))
-    m = min(n, N, max(max_components, int(n_components or 0)))
-    import scipy.linalg
+    m = min(n, N, int(n_components) if n_components is not None else max_components)
+    if N <= n:
+        # Few spectra: thin SVD of the data matrix, O(N^2 n).
+        _, sv, vt = np.linalg.svd(X, full_matrices=False)
+        all_evals = sv**2 / max(N - 1, 1)
+        total = float(all_evals.sum())
+        evals, evecs = all_evals[:m], vt[:m].T
+    else:
+        import scipy.linalg
 
-    # Only the leading m eigenpairs are needed (much faster than a full decomposition).
-    evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[n - m, n - 1], driver="evr")
-    order = np.argsort(evals)[::-1]
-    evals = np.clip(evals[order], 0.0, None)
-    evecs = evecs[:, order]
+        cov = X.T @ X / max(N - 1, 1)
+        total = float(np.trace(cov))
+        # Only the leading m eigenpairs are needed (much faster than a full decomposition).
+        evals, evecs = scipy.linalg.eigh(cov, subset_by_index=[n - m, n - 1], driver="evr")
+        order = np.argsort(evals)[::-1]
+        evals, evecs = evals[order], evecs[:, order]
+    evals = np.clip(evals, 0.0, None)
     cum = np.cumsum(evals) / total
     if n_components is not None:
         k = int(n_components)
@@ -420,7 +442,7 @@ def fit_pca(
             resid_rms = np.sqrt(np.clip(total - np.cumsum(evals), 0.0, None) / n)
             k = max(k, int(np.searchsorted(-resid_rms, -max_rms) + 1))
         k = min(k, max_components)
-    k = max(1, min(k, n, N))
+    k = max(1, min(k, evals.size))
     comps = evecs[:, :k].T
     # Sign convention: largest-magnitude loading positive (deterministic output).
     sign = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
