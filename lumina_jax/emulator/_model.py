@@ -175,7 +175,9 @@ class Emulator:
         a = self.settings.preprocess.softening
         dt = self._out_dtype(theta)
         flux = a * jnp.sinh(y)
-        sigma = jnp.asarray(self.sigma_scale, jnp.float32) * jnp.exp(log_sigma) * a * jnp.cosh(y)
+        # a cosh(y) = sqrt(a^2 + F^2): no second transcendental per bin.
+        dflux_dy = jnp.sqrt(a * a + flux * flux)
+        sigma = jnp.asarray(self.sigma_scale, jnp.float32) * jnp.exp(log_sigma) * dflux_dy
         return flux.astype(dt), sigma.astype(dt)
 
     def asinh_spectrum(self, theta):
