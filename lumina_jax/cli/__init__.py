@@ -29,6 +29,9 @@ _model.register(app)
 from lumina_jax.cli import campaign as _campaign  # noqa: E402
 
 _campaign.register(app)
+from lumina_jax.cli import emulator as _emulator  # noqa: E402
+
+_emulator.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,141 @@
+"""``lumina-jax train`` and ``lumina-jax emulator report``: fit and assess the spectral emulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lumina_jax.errors import UserError
+
+emulator_app = typer.Typer(help="Spectral emulator tools (accuracy report).", no_args_is_help=True)
+
+
+def train(
+    data: Path = typer.Option(..., "--data", help="campaign store (HDF5) with finished models"),
+    out: Path = typer.Option(..., "--out", help="checkpoint file to write (HDF5)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="emulator YAML (default configs/emulator.yaml)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (overrides the config)"),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="early-stopping patience in epochs"),
+    stage: Optional[int] = typer.Option(None, "--stage", help="require the store to be of this stage"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="split / initialisation seed"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary instead of text"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train an emulator on a campaign store and write one self-describing checkpoint."""
+    from lumina_jax.emulator import load_train_config, load_training_set, save_emulator, train_emulator
+
+    cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed)
+    ts = load_training_set(data, stage=stage)
+    if ts.theta.shape[0] == 0:
+        raise UserError(f"{data} has no finished models")
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = not (quiet or as_json)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), transient=False, disable=not show)
+    with progress:
+        task = progress.add_task("training", total=cfg.max_epochs)
+
+        def on_epoch(epoch, tl, vl, best):
+            progress.update(task, completed=epoch,
+                            description=f"train {tl:.3e}  val {vl:.3e}  best@{best}")
+
+        emu, hist, seen = train_emulator(ts, cfg, on_epoch=on_epoch, data_label=str(data))
+    save_emulator(emu, out, seen_hashes=seen)
+    meta = emu.metadata
+    summary = {k: meta[k] for k in ("n_models", "n_used", "n_dropped", "n_train", "n_val", "n_test", "n_components",
+                                    "epochs", "best_epoch", "best_val_loss", "sigma_scale",
+                                    "val_mean_fractional_error", "train_seconds")}
+    summary["checkpoint"] = str(out)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(
+            f"wrote {out}: {summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test models, "
+            f"{summary['n_components']} PCA components, best epoch {summary['best_epoch']} of {summary['epochs']}, "
+            f"validation mean fractional error {100 * summary['val_mean_fractional_error']:.2f} %, "
+            f"sigma scale {summary['sigma_scale']:.3f} ({summary['train_seconds']:.0f} s)")
+
+
+@emulator_app.command("report")
+def report(
+    checkpoint: Path = typer.Argument(..., help="emulator checkpoint"),
+    data: Path = typer.Option(..., "--data", help="campaign store; rows used in training/validation are skipped"),
+    as_json: bool = typer.Option(False, "--json", help="print all metrics as JSON"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG with per-wavelength error and an example"),
+    all_rows: bool = typer.Option(False, "--all", help="use every row, including those trained on"),
+    wl_min: float = typer.Option(3300.0, "--wl-min", help="lower end of the scored window, Å"),
+    wl_max: float = typer.Option(9700.0, "--wl-max", help="upper end of the scored window, Å"),
+) -> None:
+    """Held-out accuracy (fractional error of the smoothed flux) and sigma calibration."""
+    import numpy as np
+
+    from lumina_jax.emulator import evaluate, load_emulator, load_training_set, prepare_spectra, theta_hashes
+    from lumina_jax.emulator._checkpoint import read_seen_hashes
+    from lumina_jax.emulator._report import plot_report
+    from lumina_jax.preprocess import Preprocessor
+
+    emu = load_emulator(checkpoint)
+    ts = load_training_set(data)
+    if ts.space.names != emu.space.names:
+        raise UserError(f"{data} holds stage-{ts.space.stage} models; {checkpoint} is a stage-{emu.space.stage} emulator")
+    prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))
+    keep = np.ones(prep.theta.shape[0], bool)
+    if not all_rows:
+        keep = ~np.isin(theta_hashes(prep.theta), read_seen_hashes(checkpoint))
+    # Outside the training box the emulator extrapolates: report only rows inside it.
+    inside = np.all((prep.theta >= emu.space.lower) & (prep.theta <= emu.space.upper), axis=1)
+    n_outside = int((keep & ~inside).sum())
+    keep &= inside
+    if not keep.any():
+        raise UserError(f"no held-out models in {data} (all were used in training); pass --all to score them anyway")
+    m = evaluate(emu, prep.theta[keep], prep.flux[keep], window=(wl_min, wl_max))
+    m["n_skipped_seen"] = int(prep.theta.shape[0] - keep.sum() - n_outside)
+    m["n_skipped_outside_box"] = n_outside
+    m["checkpoint"] = str(checkpoint)
+    m["data"] = str(data)
+    if plot is not None:
+        plot_report(m, emu, prep.theta[keep], prep.flux[keep], plot)
+    if as_json:
+        typer.echo(json.dumps(m))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"emulator report: {checkpoint.name} on {m['n_spectra']} held-out models "
+                    f"({wl_min:.0f}-{wl_max:.0f} Å)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("mean fractional error", f"{100 * m['mean_fractional_error']:.3f} %")
+    t.add_row("median / p95 / max per-spectrum error",
+              f"{100 * m['median_spectrum_fractional_error']:.3f} / {100 * m['p95_spectrum_fractional_error']:.3f}"
+              f" / {100 * m['max_spectrum_fractional_error']:.3f} %")
+    t.add_row("rms asinh residual", f"{m['rms_asinh_residual']:.4f}")
+    t.add_row("fraction within 1 sigma (target 0.6-0.75)", f"{m['fraction_within_1sigma']:.3f}")
+    t.add_row("fraction within 2 sigma (Gaussian 0.954)", f"{m['fraction_within_2sigma']:.3f}")
+    for name, v in m["feature_windows_fractional_error"].items():
+        t.add_row(f"  {name}", f"{100 * v:.3f} %")
+    for w in m["worst_bins"]:
+        t.add_row(f"  worst bin {w['wavelength']:.0f} Å", f"{100 * w['mean_fractional_error']:.3f} %")
+    wl = np.asarray(m["wavelength"])
+    fe = np.asarray(m["per_wavelength_fractional_error"])
+    edges = np.arange(np.floor(wl_min / 1000) * 1000, wl_max + 1000, 1000)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (wl >= lo) & (wl < hi)
+        if sel.any():
+            t.add_row(f"  {lo:.0f}-{hi:.0f} Å", f"{100 * fe[sel].mean():.3f} %")
+    con.print(t)
+    if plot is not None:
+        con.print(f"plot written to {plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.add_typer(emulator_app, name="emulator")

@@ -1,0 +1,219 @@
+"""The emulator network and the :class:`Emulator` object (a pytree closing over its weights).
+
+Forward model for one parameter vector ``theta [dim]`` (physical units):
+
+    u = space.to_unit(theta)                       # training box -> [0, 1]^dim
+    z, log_sigma_y = net(2 u - 1)                  # MLP, float32
+    y = pca.mean + (z * pca.scale) @ pca.components     # asinh spectrum [n_wave]
+    F = a sinh(y)                                  # normalised smoothed flux, a = 0.05
+    sigma_F = s_cal * exp(log_sigma_y) * a cosh(y) # calibrated 1-sigma error of F
+
+``z`` are standardised PCA coefficients; ``log_sigma_y`` is the log standard deviation of the
+emulator's error in asinh units, read out of the last hidden layer through a learned smooth
+basis over wavelength (``n_sigma`` functions) and trained with a Gaussian likelihood; ``s_cal``
+is one scalar fitted on the validation set so that 68.3 % of held-out residuals fall within 1
+sigma (see :mod:`lumina_jax.emulator._training`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lumina_jax.params import ParameterSpace
+from lumina_jax.preprocess import PCA, PreprocessConfig, Preprocessor
+
+DEFAULT_HIDDEN: tuple[int, ...] = (512, 512, 256, 256, 128)
+
+
+class EmulatorNet(nn.Module):
+    """MLP ``x [..., dim] in [-1, 1] -> (z [..., n_out], log_sigma [..., n_wave])``.
+
+    Attributes:
+        hidden: widths of the hidden layers (SiLU activations).
+        n_out: number of PCA coefficients predicted.
+        n_wave: wavelength bins of the sigma output.
+        n_sigma: number of learned wavelength basis functions of ``log_sigma``.
+        log_sigma_init: initial ``log_sigma`` (asinh units).
+    """
+
+    hidden: tuple[int, ...]
+    n_out: int
+    n_wave: int
+    n_sigma: int = 16
+    log_sigma_init: float = float(np.log(0.02))
+
+    @nn.compact
+    def __call__(self, x):
+        h = x
+        for i, width in enumerate(self.hidden):
+            h = nn.silu(nn.Dense(width, name=f"dense_{i}")(h))
+        z = nn.Dense(self.n_out, name="coefficients", kernel_init=nn.initializers.normal(1e-2))(h)
+        # The sigma head reads the trunk's features but does not train them: the mean
+        # prediction is fitted by the squared-error loss alone.
+        a = nn.Dense(self.n_sigma, name="sigma_head")(jax.lax.stop_gradient(h))
+        basis = self.param("sigma_basis", nn.initializers.normal(1e-2), (self.n_sigma, self.n_wave))
+        offset = self.param("sigma_offset", nn.initializers.constant(self.log_sigma_init), (self.n_wave,))
+        log_sigma = offset + a @ basis
+        return z, log_sigma
+
+
+@dataclasses.dataclass(frozen=True)
+class EmulatorSettings:
+    """Static (hashable) description of an emulator: network shape and preprocessing."""
+
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    n_components: int = 64
+    n_sigma: int = 16
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+    @property
+    def n_wave(self) -> int:
+        return self.preprocess.grid.size
+
+    def net(self) -> EmulatorNet:
+        return EmulatorNet(hidden=tuple(self.hidden), n_out=self.n_components, n_wave=self.n_wave,
+                           n_sigma=self.n_sigma)
+
+    def to_dict(self) -> dict:
+        return {"hidden": list(self.hidden), "n_components": self.n_components, "n_sigma": self.n_sigma,
+                "preprocess": self.preprocess.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmulatorSettings":
+        return cls(hidden=tuple(int(x) for x in d["hidden"]), n_components=int(d["n_components"]),
+                   n_sigma=int(d["n_sigma"]), preprocess=PreprocessConfig.from_dict(d["preprocess"]))
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class Emulator:
+    """A trained (or freshly initialised) spectral emulator.
+
+    Array fields are pytree leaves (so an ``Emulator`` can be passed through ``jax.jit``);
+    ``space``, ``settings`` and ``metadata_json`` are static.
+
+    Attributes:
+        space: the :class:`ParameterSpace` trained in; its bounds are the training box.
+        settings: network shape and preprocessing config.
+        weights: Flax parameter pytree of :class:`EmulatorNet` (float32).
+        pca: :class:`PCA` basis of asinh spectra (float32 arrays).
+        sigma_scale: calibration factor of the predicted sigma (scalar).
+        metadata_json: training metadata (JSON text).
+    """
+
+    space: ParameterSpace
+    settings: EmulatorSettings
+    weights: Any
+    pca: PCA
+    sigma_scale: Any = 1.0
+    metadata_json: str = "{}"
+
+    # ------------------------------------------------------------------ pytree
+    def tree_flatten(self):
+        return (self.weights, self.pca, self.sigma_scale), (self.space, self.settings, self.metadata_json)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        space, settings, meta = aux
+        weights, pca, sigma_scale = children
+        return cls(space=space, settings=settings, weights=weights, pca=pca, sigma_scale=sigma_scale,
+                   metadata_json=meta)
+
+    # ------------------------------------------------------------------ info
+    @property
+    def wavelength(self) -> np.ndarray:
+        """Emulator grid ``[n_wave]`` in Å."""
+        return self.settings.preprocess.grid
+
+    @property
+    def metadata(self) -> dict:
+        return json.loads(self.metadata_json)
+
+    @property
+    def n_components(self) -> int:
+        return self.settings.n_components
+
+    @functools.cached_property
+    def _preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.settings.preprocess)
+
+    # ------------------------------------------------------------------ model
+    def _forward(self, theta):
+        """``theta [..., dim]`` -> (asinh spectrum y [..., n], log sigma_y [..., n]), float32."""
+        theta = jnp.asarray(theta)
+        u = self.space.to_unit(theta)
+        x = (2.0 * u - 1.0).astype(jnp.float32)
+        z, log_sigma = self.settings.net().apply(self.weights, x)
+        comps = jnp.asarray(self.pca.components, jnp.float32)
+        scale = jnp.asarray(self.pca.scale, jnp.float32)
+        y = jnp.asarray(self.pca.mean, jnp.float32) + (z * scale) @ comps
+        return y, log_sigma
+
+    def _out_dtype(self, theta):
+        dt = jnp.result_type(theta)
+        return jnp.promote_types(dt, jnp.float32) if jnp.issubdtype(dt, jnp.floating) else jnp.float32
+
+    def spectrum(self, theta):
+        """Normalised smoothed flux ``[..., n_wave]`` (linear, ~1 in the optical) at ``theta [..., dim]``.
+
+        Pure, jittable, vmappable, differentiable; ``theta`` in physical units."""
+        y, _ = self._forward(theta)
+        a = self.settings.preprocess.softening
+        return (a * jnp.sinh(y)).astype(self._out_dtype(theta))
+
+    def spectrum_and_sigma(self, theta):
+        """(flux ``[..., n_wave]``, calibrated 1-sigma emulator error ``[..., n_wave]``), same units."""
+        y, log_sigma = self._forward(theta)
+        a = self.settings.preprocess.softening
+        dt = self._out_dtype(theta)
+        flux = a * jnp.sinh(y)
+        # a cosh(y) = sqrt(a^2 + F^2): no second transcendental per bin.
+        dflux_dy = jnp.sqrt(a * a + flux * flux)
+        sigma = jnp.asarray(self.sigma_scale, jnp.float32) * jnp.exp(log_sigma) * dflux_dy
+        return flux.astype(dt), sigma.astype(dt)
+
+    def asinh_spectrum(self, theta):
+        """Asinh-space prediction ``[..., n_wave]`` (what the PCA models)."""
+        return self._forward(theta)[0]
+
+    # ------------------------------------------------------------------ data
+    def preprocess(self, wavelength, flux, mask=None):
+        """Apply the training preprocessing to any spectrum (observed or simulated).
+
+        Args:
+            wavelength: ``[m]`` Å, increasing (rest frame; de-redshift first).
+            flux: ``[m]`` linear flux density (any units).
+            mask: optional bool ``[m]``, True where the flux is usable.
+
+        Returns:
+            ``[n_wave]`` smoothed flux on :attr:`wavelength`, normalised to mean 1 over
+            4000-7000 Å (over the covered part of it); NaN where there is no valid input.
+        """
+        return self._preprocessor.normalised(wavelength, flux, mask)
+
+
+def init_emulator(space: ParameterSpace, settings: EmulatorSettings, key, pca: PCA | None = None,
+                  metadata: dict | None = None) -> Emulator:
+    """A randomly initialised emulator (for training, tests and benchmarks).
+
+    Without ``pca`` a random orthonormal basis is used (benchmarks only)."""
+    net = settings.net()
+    k1, k2 = jax.random.split(key)
+    weights = net.init(k1, jnp.zeros((space.dim,), jnp.float32))
+    n = settings.n_wave
+    if pca is None:
+        q, _ = np.linalg.qr(np.asarray(jax.random.normal(k2, (n, settings.n_components))))
+        pca = PCA(mean=np.full(n, np.arcsinh(1.0 / settings.preprocess.softening)), components=q.T,
+                  scale=np.geomspace(3.0, 1e-3, settings.n_components),
+                  explained_variance_ratio=np.full(settings.n_components, np.nan))
+    pca = PCA(*(jnp.asarray(x, jnp.float32) for x in pca))
+    return Emulator(space=space, settings=settings, weights=weights, pca=pca, sigma_scale=jnp.float32(1.0),
+                    metadata_json=json.dumps(metadata or {}))
