@@ -267,7 +267,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Params, ResidualConfig, di
     config = ResidualConfig.from_dict(doc.get("config", {}))
     template = init_params(config, jax.random.PRNGKey(0))
     try:
-        params = serialization.from_bytes(template, par_file.read_bytes())
-    except Exception as exc:  # msgpack/shape mismatch
+        state = serialization.msgpack_restore(par_file.read_bytes())
+        params = serialization.from_state_dict(template, state)
+        shapes_ok = jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(template) and all(
+            np.shape(a) == np.shape(b)
+            for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template))
+        )
+    except Exception as exc:  # corrupt msgpack, missing keys
         raise DataFileError(f"{par_file}: parameters do not match the configuration ({exc})") from None
+    if not shapes_ok:
+        raise DataFileError(f"{par_file}: parameters do not match the configuration (array shapes differ)")
     return params, config, doc.get("meta", {})
