@@ -72,7 +72,7 @@ def _emit(obj: dict, as_json: bool) -> None:
 
 @ffi_app.command("box3d")
 def box3d_cmd(
-    infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm) [n, 4, 2, NF]."),
+    infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm), shape (n, 4, 2, NF)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final = Box3D, growthRate = proxy."),
     order: int = typer.Option(17, help="Lebedev order (17: 110 directions, 41: 590, 131: 5810)."),
     approx_z: bool = typer.Option(False, "--approx-z", help="Jedynak closed-form Z instead of the exact solve."),
@@ -264,7 +264,7 @@ def export_cmd(
     stablehlo: Optional[Path] = typer.Option(None, help="Also write the StableHLO module (MLIR text) here."),
     platform: list[str] = typer.Option(["cpu"], "--platform", help="Lowering platform(s): cpu, cuda, rocm."),
 ) -> None:
-    """Serialize the jitted Box3D (+ residual): F4 [n, 2, 3, 4] -> (F4', growth rate [n])."""
+    """Serialize the jitted Box3D (+ residual): F4 (n, 2, 3, 4) -> (F4', growth rate (n))."""
     from box3d_jax import export as E
 
     _check_order(order)
