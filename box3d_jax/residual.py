@@ -27,6 +27,7 @@ mean over the 24 components of (prediction − F4_final)²/n_tot² (Rhea's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "init_params",
     "residual",
     "build_predict",
+    "jitted_predict",
     "TrainData",
     "prepare_data",
     "train",
@@ -150,6 +152,12 @@ def build_predict(
         return block(params, F4)
 
     return predict
+
+
+@functools.lru_cache(maxsize=16)
+def jitted_predict(config: ResidualConfig, batch_size: int | None = B.DEFAULT_BATCH_SIZE) -> Callable:
+    """Cached ``jax.jit(build_predict(config, batch_size))``."""
+    return jax.jit(build_predict(config, batch_size))
 
 
 # ------------------------------------------------------------------------------ training

@@ -132,7 +132,6 @@ def _split(ds, test_file: Optional[Path], test_fraction: float):
 
 
 def _evaluate(params, config, ds) -> tuple[dict, int]:
-    import jax
     import numpy as np
 
     from box3d_jax import metrics
@@ -141,7 +140,7 @@ def _evaluate(params, config, ds) -> tuple[dict, int]:
     data, kept = R.prepare_data(ds.F4_initial, ds.F4_final, config)
     if data.F4_initial.shape[0] == 0:
         raise ParameterError(f"no rows pass the flux-factor cut < {config.max_flux_factor}")
-    pred = np.asarray(jax.jit(R.build_predict(config))(params, data.F4_initial))
+    pred = np.asarray(R.jitted_predict(config)(params, data.F4_initial))
     initial = ds.F4_initial[kept]
     ntot = initial[..., 3].sum(axis=(1, 2))[:, None, None, None]
     predictions = {"no_mixing": initial, "box3d": data.F4_box3d * ntot, "box3d_residual": pred * ntot}

@@ -54,7 +54,7 @@ def test_train_then_evaluate(data_file, tmp_path):
     assert m["box3d"]["rms"] < m["no_mixing"]["rms"]
     assert all(np.isfinite(v) for v in m["box3d_residual"].values())
     # (that training does learn the residual is checked in test_residual_export.py)
-    r = runner.invoke(app, ["ffi", "evaluate", str(ck), str(data_file)])
+    r = runner.invoke(app, ["ffi", "evaluate", str(ck), str(data_file)])  # table output (cached jit)
     assert r.exit_code == 0 and "box3d_residual" in r.output
     r = runner.invoke(app, ["ffi", "export", str(ck), "--out", str(tmp_path / "m.jaxexport")])
     assert r.exit_code == 0 and (tmp_path / "m.jaxexport").stat().st_size > 1000
