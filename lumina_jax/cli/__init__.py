@@ -32,6 +32,9 @@ _campaign.register(app)
 from lumina_jax.cli import emulator as _emulator  # noqa: E402
 
 _emulator.register(app)
+from lumina_jax.cli import ffi as _ffi  # noqa: E402
+
+_ffi.register(app)
 
 
 def main() -> None:
