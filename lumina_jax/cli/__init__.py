@@ -26,6 +26,9 @@ app = typer.Typer(
 from lumina_jax.cli import model as _model  # noqa: E402
 
 _model.register(app)
+from lumina_jax.cli import inference as _inference  # noqa: E402
+
+_inference.register(app)
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ import numpy as np
 
 from lumina_jax.errors import DataFileError
 
-#: Telluric absorption bands in the observed frame [Angstrom]: O2 B band, O2 A band, H2O.
-TELLURIC_BANDS: tuple[tuple[float, float], ...] = ((6860.0, 6890.0), (7590.0, 7700.0), (9300.0, 9700.0))
+#: Telluric absorption bands in the observed frame [Angstrom]: O2 B band, O2 A band.
+TELLURIC_BANDS: tuple[tuple[float, float], ...] = ((6860.0, 6890.0), (7590.0, 7700.0))
 #: Minimum number of usable model-grid bins after masking (at 5 A per bin: 500 A).
 MIN_USABLE_BINS = 100
 C_ANGSTROM_PER_S = 2.99792458e18

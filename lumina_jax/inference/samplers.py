@@ -31,6 +31,11 @@ import numpy as np
 from lumina_jax.errors import UserError
 
 SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee")
+DENSE_MAX_DIM = 40
+
+
+def _dense(cfg, n_z: int) -> bool:
+    return bool(cfg.dense_mass) if cfg.dense_mass is not None else n_z <= DENSE_MAX_DIM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +49,7 @@ class SamplerConfig:
     seed: int = 0
     target_accept: float = 0.8
     max_tree_depth: int = 10
-    dense_mass: bool = False
+    dense_mass: bool | None = None  # None: dense below DENSE_MAX_DIM unconstrained dimensions
     hmc_num_steps: int = 16
     mclmc_target_accept: float = 0.9
     emcee_walkers: int = 0  # 0: max(32, 2 n_z + 2)
@@ -98,9 +103,9 @@ def _numpyro(cfg, logdensity, init):
     pot = lambda z: -logdensity(z)  # noqa: E731
     if cfg.name == "nuts":
         kernel = NUTS(potential_fn=pot, target_accept_prob=cfg.target_accept,
-                      max_tree_depth=cfg.max_tree_depth, dense_mass=cfg.dense_mass)
+                      max_tree_depth=cfg.max_tree_depth, dense_mass=_dense(cfg, init.shape[1]))
     else:
-        kernel = HMC(potential_fn=pot, target_accept_prob=cfg.target_accept, dense_mass=cfg.dense_mass,
+        kernel = HMC(potential_fn=pot, target_accept_prob=cfg.target_accept, dense_mass=_dense(cfg, init.shape[1]),
                      num_steps=cfg.hmc_num_steps, trajectory_length=None)
     mcmc = MCMC(kernel, num_warmup=max(cfg.num_warmup, 1), num_samples=cfg.num_samples,
                 num_chains=init.shape[0], chain_method="vectorized", progress_bar=cfg.progress)
@@ -129,6 +134,7 @@ def _blackjax_nuts(cfg, logdensity, init):
     def one_chain(key, x0):
         kw, ks = jax.random.split(key)
         warm = blackjax.window_adaptation(blackjax.nuts, logdensity, target_acceptance_rate=cfg.target_accept,
+                                          is_mass_matrix_diagonal=not _dense(cfg, init.shape[1]),
                                           max_num_doublings=cfg.max_tree_depth)
         (state, params), winfo = warm.run(kw, x0, num_steps=max(cfg.num_warmup, 10))
         n_warm = jnp.sum(winfo.info.num_integration_steps)
