@@ -124,10 +124,9 @@ def _resolve_synth(space):
 
 def _plots(out_dir, summary, log, checkpoint=None):
     from lumina_jax.inference.plots import make_plots
-    from lumina_jax.params import ParameterSpace
 
     emu = _resolve_emulator(summary, checkpoint)
-    synth = _resolve_synth(ParameterSpace.from_json(summary["space"]))
+    synth = _resolve_synth(_space_of(summary, emu))
     files = make_plots(out_dir, emulator=emu, synthesizer=synth, log=log)
     log("plots: " + ", ".join(f.name for f in files))
 
@@ -190,6 +189,17 @@ def check_coverage(
         typer.echo(f"mean over parameters: in68 {res['mean_in68']:.3f} (target 0.60-0.76), in95 {res['mean_in95']:.3f}")
 
 
+def _space_of(summary, emu):
+    """The sampling box stored in a summary (rebuilt on the emulator's space if not a standard stage)."""
+    from lumina_jax.params import ParameterSpace
+
+    try:
+        return ParameterSpace.from_json(summary["space"])
+    except (UserError, KeyError):
+        ps = summary["space"]["parameters"]
+        return emu.space.with_bounds([p["low"] for p in ps], [p["high"] for p in ps])
+
+
 def _load_fit(results_dir, checkpoint):
     import jax.numpy as jnp
     import numpy as np
@@ -197,10 +207,10 @@ def _load_fit(results_dir, checkpoint):
     from lumina_jax.inference.likelihood import make_likelihood_data
     from lumina_jax.inference.model import make_setup
     from lumina_jax.inference.plots import load_results
-    from lumina_jax.params import ParameterSpace
 
     summary, idata = load_results(results_dir)
-    space = ParameterSpace.from_json(summary["space"])
+    emu = _resolve_emulator(summary, checkpoint)
+    space = _space_of(summary, emu)
     lk = summary["likelihood"]
     setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
                        f_sys_range=tuple(lk["f_sys_range"]))
@@ -211,7 +221,6 @@ def _load_fit(results_dir, checkpoint):
     nuis = {"log_scale": float(nb["log_scale"]), "f_sys": float(nb["f_sys"])}
     if "poly" in nb:
         nuis["poly"] = jnp.asarray(nb["poly"])
-    emu = _resolve_emulator(summary, checkpoint)
     synth = _SYNTH_OVERRIDE or __import__("lumina_jax.inference.api", fromlist=["x"]).get_synthesizer(space)
     return summary, idata, setup, data, wave, nuis, emu, synth
 

@@ -64,11 +64,11 @@ def check_emulator_box(emu_space: ParameterSpace, space: ParameterSpace, *, rtol
     in a box containing ``space``'s bounds (within ``rtol`` of each width)."""
     if emu_space.stage != space.stage:
         raise UserError(f"the emulator checkpoint is for stage {emu_space.stage}, not stage {space.stage}")
+    if not check_box:  # no chaining: the emulator's own space is the sampling box
+        return
     if tuple(emu_space.names) != tuple(space.names):
         raise UserError(f"the emulator's parameters ({emu_space.dim}) do not match stage {space.stage}'s "
                         f"({space.dim}); was it trained for another parametrisation?")
-    if not check_box:
-        return
     bad = []
     for n, lo, hi, elo, ehi in zip(space.names, space.lows, space.highs, emu_space.lows, emu_space.highs):
         if n in space.inactive:

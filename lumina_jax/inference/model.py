@@ -150,24 +150,33 @@ class FlatModel:
 
 def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData,
                   rng_key=None) -> FlatModel:
-    """Flat unconstrained log density from :func:`spectral_model` (via NumPyro's transforms)."""
-    from numpyro.infer.util import initialize_model
+    """Flat unconstrained log density of :func:`spectral_model`.
 
-    rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
-    info = initialize_model(rng_key, spectral_model, model_args=(setup, spectrum_and_sigma, data),
-                            dynamic_args=False)
-    z0 = info.param_info.z
-    flat0, unravel = ravel_pytree(z0)
-    pot = info.potential_fn
-    post = info.postprocess_fn
+    The density is NumPyro's potential energy of the model (transforms and Jacobians by
+    NumPyro); the flat layout and the constraining map are built here without tracing the
+    model (cheap, pure).  ``rng_key`` is unused (kept for API symmetry).
+    """
+    from numpyro.infer.util import potential_energy
+
+    template = {"u": jnp.zeros(setup.n_free), "log_scale": jnp.zeros(()), "log_f_sys": jnp.zeros(())}
+    if setup.n_poly:
+        template["poly"] = jnp.zeros(setup.n_poly)
+    flat0, unravel = ravel_pytree(template)
+    lo, hi = float(np.log(setup.f_sys_range[0])), float(np.log(setup.f_sys_range[1]))
+    args = (setup, spectrum_and_sigma, data)
 
     def logdensity(z):
-        return -pot(unravel(z))
+        return -potential_energy(spectral_model, args, {}, unravel(z))
 
     def constrain(z):
-        return post(unravel(z))
+        p = unravel(z)
+        out = {"u": jax.nn.sigmoid(p["u"]), "log_scale": p["log_scale"],
+               "log_f_sys": lo + (hi - lo) * jax.nn.sigmoid(p["log_f_sys"])}
+        if "poly" in p:
+            out["poly"] = p["poly"]
+        return out
 
-    shapes = tuple((k, tuple(np.shape(v))) for k, v in z0.items())
+    shapes = tuple((k, tuple(np.shape(v))) for k, v in template.items())
     return FlatModel(logdensity, constrain, unravel, int(flat0.size), setup, shapes)
 
 
