@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -421,7 +422,9 @@ def prepare_observation(
         e = np.where(np.isfinite(err), err, 0.0)
         draws = np.stack([np.asarray(preprocess(mw, filled + rng.standard_normal(mw.shape) * e, keep), float)
                           for _ in range(n_noise_draws)])
-        sigma = np.nanstd(draws, axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins (no coverage) stay NaN
+            sigma = np.nanstd(draws, axis=0)
         keep &= np.isfinite(sigma)
     if keep.sum() < MIN_USABLE_BINS:
         raise DataFileError(f"{spec.source or 'spectrum'}: fewer than {MIN_USABLE_BINS} usable bins after preprocessing")

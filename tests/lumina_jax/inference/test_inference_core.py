@@ -205,3 +205,25 @@ def test_missing_or_bad_summary_rejected(tmp_path):
     (tmp_path / "summary.json").write_text("{\"stage\": 1}")
     with pytest.raises(DataFileError, match="best_fit"):
         chaining.read_summary(tmp_path)
+
+
+def test_fits_and_error_column_and_units(tmp_path, toy_emu):
+    fits = pytest.importorskip("astropy.io.fits")
+    w, f = _good_rows()
+    e = 0.02 * f
+    cols = [fits.Column(name="WAVELENGTH", format="D", array=w / 10.0, unit="nm"),
+            fits.Column(name="FLUX", format="D", array=f), fits.Column(name="ERROR", format="D", array=e)]
+    p = tmp_path / "s.fits"
+    fits.BinTableHDU.from_columns(cols).writeto(p)
+    spec = O.read_spectrum(p)
+    np.testing.assert_allclose(spec.wavelength, w)  # nm -> Angstrom from the column unit
+    np.testing.assert_allclose(spec.error, e)
+    obs = O.prepare_observation(spec, toy_emu.wavelength, toy_emu.preprocess)
+    assert obs.has_errors and np.all(obs.sigma[obs.mask] > 0)
+    # 2 % per 16-A input pixel, averaged over 20-A bins and normalised: ~1.8 % of the flux
+    rel = obs.sigma[obs.mask] / obs.flux[obs.mask]
+    assert 0.01 < np.median(rel) < 0.025
+    # F_nu in Jy: converted to F_lambda (shape changes by lambda^-2)
+    q = _write(tmp_path, "wavelength_angstrom,flux_jy\n" + "\n".join(f"{a},{b}" for a, b in zip(w, f)), "nu.csv")
+    s_nu = O.read_spectrum(q)
+    np.testing.assert_allclose(s_nu.flux, f * 1e-23 * 2.99792458e18 / w**2)
