@@ -12,7 +12,7 @@ from lumina_jax.errors import UserError
 from lumina_jax.inference import checks, likelihood as L, model as M, observed as O
 from lumina_jax.inference.pipeline import PipelineOptions, parse_stages, run_pipeline
 
-from conftest import ToyEmulator, ToySynth, toy_space
+from inference_toys import ToyEmulator, ToySynth, toy_space
 
 
 def _data(emu, synth, theta, noise=0.01):

@@ -15,7 +15,7 @@ from lumina_jax.errors import DataFileError, UserError
 from lumina_jax.inference import chaining, likelihood as L, model as M, observed as O
 from lumina_jax.params import load_space, relaxed_ranges
 
-from conftest import ToyEmulator, toy_space
+from inference_toys import ToyEmulator, toy_space
 
 SHARED = Path(os.environ.get("LUMINA_JAX_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data")) / "sn2011fe"
 

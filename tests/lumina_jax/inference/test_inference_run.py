@@ -12,7 +12,7 @@ import pytest
 import lumina_jax.cli.inference as cli_inf
 from lumina_jax.cli import main
 
-from conftest import ToyEmulator, ToySynth, toy_space
+from inference_toys import ToyEmulator, ToySynth, toy_space
 
 CONFIG = """
 mock:
