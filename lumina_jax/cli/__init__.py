@@ -35,6 +35,9 @@ _emulator.register(app)
 from lumina_jax.cli import ffi as _ffi  # noqa: E402
 
 _ffi.register(app)
+from lumina_jax.cli import inference as _inference  # noqa: E402
+
+_inference.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,303 @@
+"""``lumina-jax infer | plot | check | pipeline``: Bayesian inference through the emulator."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from lumina_jax.errors import UserError
+
+
+def _echo(json_out: bool):
+    def log(msg: str) -> None:
+        typer.echo(msg, err=json_out)
+    return log
+
+
+def _sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, progress):
+    from lumina_jax.inference.samplers import SamplerConfig
+
+    return SamplerConfig(name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
+                         target_accept=target_accept, dense_mass=dense, progress=progress)
+
+
+def infer(
+    stage: int = typer.Option(1, "--stage", help="Stage to fit (1: 15-D, 2: 63-D, 3: 135-D)."),
+    observed: Optional[Path] = typer.Option(None, "--observed", help="Observed spectrum (CSV/ASCII/FITS). "
+                                            "Without it: a synthesizer mock at SN 2011fe-like parameters."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Emulator checkpoint (default: the "
+                                              "shipped stage-1 one)."),
+    from_dir: Optional[Path] = typer.Option(None, "--from", help="Previous stage's results dir: sample its "
+                                            "relaxed (+-10 %) box, fix inactive parameters at its best fit."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N})."),
+    sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-mclmc | emcee"),
+    chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2))."),
+    warmup: int = typer.Option(500, "--warmup", help="Warmup / adaptation steps per chain."),
+    samples: int = typer.Option(500, "--samples", help="Draws per chain."),
+    seed: int = typer.Option(0, "--seed"),
+    target_accept: float = typer.Option(0.8, "--target-accept"),
+    dense: Optional[bool] = typer.Option(None, "--dense/--diag", help="Dense or diagonal mass matrix "
+                                         "(default: dense up to 40 dimensions)."),
+    prior: List[str] = typer.Option([], "--prior", help="Informative prior NAME=MEAN,SD (repeatable), "
+                                    "e.g. --prior t_exp=18,1"),
+    n_poly: Optional[int] = typer.Option(None, "--n-poly", help="Order of the multiplicative Legendre warp."),
+    redshift: Optional[float] = typer.Option(None, "--redshift", help="Heliocentric redshift of the data."),
+    ebv_mw: Optional[float] = typer.Option(None, "--ebv-mw", help="Milky-Way E(B-V) to correct (F99, R_V=3.1)."),
+    ebv_host: Optional[float] = typer.Option(None, "--ebv-host", help="Host E(B-V) to correct (rest frame)."),
+    window: Optional[str] = typer.Option(None, "--window", help="Fitted rest-frame range LO,HI in Angstrom."),
+    telluric: Optional[bool] = typer.Option(None, "--telluric/--no-telluric", help="Mask O2 A and B bands."),
+    wave_unit: Optional[str] = typer.Option(None, "--wave-unit", help="Override the wavelength unit."),
+    flux_unit: Optional[str] = typer.Option(None, "--flux-unit", help="Override the flux unit."),
+    mock_noise: Optional[float] = typer.Option(None, "--mock-noise", help="Noise of the mock (fraction of flux)."),
+    allow_unconverged: bool = typer.Option(False, "--allow-unconverged", help="Exit 0 even if R-hat > 1.01 or "
+                                           "divergences > 1 %."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots into the results dir."),
+    json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default configs/inference.yaml)."),
+) -> None:
+    """Fit a spectrum (or the SN 2011fe-like synthesizer mock) through the emulator; write RESULTS_DIR."""
+    from lumina_jax.inference import api
+    from lumina_jax.inference.config import parse_prior, parse_window
+
+    log = _echo(json_out)
+    req = api.InferRequest(
+        stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
+        sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out),
+        priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
+        ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
+        config_path=config, wave_unit=wave_unit, flux_unit=flux_unit)
+    res, out_dir = api.infer(req, log=log, emulator=_EMULATOR_OVERRIDE, synthesizer=_SYNTH_OVERRIDE)
+    s = res.summary
+    if plots:
+        _plots(out_dir, s, log)
+    d = s["diagnostics"]
+    log(f"{d['sampler']}: max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, min tail ESS "
+        f"{d['min_ess_tail']:.0f}, divergences {d['divergences']}, {d['wall_warmup_s'] + d['wall_sampling_s']:.1f} s "
+        f"({d['min_ess_bulk_per_s']:.2f} ESS/s); residual RMS {s['residual_rms']['value']:.4f}")
+    if "truth_recovery" in s:
+        tr = s["truth_recovery"]
+        log(f"mock truth inside the 95 % intervals: {sum(c['in95'] for c in tr['per_parameter'].values())}"
+            f"/{len(tr['per_parameter'])}")
+    log(f"results: {out_dir}")
+    if json_out:
+        typer.echo(json.dumps(s, indent=1, default=str))
+    if s["problems"]:
+        msg = "not converged: " + "; ".join(s["problems"])
+        if allow_unconverged:
+            log("warning: " + msg)
+        else:
+            typer.secho(f"error: {msg} (rerun with more --warmup/--samples, or --allow-unconverged)", err=True,
+                        fg=typer.colors.RED)
+            raise typer.Exit(3)
+
+
+# tests replace these with stand-ins
+_EMULATOR_OVERRIDE = None
+_SYNTH_OVERRIDE = None
+
+
+def _resolve_emulator(summary, checkpoint):
+    from lumina_jax.inference import api
+
+    if _EMULATOR_OVERRIDE is not None:
+        return _EMULATOR_OVERRIDE
+    path = checkpoint or summary.get("checkpoint")
+    if not path or path.startswith("("):
+        raise UserError("no emulator checkpoint recorded in the results; pass --checkpoint")
+    return api.get_emulator(path)
+
+
+def _resolve_synth(space):
+    from lumina_jax.inference import api
+
+    if _SYNTH_OVERRIDE is not None:
+        return _SYNTH_OVERRIDE
+    try:
+        return api.get_synthesizer(space)
+    except UserError:
+        return None
+
+
+def _plots(out_dir, summary, log, checkpoint=None):
+    from lumina_jax.inference.plots import make_plots
+
+    emu = _resolve_emulator(summary, checkpoint)
+    synth = _resolve_synth(_space_of(summary, emu))
+    files = make_plots(out_dir, emulator=emu, synthesizer=synth, log=log)
+    log("plots: " + ", ".join(f.name for f in files))
+
+
+def plot(
+    results_dir: Path = typer.Argument(..., help="A results directory written by `lumina-jax infer`."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Emulator (default: the one recorded)."),
+) -> None:
+    """Corner, spectrum fit with posterior-predictive bands, trace/rank, synthesizer vs emulator."""
+    from lumina_jax.inference.plots import load_results
+
+    summary, _ = load_results(results_dir)
+    _plots(results_dir, summary, typer.echo, checkpoint)
+
+
+check_app = typer.Typer(help="Posterior checks against the physics (coverage, gradients, posterior predictive).",
+                        no_args_is_help=True)
+
+
+@check_app.command("coverage")
+def check_coverage(
+    stage: int = typer.Option(1, "--stage"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
+    n: int = typer.Option(50, "--n", help="Number of injections."),
+    noise: float = typer.Option(0.02, "--noise", help="Injected noise, fraction of the flux per pixel."),
+    warmup: int = typer.Option(300, "--warmup"),
+    samples: int = typer.Option(300, "--samples"),
+    seed: int = typer.Option(0, "--seed"),
+    simulator: str = typer.Option("synth", "--simulator", help="synth (default) or emulator (self-consistency)."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Injection-recovery: prior draws simulated by the synthesizer, inferred with the emulator."""
+    from lumina_jax.inference import api, checks
+    from lumina_jax.inference.config import default_checkpoint, load_inference_config
+    from lumina_jax.inference.model import make_setup
+
+    cfg = load_inference_config()
+    emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
+    if emu.space.stage != stage:
+        raise UserError(f"the emulator checkpoint is for stage {emu.space.stage}, not stage {stage}")
+    lk = cfg["likelihood"]
+    setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]))
+    if simulator == "synth":
+        synth = _SYNTH_OVERRIDE or api.get_synthesizer(emu.space)
+        simulate = synth.spectrum
+    elif simulator == "emulator":
+        import numpy as np
+
+        simulate = lambda th: (np.asarray(emu.wavelength), np.asarray(emu.spectrum(th)))  # noqa: E731
+    else:
+        raise UserError("--simulator must be synth or emulator")
+    res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, num_warmup=warmup,
+                          num_samples=samples, seed=seed)
+    res["simulator"] = simulator
+    if json_out:
+        typer.echo(json.dumps(res, indent=1))
+    else:
+        for name, v in res["per_parameter"].items():
+            typer.echo(f"{name:>20s}  in68 {v['in68']:.2f}  in95 {v['in95']:.2f}")
+        typer.echo(f"mean over parameters: in68 {res['mean_in68']:.3f} (target 0.60-0.76), in95 {res['mean_in95']:.3f}")
+
+
+def _space_of(summary, emu):
+    """The sampling box stored in a summary (rebuilt on the emulator's space if not a standard stage)."""
+    from lumina_jax.params import ParameterSpace
+
+    try:
+        return ParameterSpace.from_json(summary["space"])
+    except (UserError, KeyError):
+        ps = summary["space"]["parameters"]
+        return emu.space.with_bounds([p["low"] for p in ps], [p["high"] for p in ps])
+
+
+def _load_fit(results_dir, checkpoint):
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lumina_jax.inference.likelihood import make_likelihood_data
+    from lumina_jax.inference.model import make_setup
+    from lumina_jax.inference.plots import load_results
+
+    summary, idata = load_results(results_dir)
+    emu = _resolve_emulator(summary, checkpoint)
+    space = _space_of(summary, emu)
+    lk = summary["likelihood"]
+    setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
+                       f_sys_range=tuple(lk["f_sys_range"]))
+    obs = idata.observed_data
+    wave = np.asarray(idata.constant_data["wavelength"])
+    data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool))
+    nb = summary["nuisance_best_fit"]
+    nuis = {"log_scale": float(nb["log_scale"]), "f_sys": float(nb["f_sys"])}
+    if "poly" in nb:
+        nuis["poly"] = jnp.asarray(nb["poly"])
+    synth = _SYNTH_OVERRIDE or __import__("lumina_jax.inference.api", fromlist=["x"]).get_synthesizer(space)
+    return summary, idata, setup, data, wave, nuis, emu, synth
+
+
+@check_app.command("gradient")
+def check_gradient(
+    results_dir: Path = typer.Argument(...),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Emulator vs synthesizer gradient of the log-likelihood at the posterior mode."""
+    import numpy as np
+
+    from lumina_jax.inference import checks
+
+    summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
+    theta = np.asarray(idata.constant_data["theta_best"])
+    res = checks.gradient_agreement(setup, emu, synth, data, theta, nuis)
+    if json_out:
+        typer.echo(json.dumps(res, indent=1))
+    else:
+        typer.echo(f"cosine similarity {res['cosine_similarity']:.4f}, |g_emu|/|g_syn| {res['norm_ratio']:.3f} "
+                   f"(synthesizer gradient by {res['synthesizer_gradient_method']})")
+        for n, v in res["per_parameter"].items():
+            typer.echo(f"{n:>20s}  emu {v['emulator']:+.4g}  synth {v['synthesizer']:+.4g}")
+
+
+@check_app.command("ppc")
+def check_ppc(
+    results_dir: Path = typer.Argument(...),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
+    n: int = typer.Option(32, "--n", help="Posterior draws re-simulated."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Posterior predictive through the physics: draws re-simulated by the synthesizer."""
+    from lumina_jax.inference import checks
+    from lumina_jax.inference.plots import full_theta_draws
+
+    summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
+    th, nd = full_theta_draws(summary, idata, n)
+    res = checks.ppc_physics(emu, synth, th, nd, data, wave)
+    if json_out:
+        typer.echo(json.dumps(res, indent=1))
+    else:
+        typer.echo(f"{res['n_draws']} draws: residual RMS synthesizer {res['rms_synthesizer_median']:.4f}, "
+                   f"emulator {res['rms_emulator_median']:.4f}; mean |emu - synth|/synth "
+                   f"{res['mean_frac_error_emulator_vs_synth']:.4f}")
+
+
+def pipeline(
+    stages: str = typer.Option("1-3", "--stages", help="Stages to run, e.g. 1-3 or 2-3."),
+    backend: str = typer.Option("synth", "--backend", help="Forward model of the training campaigns: synth|lumina."),
+    n_models: int = typer.Option(10000, "--n-models", help="Training models per stage."),
+    workdir: Path = typer.Option(Path("runs/pipeline"), "--workdir", help="Stores, checkpoints and results."),
+    observed: Optional[Path] = typer.Option(None, "--observed", help="Observed spectrum (default: the mock)."),
+    sampler: str = typer.Option("nuts", "--sampler"),
+    chains: int = typer.Option(4, "--chains"),
+    warmup: int = typer.Option(500, "--warmup"),
+    samples: int = typer.Option(500, "--samples"),
+    seed: int = typer.Option(0, "--seed"),
+    lumina_bin: Optional[Path] = typer.Option(None, "--lumina-bin"),
+    lumina_ref: Optional[Path] = typer.Option(None, "--lumina-ref"),
+    train_config: Optional[Path] = typer.Option(None, "--train-config", help="Emulator training YAML."),
+    allow_unconverged: bool = typer.Option(False, "--allow-unconverged"),
+) -> None:
+    """generate -> train -> infer for each stage, each stage seeded by the previous result; resumable."""
+    from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
+
+    opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,
+                           sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, 0.8, None, True),
+                           lumina_bin=lumina_bin, lumina_ref=lumina_ref, train_config=train_config,
+                           allow_unconverged=allow_unconverged)
+    run_pipeline(opts, log=typer.echo)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("infer")(infer)
+    app.command("plot")(plot)
+    app.add_typer(check_app, name="check")
+    app.command("pipeline")(pipeline)

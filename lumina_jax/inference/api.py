@@ -1,0 +1,135 @@
+"""High-level entry points behind ``lumina-jax infer`` (also usable from Python).
+
+The emulator and synthesizer are imported lazily through :func:`get_emulator` and
+:func:`get_synthesizer`; tests and benchmarks replace them with stand-ins by passing the
+objects directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lumina_jax.errors import UserError
+from lumina_jax.inference import chaining
+from lumina_jax.inference.config import DEFAULT_RESULTS, default_checkpoint, load_inference_config
+from lumina_jax.inference.fit import FitOutput, run_fit, write_results
+from lumina_jax.inference.model import make_setup
+from lumina_jax.inference.observed import load_observation, observation_from_model
+from lumina_jax.inference.samplers import SamplerConfig
+
+
+def get_emulator(path):
+    """``lumina_jax.emulator.load_emulator(path)`` (lazy import; clear error when missing)."""
+    try:
+        from lumina_jax.emulator import load_emulator
+    except ImportError as exc:
+        raise UserError(f"the emulator package is not available ({exc}); cannot load {path}") from None
+    if not Path(path).exists():
+        raise UserError(f"emulator checkpoint not found: {path}")
+    return load_emulator(path)
+
+
+def get_synthesizer(space):
+    """``lumina_jax.synth.Synthesizer.default(space)`` (lazy import)."""
+    try:
+        from lumina_jax.synth import Synthesizer
+    except ImportError as exc:
+        raise UserError(f"the synthesizer (lumina_jax.synth) is not available: {exc}") from None
+    return Synthesizer.default(space)
+
+
+@dataclasses.dataclass
+class InferRequest:
+    """Everything ``lumina-jax infer`` needs (CLI options map 1:1)."""
+
+    stage: int = 1
+    observed: Path | None = None
+    checkpoint: Path | None = None
+    previous: Path | None = None  # results dir of the previous stage (--from)
+    out: Path | None = None
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    priors: dict = dataclasses.field(default_factory=dict)
+    n_poly: int | None = None
+    redshift: float | None = None
+    ebv_mw: float | None = None
+    ebv_host: float | None = None
+    window: tuple[float, float] | None = None
+    telluric: bool | None = None
+    mock_noise: float | None = None
+    margin: float = 0.10
+    map_starts: int | None = None
+    config_path: Path | None = None
+    wave_unit: str | None = None
+    flux_unit: str | None = None
+
+
+def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
+    """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
+    cfg = load_inference_config(req.config_path)
+    space, fixed = chaining.stage_box(req.stage, req.previous, margin=req.margin)
+    ckpt = req.checkpoint
+    if emulator is None:
+        ckpt = ckpt or default_checkpoint(req.stage)
+        emulator = get_emulator(ckpt)
+    chaining.check_emulator_box(emulator.space, space, check_box=req.previous is not None)
+    if req.previous is None:
+        # stage without a previous result: sample the emulator's own training box
+        space = emulator.space
+    fixed = {n: float(np.clip(v, emulator.space.lows[emulator.space.index(n)],
+                              emulator.space.highs[emulator.space.index(n)])) for n, v in fixed.items()}
+    lk = cfg["likelihood"]
+    priors = dict(cfg["priors"])
+    priors.update(req.priors)
+    setup = make_setup(space, fixed=fixed, priors=priors, n_poly=lk["n_poly"] if req.n_poly is None else req.n_poly,
+                       f_sys_range=tuple(lk["f_sys_range"]), log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"])
+    oc = cfg["observed"]
+    truth = None
+    meta = {"checkpoint": str(ckpt) if ckpt else "(in-memory emulator)"}
+    wave = np.asarray(emulator.wavelength, float)
+    if req.observed is None:
+        mk = cfg["mock"]
+        key = f"stage{req.stage}"
+        if key not in mk:
+            raise UserError(f"no mock parameters for stage {req.stage} in the inference config; pass --observed")
+        synth = synthesizer or get_synthesizer(space)
+        base = setup.base_theta()
+        truth_vec = space.from_dict(mk[key], fill=dict(zip(space.names, base)))
+        for n, v in zip(space.names, truth_vec):
+            i = space.index(n)
+            if not space.lows[i] <= v <= space.highs[i]:
+                raise UserError(f"mock parameter {n} = {v:g} lies outside the sampling box")
+        w_s, l_s = synth.spectrum(truth_vec)
+        noise = mk.get("noise_frac", 0.02) if req.mock_noise is None else req.mock_noise
+        window = req.window or (tuple(mk["window"]) if mk.get("window") else None)
+        obs = observation_from_model(np.asarray(w_s), np.asarray(l_s), wave, emulator.preprocess,
+                                     noise_frac=noise, seed=int(mk.get("seed", 0)), window=window,
+                                     source="mock: synthesizer at SN 2011fe-like parameters")
+        truth = space.to_dict(truth_vec)
+        meta["mock"] = {"truth": truth, "noise_frac": noise, "made_by": "synthesizer"}
+        log(f"no --observed: fitting a MOCK observation made by the synthesizer at SN 2011fe-like stage-{req.stage} "
+            f"parameters (configs/inference.yaml 'mock', S/N {1 / noise:.0f} per pixel) with emulator {meta['checkpoint']}")
+    else:
+        obs = load_observation(
+            req.observed, wave, emulator.preprocess, wave_unit=req.wave_unit, flux_unit=req.flux_unit,
+            redshift=oc.get("redshift", 0.0) if req.redshift is None else req.redshift,
+            ebv_mw=oc.get("ebv_mw", 0.0) if req.ebv_mw is None else req.ebv_mw,
+            ebv_host=oc.get("ebv_host", 0.0) if req.ebv_host is None else req.ebv_host,
+            window=req.window or (tuple(oc["window"]) if oc.get("window") else None),
+            telluric=oc.get("telluric", False) if req.telluric is None else req.telluric,
+            edge_trim=float(oc.get("edge_trim", 0.0)))
+        log(f"fitting {req.observed} ({obs.n_used} bins, {obs.meta['fit_range'][0]:.0f}-{obs.meta['fit_range'][1]:.0f} A) "
+            f"with emulator {meta['checkpoint']}")
+    if req.previous is not None:
+        meta["previous"] = str(req.previous)
+    sc = cfg["sampler"]
+    out = run_fit(setup, emulator.spectrum_and_sigma, obs, req.sampler,
+                  map_starts=req.map_starts or int(sc.get("map_starts", 16)), truth=truth, meta=meta,
+                  rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
+                  max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log)
+    out_dir = Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
+    write_results(out, out_dir)
+    return out, out_dir

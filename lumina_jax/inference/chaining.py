@@ -1,0 +1,83 @@
+"""Stage chaining: stage N+1 samples the +-10 % relaxed box around stage N's best fit.
+
+The box is exactly the one ``lumina-jax generate --from RESULTS_DIR`` trains the next
+emulator in (``relaxed_ranges(transfer_best(best, ...))``), and the emulator used by a stage
+must have been trained in a box that contains it: :func:`check_emulator_box` rejects it
+otherwise, instead of letting the sampler extrapolate (the original pipeline's stage-2 flaw).
+Inactive parameters are fixed at the previous best fit (or the box centre).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lumina_jax.errors import DataFileError, UserError
+from lumina_jax.params import ParameterSpace, load_space, relaxed_ranges, transfer_best
+
+
+def read_summary(results_dir) -> dict:
+    """``RESULTS_DIR/summary.json`` validated to hold ``stage`` and ``best_fit``."""
+    p = Path(results_dir) / "summary.json"
+    if not p.is_file():
+        raise DataFileError(f"{p} not found (expected a previous stage's results directory)")
+    try:
+        d = json.loads(p.read_text())
+        d["stage"] = int(d["stage"])
+        d["best_fit"] = {str(k): float(v) for k, v in d["best_fit"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataFileError(f"{p} must hold {{'stage': N, 'best_fit': {{name: value}}}} ({exc})") from None
+    return d
+
+
+def stage_box(stage: int, previous=None, *, margin: float = 0.10,
+              parametrisation: str | None = None) -> tuple[ParameterSpace, dict[str, float]]:
+    """(sampling space, fixed values of inactive parameters) for ``stage``.
+
+    With ``previous`` (a results dir or a summary dict) the box is the relaxed range around
+    its best fit; without, the stage's full prior.
+    """
+    base = load_space(stage, parametrisation=parametrisation)
+    if previous is None:
+        return base, {}
+    prev = previous if isinstance(previous, dict) else read_summary(previous)
+    if prev["stage"] > stage:
+        raise UserError(f"cannot chain stage {stage} from a stage-{prev['stage']} result")
+    if "space" in prev:
+        prev_space = ParameterSpace.from_json(prev["space"])
+    else:
+        prev_space = load_space(prev["stage"])
+    best = transfer_best(prev["best_fit"], prev_space, base)
+    if not best:
+        raise UserError(f"no parameter of the stage-{prev['stage']} best fit exists in stage {stage}")
+    space = relaxed_ranges(best, base, margin=margin)
+    fixed = {n: float(np.clip(best.get(n, 0.5 * (lo + hi)), lo, hi))
+             for n, lo, hi in zip(space.names, space.lows, space.highs) if n in space.inactive}
+    return space, fixed
+
+
+def check_emulator_box(emu_space: ParameterSpace, space: ParameterSpace, *, rtol: float = 1e-6,
+                       check_box: bool = True) -> None:
+    """Raise :class:`UserError` unless the emulator was trained for ``space``'s stage and names,
+    in a box containing ``space``'s bounds (within ``rtol`` of each width)."""
+    if emu_space.stage != space.stage:
+        raise UserError(f"the emulator checkpoint is for stage {emu_space.stage}, not stage {space.stage}")
+    if not check_box:  # no chaining: the emulator's own space is the sampling box
+        return
+    if tuple(emu_space.names) != tuple(space.names):
+        raise UserError(f"the emulator's parameters ({emu_space.dim}) do not match stage {space.stage}'s "
+                        f"({space.dim}); was it trained for another parametrisation?")
+    bad = []
+    for n, lo, hi, elo, ehi in zip(space.names, space.lows, space.highs, emu_space.lows, emu_space.highs):
+        if n in space.inactive:
+            continue
+        tol = rtol * max(hi - lo, ehi - elo)
+        if lo < elo - tol or hi > ehi + tol:
+            bad.append(f"{n} [{lo:g}, {hi:g}] not inside [{elo:g}, {ehi:g}]")
+    if bad:
+        shown = "; ".join(bad[:4]) + (f"; ... ({len(bad)} in all)" if len(bad) > 4 else "")
+        raise UserError(f"the stage-{space.stage} emulator was trained in another box than the one sampled "
+                        f"({shown}); train it on `lumina-jax generate --stage {space.stage} --from <previous "
+                        f"results>` data")

@@ -1,0 +1,92 @@
+"""Inference configuration (``configs/inference.yaml``) and the default checkpoint location."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lumina_jax.errors import UserError
+from lumina_jax.params import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The shipped stage-1 emulator checkpoint (the one constant to change if its name changes).
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "stage1_synth.ckpt"
+INFERENCE_CONFIG = CONFIG_DIR / "inference.yaml"
+DEFAULT_RESULTS = Path("results")
+
+
+def default_checkpoint(stage: int) -> Path:
+    """The shipped checkpoint of ``stage`` (only stage 1 ships one).
+
+    Any ``checkpoints/stage1_synth.*`` is accepted when :data:`DEFAULT_CHECKPOINT` itself is
+    absent (the file extension is the emulator's choice)."""
+    if stage != 1:
+        raise UserError(f"no shipped emulator for stage {stage}: pass --checkpoint (trained in the stage-{stage} "
+                        f"box, e.g. by `lumina-jax pipeline`)")
+    if DEFAULT_CHECKPOINT.exists():
+        return DEFAULT_CHECKPOINT
+    alts = sorted(DEFAULT_CHECKPOINT.parent.glob(DEFAULT_CHECKPOINT.stem + ".*"))
+    if alts:
+        return alts[0]
+    raise UserError(f"shipped stage-1 checkpoint not found at {DEFAULT_CHECKPOINT}; pass --checkpoint PATH")
+
+
+_SCHEMA: dict[str, type | tuple] = {
+    "mock": dict, "likelihood": dict, "priors": dict, "observed": dict, "sampler": dict, "convergence": dict,
+}
+
+
+def load_inference_config(path: Path | None = None) -> dict[str, Any]:
+    """Read and validate the inference YAML; returns a plain dict (a deep copy)."""
+    path = Path(path) if path else INFERENCE_CONFIG
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"inference config not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: expected a mapping")
+    for k, typ in _SCHEMA.items():
+        cfg.setdefault(k, {})
+        if cfg[k] is None:
+            cfg[k] = {}
+        if not isinstance(cfg[k], typ):
+            raise UserError(f"{path}: '{k}' must be a mapping")
+    unknown = set(cfg) - set(_SCHEMA)
+    if unknown:
+        raise UserError(f"{path}: unknown section(s) {sorted(unknown)}")
+    for n, v in cfg["priors"].items():
+        if not (isinstance(v, (list, tuple)) and len(v) == 2):
+            raise UserError(f"{path}: prior on {n} must be [mean, sd]")
+    lk = cfg["likelihood"]
+    lk.setdefault("n_poly", 2)
+    lk.setdefault("f_sys_range", [1e-3, 0.3])
+    lk.setdefault("log_scale_sd", 0.5)
+    lk.setdefault("poly_sd", 0.1)
+    return copy.deepcopy(cfg)
+
+
+def parse_prior(text: str) -> tuple[str, tuple[float, float]]:
+    """``"t_exp=18,1"`` -> ("t_exp", (18.0, 1.0))."""
+    try:
+        name, rest = text.split("=", 1)
+        mu, sd = (float(x) for x in rest.split(","))
+    except ValueError:
+        raise UserError(f"--prior must look like NAME=MEAN,SD (e.g. t_exp=18,1), got {text!r}") from None
+    return name.strip(), (mu, sd)
+
+
+def parse_window(text: str | None):
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--window must look like LO,HI in Angstrom, got {text!r}") from None
+    if not lo < hi:
+        raise UserError(f"--window {text}: LO must be below HI")
+    return lo, hi

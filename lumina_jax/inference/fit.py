@@ -1,0 +1,172 @@
+"""One stage's fit: MAP, sampling, diagnostics and the results directory.
+
+``results/stage{N}/`` holds
+  posterior.nc   arviz InferenceData (posterior of the free parameters and nuisances,
+                 sample_stats, observed_data, constant_data with the best-fit model)
+  summary.json   {"stage", "best_fit", "posterior_median", "intervals", "diagnostics",
+                  "converged", "residual_rms", ...}  (``best_fit`` is read by --from)
+  best_fit.json  {name: value} of the best fit (all parameters, fixed ones included)
+  space.json     the sampling box
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lumina_jax.inference import diagnostics as diag
+from lumina_jax.inference.likelihood import make_likelihood_data, normalised_residual_rms, predicted_flux
+from lumina_jax.inference.model import FitSetup, find_map, flatten_model
+from lumina_jax.inference.observed import Observation
+from lumina_jax.inference.samplers import SamplerConfig, initial_positions, run_sampler
+
+RMS_BAND = (3300.0, 9700.0)
+MAX_SAVED_VALUES = 2e7  # thin very long (emcee) chains before writing NetCDF
+
+
+@dataclasses.dataclass
+class FitOutput:
+    summary: dict
+    idata: object
+    draws_theta: np.ndarray  # [chains, draws, dim]
+    flat_model: object
+
+
+def _nuisance_draws(fm, zs):
+    c = jax.vmap(jax.vmap(fm.constrain))(jnp.asarray(zs))
+    out = {"f_sys": np.exp(np.asarray(c["log_f_sys"])), "log_scale": np.asarray(c["log_scale"])}
+    if "poly" in c:
+        p = np.asarray(c["poly"])
+        for k in range(p.shape[-1]):
+            out[f"poly_{k + 1}"] = p[..., k]
+    return out
+
+
+def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg: SamplerConfig, *,
+            map_starts: int = 16, truth: dict | None = None, meta: dict | None = None,
+            rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
+            log: Callable[[str], None] = lambda s: None) -> FitOutput:
+    """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma))."""
+    space = setup.space
+    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask)
+    fm = flatten_model(setup, spectrum_and_sigma, data)
+    key = jax.random.PRNGKey(cfg.seed)
+    k_map, k_init = jax.random.split(key)
+    t0 = time.perf_counter()
+    log(f"MAP search: {map_starts} Adam starts over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
+    z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
+    t_map = time.perf_counter() - t0
+    log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}")
+    init = initial_positions(z_map, cfg.num_chains, k_init)
+    run = run_sampler(cfg, fm.logdensity, init)
+    zs = run.positions
+    theta = np.asarray(jax.jit(jax.vmap(jax.vmap(fm.theta)))(jnp.asarray(zs)))
+    nuis = _nuisance_draws(fm, zs)
+    free_idx = setup.free_index
+    names = list(setup.free) + list(nuis)
+    phys = np.concatenate([theta[..., free_idx]] + [v[..., None] for v in nuis.values()], axis=-1)
+    d = diag.summarize_run(run, names, phys)
+    problems = diag.convergence_problems(d, rhat_max=rhat_max, max_divergent_frac=max_divergent_frac)
+
+    # best fit: the MAP, or the highest-density draw if a draw beats it
+    i_best = np.unravel_index(np.nanargmax(run.logdensity), run.logdensity.shape)
+    z_best = np.asarray(z_map) if ld_map >= run.logdensity[i_best] else zs[i_best]
+    ld_best = max(ld_map, float(run.logdensity[i_best]))
+    theta_best = np.asarray(fm.theta(jnp.asarray(z_best)))
+    nuis_best = {k: np.asarray(v).tolist() for k, v in fm.nuisance(jnp.asarray(z_best)).items()}
+    flux_best, sig_best = (np.asarray(a) for a in spectrum_and_sigma(jnp.asarray(theta_best)))
+    coeffs = jnp.asarray(nuis_best.get("poly", []), dtype=float)
+    model_best = np.asarray(predicted_flux(jnp.asarray(flux_best), nuis_best["log_scale"], coeffs, data.x))
+    rms = float(normalised_residual_rms(jnp.asarray(flux_best), data, nuis_best["log_scale"], coeffs,
+                                        obs.wavelength, RMS_BAND))
+    flat = phys.reshape(-1, phys.shape[-1])
+    q = np.percentile(flat, [2.5, 16, 50, 84, 97.5], axis=0)
+    intervals = {n: {"q2.5": q[0, i], "q16": q[1, i], "median": q[2, i], "q84": q[3, i], "q97.5": q[4, i],
+                     "mean": float(flat[:, i].mean()), "sd": float(flat[:, i].std())}
+                 for i, n in enumerate(names)}
+    intervals = {n: {k: float(v) for k, v in iv.items()} for n, iv in intervals.items()}
+    summary = {
+        "stage": int(space.stage),
+        "best_fit": space.to_dict(theta_best),
+        "best_fit_log_posterior": float(ld_best),
+        "nuisance_best_fit": nuis_best,
+        "posterior_median": {n: intervals[n]["median"] for n in setup.free},
+        "fixed": dict(setup.fixed),
+        "free": list(setup.free),
+        "intervals": intervals,
+        "residual_rms": {"band_angstrom": list(RMS_BAND), "value": rms,
+                         "definition": "RMS of (y_obs - m_best) over used bins, normalised flux"},
+        "n_bins_used": int(obs.n_used),
+        "converged": not problems,
+        "problems": problems,
+        "diagnostics": d,
+        "map": {"log_posterior": float(ld_map), "wall_s": t_map, "starts": map_starts},
+        "sampler_config": dataclasses.asdict(cfg),
+        "likelihood": {"n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
+                       "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
+                       "priors": {n: [m, s] for n, m, s in setup.priors},
+                       "has_observational_errors": bool(obs.has_errors)},
+        "observation": obs.meta,
+        "space": space.to_dict(),
+    }
+    summary.update(meta or {})
+    if truth is not None:
+        cover = {}
+        for n in setup.free:
+            iv = intervals[n]
+            t = float(truth[n])
+            cover[n] = {"truth": t, "in68": iv["q16"] <= t <= iv["q84"], "in95": iv["q2.5"] <= t <= iv["q97.5"]}
+        summary["truth_recovery"] = {"per_parameter": cover,
+                                     "all_in95": all(c["in95"] for c in cover.values()),
+                                     "frac_in68": float(np.mean([c["in68"] for c in cover.values()])),
+                                     "frac_in95": float(np.mean([c["in95"] for c in cover.values()]))}
+
+    # InferenceData
+    c, dr = phys.shape[:2]
+    step = max(1, int(np.ceil(phys.size / MAX_SAVED_VALUES / 1.0)))
+    post = {n: phys[:, ::step, i] for i, n in enumerate(names)}
+    stats = {"lp": run.logdensity[:, ::step], "diverging": run.diverging[:, ::step]}
+    observed = {"flux": obs.flux, "sigma_obs": obs.sigma, "mask": obs.mask.astype(np.int8)}
+    constant = {"wavelength": obs.wavelength, "best_model_flux": model_best, "best_emulator_flux": flux_best,
+                "best_emulator_sigma": sig_best, "theta_best": theta_best,
+                "fixed_theta": setup.base_theta()}
+    idata = diag.make_inference_data(post, sample_stats=stats, observed=observed, constant=constant,
+                                     attrs={"stage": int(space.stage), "sampler": cfg.name,
+                                            "thinned_by": step, "parameter_names": json.dumps(list(space.names))})
+    return FitOutput(summary, idata, theta, fm)
+
+
+def write_results(out: FitOutput, out_dir: Path) -> Path:
+    """Write posterior.nc, summary.json, best_fit.json, space.json into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    diag.write_netcdf(out.idata, out_dir / "posterior.nc")
+    _write_json(out_dir / "best_fit.json", out.summary["best_fit"])
+    _write_json(out_dir / "space.json", out.summary["space"])
+    _write_json(out_dir / "summary.json", out.summary)  # last: its presence marks a complete result
+    return out_dir
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,229 @@
+"""The NumPyro model of a spectrum fit and its flat unconstrained log density.
+
+Latent sites (all samplers see the same unconstrained vector ``z``):
+
+- ``u`` [n_free]: the free physical parameters in the unit box of the stage's sampling
+  box, prior Uniform(0, 1) (NumPyro maps it to logit space, so the sampler never meets a
+  hard wall).  theta = lows + u (highs - lows); inactive parameters are fixed.
+- ``log_scale``: flux normalisation, Normal(0, ``log_scale_sd``).
+- ``log_f_sys``: fractional systematic, Uniform(log f_min, log f_max) (log-uniform f_sys).
+- ``poly`` [K]: Legendre warp coefficients, Normal(0, ``poly_sd``) (absent when K = 0).
+
+Optional informative priors ``{name: (mean, sd)}`` in physical units multiply the uniform
+box prior by N(theta; mean, sd) (a truncated normal).  The likelihood is
+:func:`lumina_jax.inference.likelihood.log_likelihood`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
+
+from lumina_jax.errors import ParameterError
+from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood
+from lumina_jax.params import ParameterSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSetup:
+    """Static description of a fit (hashable; pass as a closure constant).
+
+    space: the sampling box (``space.lows/highs``); free: names sampled (default: the active
+    ones); fixed: values of the other names; priors: informative Gaussian priors
+    ``((name, mean, sd), ...)``; n_poly: order K of the calibration warp; f_sys_range:
+    bounds of the log-uniform systematic prior; log_scale_sd, poly_sd: prior widths.
+    """
+
+    space: ParameterSpace
+    free: tuple[str, ...]
+    fixed: tuple[tuple[str, float], ...] = ()
+    priors: tuple[tuple[str, float, float], ...] = ()
+    n_poly: int = 0
+    f_sys_range: tuple[float, float] = (1e-3, 0.3)
+    log_scale_sd: float = 0.5
+    poly_sd: float = 0.1
+
+    @property
+    def free_index(self) -> np.ndarray:
+        return np.array([self.space.index(n) for n in self.free], dtype=int)
+
+    @property
+    def n_free(self) -> int:
+        return len(self.free)
+
+    def base_theta(self) -> np.ndarray:
+        """Full parameter vector with fixed values set (free entries at the box centre)."""
+        sp = self.space
+        theta = 0.5 * (sp.lower + sp.upper)
+        for n, v in self.fixed:
+            theta[sp.index(n)] = v
+        return theta
+
+    def theta_from_u(self, u):
+        """Unit-box free values [..., n_free] -> full physical vector [..., dim] (pure)."""
+        sp = self.space
+        idx = self.free_index
+        lo, hi = sp.lower[idx], sp.upper[idx]
+        base = jnp.asarray(self.base_theta())
+        vals = lo + u * (hi - lo)
+        return jnp.broadcast_to(base, vals.shape[:-1] + base.shape).at[..., idx].set(vals)
+
+
+def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] | None = None,
+               priors: Mapping[str, tuple[float, float]] | None = None, n_poly: int = 0,
+               f_sys_range=(1e-3, 0.3), log_scale_sd: float = 0.5, poly_sd: float = 0.1) -> FitSetup:
+    """Validated :class:`FitSetup`.  Inactive names are fixed at ``fixed`` or the box centre."""
+    fixed = dict(fixed or {})
+    if free is None:
+        free = tuple(n for n in space.names if n not in space.inactive and n not in fixed)
+    free = tuple(free)
+    for n in list(free) + list(fixed) + list(priors or {}):
+        space.index(n)  # raises ParameterError for unknown names
+    centre = 0.5 * (space.lower + space.upper)
+    fixed_full = {n: float(fixed.get(n, centre[space.index(n)])) for n in space.names if n not in free}
+    pri = []
+    for n, ms in (priors or {}).items():
+        mu, sd = (float(x) for x in ms)
+        if not sd > 0:
+            raise ParameterError(f"prior on {n}: sd must be positive, got {sd}")
+        pri.append((n, mu, sd))
+    if not 0 < f_sys_range[0] < f_sys_range[1]:
+        raise ParameterError(f"f_sys range must satisfy 0 < low < high, got {f_sys_range}")
+    if n_poly < 0 or n_poly > 10:
+        raise ParameterError(f"n_poly must be in 0..10, got {n_poly}")
+    return FitSetup(space, free, tuple(fixed_full.items()), tuple(pri), int(n_poly),
+                    (float(f_sys_range[0]), float(f_sys_range[1])), float(log_scale_sd), float(poly_sd))
+
+
+def spectral_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData):
+    """NumPyro model: priors on (u, log_scale, log_f_sys, poly), Gaussian likelihood as a factor."""
+    u = numpyro.sample("u", dist.Uniform(0.0, 1.0).expand([setup.n_free]).to_event(1))
+    theta = setup.theta_from_u(u)
+    if setup.priors:
+        idx = jnp.array([setup.space.index(n) for n, _, _ in setup.priors])
+        mu = jnp.array([m for _, m, _ in setup.priors])
+        sd = jnp.array([s for _, _, s in setup.priors])
+        numpyro.factor("informative_prior", jnp.sum(dist.Normal(mu, sd).log_prob(theta[idx])))
+    log_scale = numpyro.sample("log_scale", dist.Normal(0.0, setup.log_scale_sd))
+    lo, hi = np.log(setup.f_sys_range[0]), np.log(setup.f_sys_range[1])
+    log_f_sys = numpyro.sample("log_f_sys", dist.Uniform(lo, hi))
+    coeffs = None
+    if setup.n_poly:
+        coeffs = numpyro.sample("poly", dist.Normal(0.0, setup.poly_sd).expand([setup.n_poly]).to_event(1))
+    flux, sigma = spectrum_and_sigma(theta)
+    numpyro.factor("loglike", log_likelihood(flux, sigma, data, log_scale, jnp.exp(log_f_sys), coeffs))
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatModel:
+    """The model as functions of one flat unconstrained vector z [n_z].
+
+    logdensity(z) -> scalar (log posterior up to a constant, Jacobian included);
+    constrain(z) -> {site: constrained value}; theta(z) -> [dim] physical parameters;
+    unravel(z) -> unconstrained dict; n_z: length of z.
+    """
+
+    logdensity: Callable
+    constrain: Callable
+    unravel: Callable
+    n_z: int
+    setup: FitSetup
+    site_shapes: tuple
+
+    def theta(self, z):
+        return self.setup.theta_from_u(self.constrain(z)["u"])
+
+    def nuisance(self, z) -> dict:
+        c = self.constrain(z)
+        out = {"f_sys": jnp.exp(c["log_f_sys"]), "log_scale": c["log_scale"]}
+        if "poly" in c:
+            out["poly"] = c["poly"]
+        return out
+
+
+def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData,
+                  rng_key=None) -> FlatModel:
+    """Flat unconstrained log density of :func:`spectral_model`.
+
+    The density is NumPyro's potential energy of the model (transforms and Jacobians by
+    NumPyro); the flat layout and the constraining map are built here without tracing the
+    model (cheap, pure).  ``rng_key`` is unused (kept for API symmetry).
+    """
+    from numpyro.infer.util import potential_energy
+
+    template = {"u": jnp.zeros(setup.n_free), "log_scale": jnp.zeros(()), "log_f_sys": jnp.zeros(())}
+    if setup.n_poly:
+        template["poly"] = jnp.zeros(setup.n_poly)
+    flat0, unravel = ravel_pytree(template)
+    lo, hi = float(np.log(setup.f_sys_range[0])), float(np.log(setup.f_sys_range[1]))
+    args = (setup, spectrum_and_sigma, data)
+
+    def logdensity(z):
+        return -potential_energy(spectral_model, args, {}, unravel(z))
+
+    def constrain(z):
+        p = unravel(z)
+        out = {"u": jax.nn.sigmoid(p["u"]), "log_scale": p["log_scale"],
+               "log_f_sys": lo + (hi - lo) * jax.nn.sigmoid(p["log_f_sys"])}
+        if "poly" in p:
+            out["poly"] = p["poly"]
+        return out
+
+    shapes = tuple((k, tuple(np.shape(v))) for k, v in template.items())
+    return FlatModel(logdensity, constrain, unravel, int(flat0.size), setup, shapes)
+
+
+def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):
+    """Unconstrained flat vector from constrained values (inverse of ``constrain``)."""
+    from jax.scipy.special import logit
+
+    s = fm.setup
+    lo, hi = np.log(s.f_sys_range[0]), np.log(s.f_sys_range[1])
+    t = (np.log(f_sys) - lo) / (hi - lo)
+    parts = {"u": logit(jnp.clip(jnp.asarray(u), 1e-9, 1 - 1e-9)), "log_scale": jnp.asarray(log_scale, float),
+             "log_f_sys": logit(jnp.clip(jnp.asarray(t, float), 1e-9, 1 - 1e-9))}
+    if s.n_poly:
+        parts["poly"] = jnp.zeros(s.n_poly) if poly is None else jnp.asarray(poly)
+    # ravel in the same key order as NumPyro's dict
+    ordered = {k: parts[k] for k, _ in fm.site_shapes}
+    return ravel_pytree(ordered)[0]
+
+
+def find_map(fm: FlatModel, rng_key, *, n_starts: int = 16, n_steps: int = 600, lr: float = 0.05):
+    """Multi-start Adam maximisation of the log posterior in z space.
+
+    Starts: u uniform in the box, nuisances at their prior centre.  Returns (z_best [n_z],
+    logdensity_best, z_all [n_starts, n_z], logdensity_all [n_starts]).  Vectorised over starts.
+    """
+    import optax
+
+    k1, _ = jax.random.split(rng_key)
+    s = fm.setup
+    us = jax.random.uniform(k1, (n_starts, s.n_free), minval=0.02, maxval=0.98)
+    z0 = jax.vmap(lambda u: z_from_values(fm, u, 0.0, np.sqrt(s.f_sys_range[0] * s.f_sys_range[1])))(us)
+    opt = optax.adam(optax.cosine_decay_schedule(lr, n_steps, alpha=0.02))
+    neg = lambda z: -fm.logdensity(z)  # noqa: E731
+    vg = jax.value_and_grad(neg)
+
+    def run_one(z):
+        def step(carry, _):
+            z, st = carry
+            v, g = vg(z)
+            g = jnp.where(jnp.isfinite(g), g, 0.0)
+            upd, st = opt.update(g, st, z)
+            return (optax.apply_updates(z, upd), st), v
+
+        (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=n_steps)
+        return z, fm.logdensity(z)
+
+    zs, lds = jax.jit(jax.vmap(run_one))(z0)
+    lds = jnp.where(jnp.isfinite(lds), lds, -jnp.inf)
+    best = int(jnp.argmax(lds))
+    return zs[best], float(lds[best]), zs, lds

@@ -1,0 +1,126 @@
+"""``lumina-jax pipeline``: generate -> train -> infer for each stage, resumable at each step.
+
+Layout under ``workdir``::
+
+    stage{N}/train.h5       training campaign (runners.campaign.generate; resumed when present)
+    stage{N}/emulator.ckpt  emulator checkpoint (`lumina-jax train`; skipped when present)
+    stage{N}/results/       inference results (skipped when summary.json exists and converged)
+
+Stage N > first is generated ``--from`` stage N-1's results, so its emulator is trained in
+the relaxed box that inference then samples.  A step is complete when its output exists:
+the store is resumed (the runner skips done jobs), the checkpoint file exists (written atomically by the
+trainer), the results' summary.json exists (written last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+from lumina_jax.errors import UserError
+from lumina_jax.inference.samplers import SamplerConfig
+
+
+@dataclasses.dataclass
+class PipelineOptions:
+    stages: str = "1-3"
+    backend: str = "synth"
+    n_models: int = 10000
+    workdir: Path = Path("runs/pipeline")
+    observed: Path | None = None
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    lumina_bin: Path | None = None
+    lumina_ref: Path | None = None
+    train_config: Path | None = None
+    allow_unconverged: bool = False
+
+
+def parse_stages(text: str) -> list[int]:
+    try:
+        if "-" in text:
+            a, b = (int(x) for x in text.split("-"))
+            out = list(range(a, b + 1))
+        else:
+            out = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--stages must look like 1-3 or 1,2, got {text!r}") from None
+    if not out or any(s not in (1, 2, 3) for s in out) or out != sorted(set(out)):
+        raise UserError(f"--stages must be increasing stages among 1, 2, 3, got {text!r}")
+    return out
+
+
+def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
+                 steps: dict[str, Callable] | None = None) -> list[Path]:
+    """Run the stages; ``steps`` may replace "generate", "train", "infer" (tests)."""
+    stages = parse_stages(opts.stages)
+    steps = dict(steps or {})
+    steps.setdefault("generate", _generate)
+    steps.setdefault("train", _train)
+    steps.setdefault("infer", _infer)
+    wd = Path(opts.workdir)
+    prev: Path | None = None
+    if stages[0] > 1:
+        prev = wd / f"stage{stages[0] - 1}" / "results"
+        if not (prev / "summary.json").is_file():
+            raise UserError(f"stage {stages[0]} needs the stage-{stages[0] - 1} results at {prev}")
+    done = []
+    for s in stages:
+        sd = wd / f"stage{s}"
+        sd.mkdir(parents=True, exist_ok=True)
+        store, ckpt, res = sd / "train.h5", sd / "emulator.ckpt", sd / "results"
+        # an existing store is resumed: the runner reruns only pending / retryable jobs, so a
+        # complete store costs nothing
+        log(f"stage {s}: generate {opts.n_models} models ({opts.backend}) -> {store}"
+            + (" (resume)" if store.exists() else ""))
+        steps["generate"](opts, s, store, prev)
+        if ckpt.exists():
+            log(f"stage {s}: emulator exists, skipping train ({ckpt})")
+        else:
+            log(f"stage {s}: train emulator -> {ckpt}")
+            steps["train"](opts, s, store, ckpt)
+        summ = res / "summary.json"
+        if summ.is_file() and (json.loads(summ.read_text()).get("converged") or opts.allow_unconverged):
+            log(f"stage {s}: results exist, skipping infer ({res})")
+        else:
+            log(f"stage {s}: infer -> {res}")
+            steps["infer"](opts, s, ckpt, prev, res)
+        summary = json.loads(summ.read_text())
+        if not summary.get("converged") and not opts.allow_unconverged:
+            raise UserError(f"stage {s} did not converge ({'; '.join(summary.get('problems', []))}); "
+                            "stopping the pipeline (use --allow-unconverged to go on)")
+        prev = res
+        done.append(res)
+    return done
+
+
+def _generate(opts: PipelineOptions, stage: int, store: Path, prev: Path | None) -> None:
+    try:
+        from runners.campaign import GenerateOptions, generate
+    except ImportError as exc:
+        raise UserError(f"the campaign runner (runners.campaign) is not available: {exc}") from None
+    generate(GenerateOptions(stage=stage, out=store, backend=opts.backend, n_models=None if store.exists() else
+                             opts.n_models, resume=store.exists(), from_dir=prev, seed=opts.sampler.seed,
+                             lumina_bin=opts.lumina_bin, lumina_ref=opts.lumina_ref))
+
+
+def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
+    from lumina_jax.cli import app
+
+    args = ["train", "--data", str(store), "--out", str(ckpt)]
+    if opts.train_config:
+        args += ["--config", str(opts.train_config)]
+    rc = app(args, standalone_mode=False)
+    if isinstance(rc, int) and rc != 0:
+        raise UserError(f"training the stage-{stage} emulator failed (exit {rc})")
+    if not ckpt.exists():
+        raise UserError(f"training finished but {ckpt} was not written")
+
+
+def _infer(opts: PipelineOptions, stage: int, ckpt: Path, prev: Path | None, res: Path) -> None:
+    from lumina_jax.inference import api
+
+    req = api.InferRequest(stage=stage, observed=opts.observed, checkpoint=ckpt, previous=prev, out=res,
+                           sampler=opts.sampler)
+    api.infer(req)

@@ -1,0 +1,195 @@
+"""Plots of a results directory: corner, spectrum fit with posterior-predictive bands and
+residuals, trace and rank plots, and the best fit re-simulated with the synthesizer."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lumina_jax.errors import DataFileError
+from lumina_jax.inference.diagnostics import read_netcdf
+
+MAX_CORNER = 15
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def load_results(results_dir):
+    """(summary dict, InferenceData) of a results directory."""
+    d = Path(results_dir)
+    if not (d / "summary.json").is_file() or not (d / "posterior.nc").is_file():
+        raise DataFileError(f"{d} is not a complete results directory (needs summary.json and posterior.nc)")
+    return json.loads((d / "summary.json").read_text()), read_netcdf(d / "posterior.nc")
+
+
+def posterior_array(idata, names) -> np.ndarray:
+    """[chains * draws, len(names)] from the posterior group."""
+    return np.stack([np.asarray(idata.posterior[n]).reshape(-1) for n in names], axis=-1)
+
+
+def full_theta_draws(summary, idata, n: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """``n`` random posterior draws as full parameter vectors [n, dim] and their nuisances."""
+    names = json.loads(idata.attrs["parameter_names"])
+    free = summary["free"]
+    flat = posterior_array(idata, free)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(flat.shape[0], size=min(n, flat.shape[0]), replace=False)
+    base = np.asarray(idata.constant_data["fixed_theta"])
+    th = np.repeat(base[None], len(pick), axis=0)
+    for j, f in enumerate(free):
+        th[:, names.index(f)] = flat[pick, j]
+    nuis = {k: np.asarray(idata.posterior[k]).reshape(-1)[pick] for k in idata.posterior.data_vars
+            if k in ("log_scale", "f_sys") or k.startswith("poly_")}
+    return th, nuis
+
+
+def corner_plot(summary, idata, path):
+    plt = _plt()
+    names = [n for n in summary["free"]][:MAX_CORNER]
+    x = posterior_array(idata, names)
+    truth = (summary.get("mock") or {}).get("truth", {})
+    k = len(names)
+    fig, axes = plt.subplots(k, k, figsize=(1.6 * k + 1, 1.6 * k + 1), squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if j > i:
+                ax.axis("off")
+                continue
+            if i == j:
+                ax.hist(x[:, i], bins=30, histtype="step", color="k")
+                if names[i] in truth:
+                    ax.axvline(truth[names[i]], color="C3")
+            else:
+                ax.hist2d(x[:, j], x[:, i], bins=30, cmap="Greys")
+                if names[i] in truth and names[j] in truth:
+                    ax.plot(truth[names[j]], truth[names[i]], "s", color="C3", ms=3)
+            ax.tick_params(labelsize=5)
+            if i == k - 1:
+                ax.set_xlabel(names[j], fontsize=6)
+            else:
+                ax.set_xticklabels([])
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i], fontsize=6)
+            elif j > 0:
+                ax.set_yticklabels([])
+    fig.suptitle(f"stage {summary['stage']} posterior ({summary['diagnostics']['sampler']})", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def predictive_flux(emulator, summary, idata, n: int = 100):
+    """Posterior-predictive mean model m = w * F_emu for ``n`` draws -> [n, n_wave]."""
+    import jax
+    import jax.numpy as jnp
+
+    from lumina_jax.inference.likelihood import make_likelihood_data, predicted_flux
+
+    wave = np.asarray(idata.constant_data["wavelength"])
+    obs = idata.observed_data
+    data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool))
+    th, nuis = full_theta_draws(summary, idata, n)
+    polys = sorted(k for k in nuis if k.startswith("poly_"))
+    coeffs = np.stack([nuis[k] for k in polys], -1) if polys else np.zeros((len(th), 0))
+    f = jax.vmap(lambda t: emulator.spectrum_and_sigma(t)[0])(jnp.asarray(th))
+    m = jax.vmap(lambda fl, ls, c: predicted_flux(fl, ls, c, data.x))(f, jnp.asarray(nuis["log_scale"]),
+                                                                   jnp.asarray(coeffs))
+    return np.asarray(m)
+
+
+def spectrum_plot(summary, idata, path, emulator=None, n: int = 100):
+    plt = _plt()
+    wave = np.asarray(idata.constant_data["wavelength"])
+    obs = idata.observed_data
+    mask = np.asarray(obs["mask"]).astype(bool)
+    y = np.where(mask, np.asarray(obs["flux"]), np.nan)
+    best = np.asarray(idata.constant_data["best_model_flux"])
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    a1.plot(wave, y, color="k", lw=0.8, label="observed (preprocessed)")
+    if emulator is not None:
+        m = predictive_flux(emulator, summary, idata, n)
+        q = np.percentile(m, [2.5, 16, 84, 97.5], axis=0)
+        a1.fill_between(wave, q[0], q[3], color="C0", alpha=0.2, lw=0, label="posterior predictive 95%")
+        a1.fill_between(wave, q[1], q[2], color="C0", alpha=0.4, lw=0, label="68%")
+    a1.plot(wave, best, color="C3", lw=0.8, label="best fit (emulator)")
+    a1.set_ylabel("normalised flux")
+    rms = summary["residual_rms"]
+    a1.set_title(f"stage {summary['stage']}: residual RMS {rms['value']:.4f} over "
+                 f"{rms['band_angstrom'][0]:.0f}-{rms['band_angstrom'][1]:.0f} A", fontsize=9)
+    a1.legend(fontsize=7)
+    a2.plot(wave, y - best, color="k", lw=0.6)
+    a2.axhline(0, color="C3", lw=0.6)
+    a2.set_ylabel("obs - model")
+    a2.set_xlabel("rest wavelength [A]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def trace_rank_plots(summary, idata, out_dir):
+    plt = _plt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        names = summary["free"][:6] + ["f_sys"]
+        az.plot_trace(idata, var_names=names, compact=False)
+        plt.gcf().savefig(Path(out_dir) / "trace.png", dpi=80)
+        plt.close("all")
+        az.plot_rank(idata, var_names=names)
+        plt.gcf().savefig(Path(out_dir) / "rank.png", dpi=80)
+        plt.close("all")
+
+
+def synth_vs_emulator_plot(summary, idata, path, emulator, synthesizer):
+    """The best fit re-simulated by the synthesizer (preprocessed like the data) beside the
+    emulator's prediction at the same parameters."""
+    plt = _plt()
+    theta = np.asarray(idata.constant_data["theta_best"])
+    w_s, l_s = synthesizer.spectrum(theta)
+    f_syn = np.asarray(emulator.preprocess(np.asarray(w_s), np.asarray(l_s), None))
+    f_emu, s_emu = (np.asarray(a) for a in emulator.spectrum_and_sigma(theta))
+    wave = np.asarray(emulator.wavelength)
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    a1.plot(wave, f_syn, "k", lw=0.8, label="synthesizer at best fit")
+    a1.plot(wave, f_emu, "C3", lw=0.8, label="emulator at best fit")
+    a1.fill_between(wave, f_emu - s_emu, f_emu + s_emu, color="C3", alpha=0.3, lw=0)
+    a1.legend(fontsize=7)
+    a2.plot(wave, (f_emu - f_syn) / np.maximum(np.abs(f_syn), 1e-3), "k", lw=0.6)
+    a2.set_ylabel("(emu - synth)/synth")
+    a2.set_xlabel("wavelength [A]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    ok = np.isfinite(f_syn)
+    return float(np.mean(np.abs(f_emu[ok] - f_syn[ok]) / np.maximum(np.abs(f_syn[ok]), 1e-3)))
+
+
+def make_plots(results_dir, emulator=None, synthesizer=None, log=print) -> list[Path]:
+    """All plots into ``results_dir``; returns the files written."""
+    d = Path(results_dir)
+    summary, idata = load_results(d)
+    files = []
+    corner_plot(summary, idata, d / "corner.png")
+    files.append(d / "corner.png")
+    spectrum_plot(summary, idata, d / "spectrum_fit.png", emulator)
+    files.append(d / "spectrum_fit.png")
+    trace_rank_plots(summary, idata, d)
+    files += [d / "trace.png", d / "rank.png"]
+    if emulator is not None and synthesizer is not None:
+        fe = synth_vs_emulator_plot(summary, idata, d / "synth_vs_emulator.png", emulator, synthesizer)
+        files.append(d / "synth_vs_emulator.png")
+        log(f"best fit: mean |emulator - synthesizer| / synthesizer = {fe:.4f}")
+    elif synthesizer is None:
+        log("synthesizer not available: synth_vs_emulator.png skipped")
+    return files

@@ -1,0 +1,240 @@
+"""One interface over several samplers of a flat log density ``logdensity(z)``, z [n_z].
+
+=================  ==========================================================================
+name               algorithm
+=================  ==========================================================================
+``nuts``           NumPyro NUTS, diagonal (or dense) mass, several chains, chain_method
+                   ``vectorized`` (one jitted program for all chains)
+``hmc``            NumPyro HMC with step-size and mass adaptation, fixed trajectory length
+``blackjax-nuts``  BlackJAX NUTS with Stan-style window adaptation, vmapped over chains
+``blackjax-mclmc`` BlackJAX *adjusted* MCLMC (MAMS, Robnik et al. 2025) with its L / step-size
+                   tuner and diagonal preconditioning, vmapped over chains
+``emcee``          emcee affine-invariant ensemble (stretch move), the original pipeline's
+                   sampler, with a vectorised jitted log density; walkers count as chains
+=================  ==========================================================================
+
+Every sampler returns :class:`SamplerRun`: unconstrained draws ``[chains, draws, n_z]``,
+log densities, divergence flags, the number of gradient (or density) evaluations and wall
+times, so diagnostics and benchmarks treat them alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lumina_jax.errors import UserError
+
+SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee")
+DENSE_MAX_DIM = 40
+
+
+def _dense(cfg, n_z: int) -> bool:
+    return bool(cfg.dense_mass) if cfg.dense_mass is not None else n_z <= DENSE_MAX_DIM
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Settings shared by all samplers (``emcee_*`` only for emcee)."""
+
+    name: str = "nuts"
+    num_chains: int = 4
+    num_warmup: int = 500
+    num_samples: int = 500
+    seed: int = 0
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    dense_mass: bool | None = None  # None: dense below DENSE_MAX_DIM unconstrained dimensions
+    hmc_num_steps: int = 16
+    mclmc_target_accept: float = 0.9
+    emcee_walkers: int = 0  # 0: max(32, 2 n_z + 2)
+    emcee_steps: int = 0  # 0: 10 x (num_warmup + num_samples)
+    emcee_thin: int = 0  # 0: keep <= num_samples draws per walker
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.name not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.num_chains < 1 or self.num_samples < 10 or self.num_warmup < 0:
+            raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
+
+
+@dataclasses.dataclass
+class SamplerRun:
+    """positions [chains, draws, n_z] (unconstrained), logdensity [chains, draws],
+    diverging [chains, draws] bool; n_grad: gradient evaluations (warmup + sampling; for emcee,
+    log-density evaluations); wall_warmup_s / wall_sampling_s include JIT compilation."""
+
+    sampler: str
+    positions: np.ndarray
+    logdensity: np.ndarray
+    diverging: np.ndarray
+    n_grad: int
+    wall_warmup_s: float
+    wall_sampling_s: float
+    info: dict
+
+    @property
+    def wall_s(self) -> float:
+        return self.wall_warmup_s + self.wall_sampling_s
+
+
+def initial_positions(z_map, n_chains: int, rng_key, scale: float = 0.1) -> jnp.ndarray:
+    """Chains start at the MAP plus N(0, scale^2) jitter in z space: [n_chains, n_z]."""
+    return z_map + scale * jax.random.normal(rng_key, (n_chains,) + jnp.shape(z_map))
+
+
+def run_sampler(cfg: SamplerConfig, logdensity: Callable, init: jnp.ndarray) -> SamplerRun:
+    """Run ``cfg.name`` on ``logdensity`` from ``init`` [chains, n_z] (emcee: ball centre = init[0])."""
+    fn = {"nuts": _numpyro, "hmc": _numpyro, "blackjax-nuts": _blackjax_nuts,
+          "blackjax-mclmc": _blackjax_mclmc, "emcee": _emcee}[cfg.name]
+    return fn(cfg, logdensity, jnp.asarray(init))
+
+
+# ----------------------------------------------------------------------------- NumPyro
+def _numpyro(cfg, logdensity, init):
+    from numpyro.infer import HMC, MCMC, NUTS
+
+    pot = lambda z: -logdensity(z)  # noqa: E731
+    if cfg.name == "nuts":
+        kernel = NUTS(potential_fn=pot, target_accept_prob=cfg.target_accept,
+                      max_tree_depth=cfg.max_tree_depth, dense_mass=_dense(cfg, init.shape[1]))
+    else:
+        kernel = HMC(potential_fn=pot, target_accept_prob=cfg.target_accept, dense_mass=_dense(cfg, init.shape[1]),
+                     num_steps=cfg.hmc_num_steps, trajectory_length=None)
+    mcmc = MCMC(kernel, num_warmup=max(cfg.num_warmup, 1), num_samples=cfg.num_samples,
+                num_chains=init.shape[0], chain_method="vectorized", progress_bar=cfg.progress)
+    key = jax.random.PRNGKey(cfg.seed)
+    t0 = time.perf_counter()
+    mcmc.warmup(key, init_params=init, extra_fields=("num_steps",), collect_warmup=True)
+    warm_steps = int(np.sum(np.asarray(mcmc.get_extra_fields()["num_steps"])))
+    jax.block_until_ready(mcmc.post_warmup_state)
+    t1 = time.perf_counter()
+    mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("num_steps", "diverging", "potential_energy",
+                                                           "accept_prob"))
+    pos = np.asarray(mcmc.get_samples(group_by_chain=True))
+    t2 = time.perf_counter()
+    ex = mcmc.get_extra_fields(group_by_chain=True)
+    steps = np.asarray(ex["num_steps"])
+    info = {"mean_accept": float(np.mean(ex["accept_prob"])), "mean_steps": float(np.mean(steps)),
+            "step_size": np.asarray(mcmc.last_state.adapt_state.step_size).tolist()}
+    return SamplerRun(cfg.name, pos, -np.asarray(ex["potential_energy"]), np.asarray(ex["diverging"], bool),
+                      warm_steps + int(steps.sum()), t1 - t0, t2 - t1, info)
+
+
+# ---------------------------------------------------------------------------- BlackJAX
+def _blackjax_nuts(cfg, logdensity, init):
+    import blackjax
+
+    def one_chain(key, x0):
+        kw, ks = jax.random.split(key)
+        warm = blackjax.window_adaptation(blackjax.nuts, logdensity, target_acceptance_rate=cfg.target_accept,
+                                          is_mass_matrix_diagonal=not _dense(cfg, init.shape[1]),
+                                          max_num_doublings=cfg.max_tree_depth)
+        (state, params), winfo = warm.run(kw, x0, num_steps=max(cfg.num_warmup, 10))
+        n_warm = jnp.sum(winfo.info.num_integration_steps)
+        return state, params, n_warm
+
+    def sample(key, state, params):
+        params = {k: v for k, v in params.items() if k != "max_num_doublings"}
+        kernel = blackjax.nuts(logdensity, max_num_doublings=cfg.max_tree_depth, **params).step
+
+        def step(st, k):
+            st, info = kernel(k, st)
+            return st, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
+                        info.acceptance_rate)
+
+        _, out = jax.lax.scan(step, state, jax.random.split(key, cfg.num_samples))
+        return out
+
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), init.shape[0] * 2).reshape(2, init.shape[0], 2)
+    t0 = time.perf_counter()
+    state, params, n_warm = jax.block_until_ready(jax.jit(jax.vmap(one_chain))(keys[0], init))
+    t1 = time.perf_counter()
+    pos, ld, div, nsteps, acc = jax.block_until_ready(jax.jit(jax.vmap(sample))(keys[1], state, params))
+    t2 = time.perf_counter()
+    info = {"mean_accept": float(jnp.mean(acc)), "mean_steps": float(jnp.mean(nsteps)),
+            "step_size": np.asarray(params["step_size"]).tolist()}
+    return SamplerRun(cfg.name, np.asarray(pos), np.asarray(ld), np.asarray(div, bool),
+                      int(jnp.sum(n_warm) + jnp.sum(nsteps)), t1 - t0, t2 - t1, info)
+
+
+def _blackjax_mclmc(cfg, logdensity, init):
+    import blackjax
+    from blackjax.mcmc.adjusted_mclmc_dynamic import make_random_trajectory_length_fn
+
+    steps_fn = make_random_trajectory_length_fn(True)
+    kernel = blackjax.adjusted_mclmc_dynamic.build_kernel(integration_steps_fn=steps_fn)
+    # the tuner spends (frac_tune1 + frac_tune2) * num_steps steps: make that num_warmup
+    n_tune_total = max(int(cfg.num_warmup / 0.2), 50)
+
+    def one_chain(key, x0):
+        ki, kt, ks = jax.random.split(key, 3)
+        state = blackjax.adjusted_mclmc_dynamic.init(x0, logdensity, ki)
+        state, params, n_tune = blackjax.adjusted_mclmc_find_L_and_step_size(
+            mclmc_kernel=kernel, logdensity_fn=logdensity, num_steps=n_tune_total, state=state,
+            rng_key=kt, target=cfg.mclmc_target_accept, diagonal_preconditioning=True)
+        return state, params, n_tune
+
+    def sample(key, state, params):
+        avg = params.L / params.step_size
+
+        def step(st, k):
+            st, info = kernel(k, st, logdensity, step_size=params.step_size,
+                              inverse_mass_matrix=params.inverse_mass_matrix, integration_steps_params=(avg,))
+            return st, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
+                        info.acceptance_rate)
+
+        _, out = jax.lax.scan(step, state, jax.random.split(key, cfg.num_samples))
+        return out
+
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), init.shape[0] * 2).reshape(2, init.shape[0], 2)
+    t0 = time.perf_counter()
+    state, params, n_tune = jax.block_until_ready(jax.jit(jax.vmap(one_chain))(keys[0], init))
+    t1 = time.perf_counter()
+    pos, ld, div, nsteps, acc = jax.block_until_ready(jax.jit(jax.vmap(sample))(keys[1], state, params))
+    t2 = time.perf_counter()
+    info = {"mean_accept": float(jnp.mean(acc)), "mean_steps": float(jnp.mean(nsteps)),
+            "step_size": np.asarray(params.step_size).tolist(), "L": np.asarray(params.L).tolist()}
+    return SamplerRun(cfg.name, np.asarray(pos), np.asarray(ld), np.asarray(div, bool),
+                      int(jnp.sum(n_tune) + jnp.sum(nsteps)), t1 - t0, t2 - t1, info)
+
+
+# ------------------------------------------------------------------------------- emcee
+def _emcee(cfg, logdensity, init):
+    import emcee
+
+    n_z = init.shape[1]
+    nw = cfg.emcee_walkers or max(32, 2 * n_z + 2)
+    nw += nw % 2
+    n_steps = cfg.emcee_steps or 10 * (cfg.num_warmup + cfg.num_samples)
+    n_burn = n_steps // 2
+    thin = cfg.emcee_thin or max(1, (n_steps - n_burn) // cfg.num_samples)
+    vld = jax.jit(jax.vmap(logdensity))
+
+    def log_prob(zs):
+        v = np.asarray(vld(jnp.asarray(zs)))
+        return np.where(np.isfinite(v), v, -np.inf)
+
+    rng = np.random.default_rng(cfg.seed)
+    p0 = np.asarray(init[0]) + 1e-3 * rng.standard_normal((nw, n_z))
+    sampler = emcee.EnsembleSampler(nw, n_z, log_prob, vectorize=True)
+    sampler._random = np.random.RandomState(cfg.seed)  # emcee's own generator (no seed argument)
+    t0 = time.perf_counter()
+    state = sampler.run_mcmc(p0, n_burn, progress=cfg.progress)
+    t1 = time.perf_counter()
+    sampler.reset()
+    n_keep = max((n_steps - n_burn) // thin, 1)
+    sampler.run_mcmc(state, n_keep, thin_by=thin, progress=cfg.progress)
+    n_steps = n_burn + n_keep * thin
+    t2 = time.perf_counter()
+    chain = np.swapaxes(sampler.get_chain(), 0, 1)  # [walkers, draws, n_z]
+    lp = np.swapaxes(sampler.get_log_prob(), 0, 1)
+    info = {"walkers": nw, "steps": n_steps, "burn": n_burn, "thin": thin,
+            "acceptance": float(np.mean(sampler.acceptance_fraction))}
+    return SamplerRun(cfg.name, chain, lp, np.zeros(lp.shape, bool), nw * n_steps, t1 - t0, t2 - t1, info)

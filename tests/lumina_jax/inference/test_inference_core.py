@@ -1,0 +1,229 @@
+"""Likelihood, NumPyro model, observed-spectrum loader and stage chaining."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer.util import log_density
+
+from lumina_jax.errors import DataFileError, UserError
+from lumina_jax.inference import chaining, likelihood as L, model as M, observed as O
+from lumina_jax.params import load_space, relaxed_ranges
+
+from inference_toys import ToyEmulator, toy_space
+
+SHARED = Path(os.environ.get("LUMINA_JAX_SHARED_DATA", Path(__file__).resolve().parents[3] / ".." / "shared" / "data")) / "sn2011fe"
+
+
+# ------------------------------------------------------------------ likelihood and model
+def _tiny():
+    w = np.array([4000.0, 5000.0, 6000.0, 7000.0])
+    y = np.array([1.0, 1.1, 0.0, 0.9])
+    s = np.array([0.05, 0.02, 0.0, 0.03])
+    mask = np.array([True, True, False, True])
+    return L.make_likelihood_data(w, y, s, mask)
+
+
+def test_likelihood_matches_hand_computation():
+    data = _tiny()
+    f = jnp.array([0.95, 1.05, 3.0, 1.0])
+    sig = jnp.array([0.01, 0.02, 0.5, 0.01])
+    ls, fs, c = 0.1, 0.05, jnp.array([0.2])
+    got = float(L.log_likelihood(f, sig, data, ls, fs, c))
+    # by hand: x = [-1, -1/3, 1/3, 1] over 4000..7000, P1(x) = x; bin 3 masked
+    x = np.array([-1.0, -1 / 3, 1 / 3, 1.0])
+    wv = np.exp(0.1) * (1 + 0.2 * x)
+    m = wv * np.array([0.95, 1.05, 3.0, 1.0])
+    var = np.array([0.05, 0.02, 0.0, 0.03]) ** 2 + (wv * np.array([0.01, 0.02, 0.5, 0.01])) ** 2 + (0.05 * m) ** 2
+    y = np.array([1.0, 1.1, 0.0, 0.9])
+    keep = [0, 1, 3]
+    want = -0.5 * sum((y[i] - m[i]) ** 2 / var[i] + np.log(2 * np.pi * var[i]) for i in keep)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_legendre_basis_matches_numpy():
+    x = jnp.linspace(-1, 1, 7)
+    got = np.asarray(L.legendre_basis(x, 3))
+    for k in range(1, 4):
+        coef = np.zeros(k + 1)
+        coef[k] = 1
+        np.testing.assert_allclose(got[k - 1], np.polynomial.legendre.legval(np.asarray(x), coef), atol=1e-12)
+
+
+def test_numpyro_model_and_flat_density_match_hand_computation(toy_emu, space3):
+    data = L.make_likelihood_data(toy_emu.wavelength, np.asarray(toy_emu.spectrum(jnp.array([1.0, 11000, 0.5]))),
+                                  np.full(toy_emu.wavelength.shape, 0.01), np.ones(toy_emu.wavelength.shape, bool))
+    setup = M.make_setup(space3, n_poly=1, priors={"v": (11000.0, 500.0)})
+    u = jnp.array([0.3, 0.6, 0.2])
+    params = {"u": u, "log_scale": 0.02, "log_f_sys": np.log(0.01), "poly": jnp.array([0.05])}
+    lp = jax.jit(lambda p: log_density(M.spectral_model, (setup, toy_emu.spectrum_and_sigma, data), {}, p)[0])(params)
+    theta = np.asarray(space3.lower + np.asarray(u) * (space3.upper - space3.lower))
+    f, s = toy_emu.spectrum_and_sigma(jnp.asarray(theta))
+    ll = float(L.log_likelihood(f, s, data, 0.02, 0.01, jnp.array([0.05])))
+    from scipy import stats
+    lo, hi = np.log(1e-3), np.log(0.3)
+    prior = (0.0  # Uniform(0,1)^3
+             + stats.norm(11000, 500).logpdf(theta[1]) + stats.norm(0, 0.5).logpdf(0.02)
+             - np.log(hi - lo) + stats.norm(0, 0.1).logpdf(0.05))
+    assert float(lp) == pytest.approx(ll + prior, rel=1e-10)
+    # the flat unconstrained density adds the log-Jacobian of the logit maps
+    fm = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
+    z = M.z_from_values(fm, u, 0.02, 0.01, jnp.array([0.05]))
+    t = (np.log(0.01) - lo) / (hi - lo)
+    jac = np.sum(np.log(np.asarray(u) * (1 - np.asarray(u)))) + np.log((hi - lo) * t * (1 - t))
+    assert float(jax.jit(fm.logdensity)(z)) == pytest.approx(ll + prior + jac, rel=1e-10)
+    np.testing.assert_allclose(np.asarray(fm.theta(z)), theta, rtol=1e-9)
+
+
+def test_inactive_parameters_are_fixed():
+    sp = load_space(2)
+    setup = M.make_setup(sp, fixed={"v_core": 12345.0})
+    assert "v_core" not in setup.free and setup.n_free == sp.dim - len(sp.inactive)
+    th = np.asarray(setup.theta_from_u(jnp.full(setup.n_free, 0.5)))
+    assert th[sp.index("v_core")] == 12345.0
+
+
+# ------------------------------------------------------------------------ observed files
+def _write(tmp_path, text, name="s.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _good_rows(n=400, lo=3300.0, hi=9700.0):
+    w = np.linspace(lo, hi, n)
+    return w, 1e-13 * (1 + 0.3 * np.sin(w / 300.0))
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda w, f: (w[::-1], f[::-1]), "not sorted"),
+    (lambda w, f: (np.r_[w[:5], w[4], w[6:]], f), "duplicate"),
+    (lambda w, f: (w, np.r_[f[:10], np.nan, f[11:]]), "NaN"),
+    (lambda w, f: (w, -np.abs(f)), "zero or negative everywhere"),
+])
+def test_corrupted_observed_file_rejected(tmp_path, mutate, match):
+    w, f = mutate(*_good_rows())
+    body = "\n".join(f"{a},{b}" for a, b in zip(w, f))
+    p = _write(tmp_path, "wavelength_angstrom,flux_erg_s_cm2_angstrom\n" + body)
+    with pytest.raises(DataFileError, match=match):
+        O.read_spectrum(p)
+
+
+def test_unknown_units_and_garbage_rejected(tmp_path):
+    w, f = _good_rows()
+    body = "\n".join(f"{a},{b}" for a, b in zip(w, f))
+    with pytest.raises(DataFileError, match="unknown flux unit"):
+        O.read_spectrum(_write(tmp_path, "wavelength_angstrom,flux_furlongs\n" + body))
+    with pytest.raises(DataFileError, match="not numeric"):
+        O.read_spectrum(_write(tmp_path, "wavelength,flux\n1,2\nabc,3\n" + body, "g.csv"))
+
+
+def test_too_little_overlap_rejected(tmp_path, toy_emu):
+    w, f = _good_rows(lo=9500.0, hi=12000.0)
+    p = _write(tmp_path, "\n".join(f"{a} {b}" for a, b in zip(w, f)), "s.txt")
+    with pytest.raises(DataFileError, match="overlap"):
+        O.load_observation(p, toy_emu.wavelength, toy_emu.preprocess)
+
+
+def test_resampling_conserves_flux():
+    rng = np.random.default_rng(1)
+    w = np.sort(rng.uniform(3000, 9000, 3000))
+    w = np.unique(w)
+    f = 1 + rng.normal(0, 0.1, w.size)
+    e = np.full(w.size, 0.1)
+    out_w = np.arange(3500.0, 8500.0, 5.0)
+    fo, eo = O.resample_flux_conserving(w, f, out_w, e)
+    ein, eout = O._edges(w), O._edges(out_w)
+    sel = (ein[:-1] >= eout[0]) & (ein[1:] <= eout[-1])
+    # integral over the output range equals the input integral over the same range (to partial pixels)
+    assert np.sum(fo * np.diff(eout)) == pytest.approx(np.sum(f[sel] * np.diff(ein)[sel]), rel=2e-3)
+    assert np.all(eo <= 0.1 + 1e-12) and np.all(np.isfinite(fo))
+
+
+def test_rest_frame_and_extinction_roundtrip():
+    w, f = _good_rows()
+    spec = O.ObservedSpectrum(w, f, None, "observed", "x")
+    r = O.to_rest_frame(spec, 0.01)
+    np.testing.assert_allclose(r.wavelength, w / 1.01)
+    pytest.importorskip("dust_extinction")
+    import astropy.units as u
+    from dust_extinction.parameter_averages import F99
+    red = O.ObservedSpectrum(w, f * F99(Rv=3.1).extinguish(w * u.AA, Ebv=0.1), None, "observed", "x")
+    np.testing.assert_allclose(O.correct_extinction(red, 0.1).flux, f, rtol=1e-10)
+
+
+def test_sn2011fe_file_loads():
+    p = SHARED / "sn2011fe_observed_Bmax.csv"
+    if not p.exists():
+        pytest.skip(f"SN 2011fe data not present at {p} (never committed)")
+    spec = O.read_spectrum(p)
+    assert spec.wavelength.size == 2691 and spec.error is None
+    assert spec.wavelength[0] == pytest.approx(3298.68)
+    emu = ToyEmulator(toy_space(), wavelength=np.arange(2000.0, 10001.0, 5.0))
+    obs = O.prepare_observation(spec, emu.wavelength, emu.preprocess, edge_trim=10.0)
+    assert 3300 < obs.meta["fit_range"][0] < 3320 and 9680 < obs.meta["fit_range"][1] < 9700
+    assert not obs.has_errors and np.all(obs.sigma == 0)
+
+
+# ------------------------------------------------------------------------------ chaining
+def test_chaining_produces_relaxed_ranges(tmp_path):
+    import json
+    best = {"log_L": 42.9, "v_inner": 10000.0, "t_exp": 18.0, "X_Ni": 0.1, "v_core": 12000.0}
+    (tmp_path / "summary.json").write_text(json.dumps({"stage": 1, "best_fit": best}))
+    space, fixed = chaining.stage_box(2, tmp_path)
+    i = space.index
+    assert space.lows[i("log_L")] == pytest.approx(42.8) and space.highs[i("log_L")] == pytest.approx(43.0)
+    assert space.lows[i("v_inner")] == pytest.approx(9000.0) and space.highs[i("v_inner")] == pytest.approx(11000.0)
+    assert space.lows[i("t_exp")] == pytest.approx(16.2) and space.highs[i("t_exp")] == pytest.approx(19.8)
+    full = load_space(2)
+    assert space.lows[i("X_Fe_z0")] == full.lows[i("X_Fe_z0")]  # new in stage 2: full prior
+    assert fixed["v_core"] == 12000.0 and "X_Fe_core" in fixed
+    assert space == relaxed_ranges(best, full)  # the box `generate --from` trains in
+
+
+def test_wrong_stage_or_box_emulator_rejected(tmp_path):
+    import json
+    s1, s2 = load_space(1), load_space(2)
+    with pytest.raises(UserError, match="stage 1, not stage 2"):
+        chaining.check_emulator_box(s1, s2)
+    (tmp_path / "summary.json").write_text(json.dumps({"stage": 1, "best_fit": {"log_L": 42.9}}))
+    relaxed, _ = chaining.stage_box(2, tmp_path)
+    narrow = relaxed_ranges({"log_L": 43.3}, s2)  # trained around another best fit
+    with pytest.raises(UserError, match="log_L"):
+        chaining.check_emulator_box(narrow, relaxed)
+    chaining.check_emulator_box(s2, relaxed)  # a wider training box is fine
+
+
+def test_missing_or_bad_summary_rejected(tmp_path):
+    with pytest.raises(DataFileError, match="not found"):
+        chaining.read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("{\"stage\": 1}")
+    with pytest.raises(DataFileError, match="best_fit"):
+        chaining.read_summary(tmp_path)
+
+
+def test_fits_and_error_column_and_units(tmp_path, toy_emu):
+    fits = pytest.importorskip("astropy.io.fits")
+    w, f = _good_rows()
+    e = 0.02 * f
+    cols = [fits.Column(name="WAVELENGTH", format="D", array=w / 10.0, unit="nm"),
+            fits.Column(name="FLUX", format="D", array=f), fits.Column(name="ERROR", format="D", array=e)]
+    p = tmp_path / "s.fits"
+    fits.BinTableHDU.from_columns(cols).writeto(p)
+    spec = O.read_spectrum(p)
+    np.testing.assert_allclose(spec.wavelength, w)  # nm -> Angstrom from the column unit
+    np.testing.assert_allclose(spec.error, e)
+    obs = O.prepare_observation(spec, toy_emu.wavelength, toy_emu.preprocess)
+    assert obs.has_errors and np.all(obs.sigma[obs.mask] > 0)
+    # 2 % per 16-A input pixel, averaged over 20-A bins and normalised: ~1.8 % of the flux
+    rel = obs.sigma[obs.mask] / obs.flux[obs.mask]
+    assert 0.01 < np.median(rel) < 0.025
+    # F_nu in Jy: converted to F_lambda (shape changes by lambda^-2)
+    q = _write(tmp_path, "wavelength_angstrom,flux_jy\n" + "\n".join(f"{a},{b}" for a, b in zip(w, f)), "nu.csv")
+    s_nu = O.read_spectrum(q)
+    np.testing.assert_allclose(s_nu.flux, f * 1e-23 * 2.99792458e18 / w**2)
