@@ -23,19 +23,19 @@ def _as_jnp(atomic: AtomicData) -> AtomicData:
     return AtomicData(*(jnp.asarray(a) for a in atomic))
 
 
-def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta):
+def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, coarse: tr.TransferGrid | None = None):
     """Spectrum of one :class:`~lumina_jax.ejecta.Ejecta`: returns (L_lambda [n_out] erg/s/A, state dict).
 
     T_inner starts at ``t_inner_guess * (L / 4 pi R_ph^2 sigma)^(1/4)`` and is corrected
     ``t_inner_iterations`` times by ``(L / L_emergent)^(1/4)``; the correction factors are
-    treated as constants for gradients (stop_gradient), so a gradient costs one pass.
+    treated as constants for gradients (stop_gradient), so a gradient costs one pass.  The
+    correction passes use the cheaper grid ``coarse`` when given (only their luminosity is used).
     """
+    coarse = grid if coarse is None else coarse
     v_edges = jnp.concatenate([ejecta.v_inner, ejecta.v_outer[-1:]])
     r_ph = ejecta.r_inner[0]
     t_bb = pl.photospheric_temperature(ejecta.luminosity, r_ph)
-    nu = tr.C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)
-
-    def one_pass(t_inner):
+    def one_pass(t_inner, grid):
         st = pl.plasma_state(atomic, ejecta, t_inner, t_rad_exponent=config.t_rad_exponent,
                              n_e_iterations=config.n_e_iterations)
         cum = tr.cumulative_opacity(st["tau"], grid)
@@ -44,22 +44,31 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta):
                                 thermalisation=config.thermalisation, occultation=config.occultation)
         return l_nu, st
 
-    def emergent_luminosity(l_nu, t_inner):
+    def emergent_luminosity(l_nu, t_inner, grid):
+        nu = tr.C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)
         # band luminosity + the blackbody outside the band scaled by the in-band escape fraction
         band = tr.luminosity_in_band(grid, l_nu)
         bb_band = tr.luminosity_in_band(grid, 4.0 * jnp.pi**2 * r_ph**2 * tr.planck_nu(nu, t_inner))
         bb_total = 4.0 * jnp.pi * r_ph**2 * pl.SIGMA_SB * t_inner**4
         return band * bb_total / bb_band
 
-    factor = jnp.asarray(config.t_inner_guess)
+    # T_inner: first step L ~ T^4, then secant steps in (ln T, ln L) with the slope clipped to [2, 12]
+    factor = jnp.asarray(config.t_inner_guess, dtype=jnp.float64)
+    prev = None
     for _ in range(config.t_inner_iterations):
         t_in = jax.lax.stop_gradient(factor * t_bb)
-        l_nu, _ = one_pass(t_in)
-        l_em = emergent_luminosity(l_nu, t_in)
-        factor = jax.lax.stop_gradient(factor * jnp.clip(ejecta.luminosity / l_em, 0.2, 5.0) ** 0.25)
+        l_nu, _ = one_pass(t_in, coarse)
+        ln_l = jnp.log(emergent_luminosity(l_nu, t_in, coarse))
+        slope = 4.0
+        if prev is not None:
+            slope = jnp.clip((ln_l - prev[1]) / jnp.where(jnp.abs(jnp.log(factor) - prev[0]) > 1e-9,
+                                                         jnp.log(factor) - prev[0], 1e-9), 2.0, 12.0)
+        prev = (jnp.log(factor), ln_l)
+        step = jnp.clip((jnp.log(ejecta.luminosity) - ln_l) / slope, -0.4, 0.4)
+        factor = jax.lax.stop_gradient(factor * jnp.exp(step))
     t_inner = factor * t_bb
-    l_nu, st = one_pass(t_inner)
-    st = dict(st, t_inner=t_inner, l_emergent=emergent_luminosity(l_nu, t_inner))
+    l_nu, st = one_pass(t_inner, grid)
+    st = dict(st, t_inner=t_inner, l_emergent=emergent_luminosity(l_nu, t_inner, grid))
     return tr.l_lambda_out(grid, l_nu), st
 
 
@@ -102,6 +111,9 @@ class Synthesizer:
         self.grid = tr.make_grid(np.asarray(atomic.wl), self.wavelength, v_max_kms=v_max,
                                  opacity_dv_kms=config.opacity_dv_kms, obs_dv_kms=config.obs_dv_kms,
                                  n_p_core=config.n_p_core, n_p_per_shell=config.n_p_per_shell)
+        self.grid_coarse = tr.make_grid(np.asarray(atomic.wl), self.wavelength, v_max_kms=v_max,
+                                        opacity_dv_kms=config.opacity_dv_kms, obs_dv_kms=4 * config.obs_dv_kms,
+                                        n_p_core=max(4, config.n_p_core // 2), n_p_per_shell=1)
         self._atomic_j = _as_jnp(atomic)
         self._spectrum = jax.jit(self._l_lambda)
         self._batch = jax.jit(lambda th: jax.lax.map(self._l_lambda, th, batch_size=config.batch_size))
@@ -158,7 +170,7 @@ class Synthesizer:
     # ------------------------------------------------------------------ evaluation
     def _l_lambda(self, theta):
         ej = build_ejecta(theta, self.space)
-        l_lam, _ = model_spectrum(self._atomic_j, self.grid, self.config, ej)
+        l_lam, _ = model_spectrum(self._atomic_j, self.grid, self.config, ej, self.grid_coarse)
         return l_lam
 
     def spectrum(self, theta):
@@ -170,8 +182,8 @@ class Synthesizer:
         return self.wavelength, self._spectrum(jnp.asarray(theta, dtype=jnp.float64))
 
     def l_lambda(self, theta):
-        """``L_lambda [n_wave]`` only (convenient for ``jax.grad``/``vmap``); pure."""
-        return self._l_lambda(jnp.asarray(theta, dtype=jnp.float64))
+        """``L_lambda [n_wave]`` only (convenient for ``jax.grad``/``vmap``); pure and jitted."""
+        return self._spectrum(jnp.asarray(theta, dtype=jnp.float64))
 
     def batch(self, thetas):
         """``[B, dim] -> L_lambda [B, n_wave]`` (jitted; vmapped in chunks of ``config.batch_size``)."""
@@ -183,7 +195,7 @@ class Synthesizer:
     def state(self, theta) -> dict:
         """Plasma state and T_inner of one model (NumPy arrays; for diagnostics)."""
         ej = build_ejecta(jnp.asarray(theta, dtype=jnp.float64), self.space)
-        _, st = jax.jit(lambda e: model_spectrum(self._atomic_j, self.grid, self.config, e))(ej)
+        _, st = jax.jit(lambda e: model_spectrum(self._atomic_j, self.grid, self.config, e, self.grid_coarse))(ej)
         return jax.tree_util.tree_map(np.asarray, st)
 
     def check(self, theta) -> list[str]:
