@@ -26,6 +26,8 @@ app = typer.Typer(
 from lumina_jax.cli import model as _model  # noqa: E402
 
 _model.register(app)
+from lumina_jax.cli import synth as _synth  # noqa: E402
+_synth.register(app)
 
 
 def main() -> None:

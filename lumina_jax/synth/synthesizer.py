@@ -116,6 +116,8 @@ class Synthesizer:
                                         n_p_core=max(4, config.n_p_core // 2), n_p_per_shell=1)
         self._atomic_j = _as_jnp(atomic)
         self._spectrum = jax.jit(self._l_lambda)
+        self._with_state = jax.jit(lambda th: model_spectrum(self._atomic_j, self.grid, self.config,
+                                                             build_ejecta(th, self.space), self.grid_coarse))
         self._batch = jax.jit(lambda th: jax.lax.map(self._l_lambda, th, batch_size=config.batch_size))
 
     # ------------------------------------------------------------------ construction
@@ -194,9 +196,12 @@ class Synthesizer:
 
     def state(self, theta) -> dict:
         """Plasma state and T_inner of one model (NumPy arrays; for diagnostics)."""
-        ej = build_ejecta(jnp.asarray(theta, dtype=jnp.float64), self.space)
-        _, st = jax.jit(lambda e: model_spectrum(self._atomic_j, self.grid, self.config, e, self.grid_coarse))(ej)
-        return jax.tree_util.tree_map(np.asarray, st)
+        return self.spectrum_and_state(theta)[1]
+
+    def spectrum_and_state(self, theta):
+        """``(L_lambda [n_wave], state dict)`` of one model (NumPy; one compiled call)."""
+        l_lam, st = self._with_state(jnp.asarray(theta, dtype=jnp.float64))
+        return np.asarray(l_lam), jax.tree_util.tree_map(np.asarray, st)
 
     def check(self, theta) -> list[str]:
         """Validate a parameter vector (raises ParameterError); returns warnings."""
