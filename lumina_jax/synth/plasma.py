@@ -6,7 +6,7 @@ Shapes: ``n_s`` shells, ``n_el`` elements (ELEMENTS), ``N`` = N_STAGES ion stage
 Physics (references in docs/forward_model.md):
 
 * Dilution factor of a uniform photosphere of radius R_ph seen from r:
-  ``W = 0.5 (1 - sqrt(1 - (R_ph/r)^2))`` (Mihalas 1978; TARDIS/LUMINA initial guess).
+  ``W = 0.5 (1 - sqrt(1 - (R_ph/r)^2))`` (Mihalas 1978), averaged over each shell's volume.
 * ``T_rad(r) = T_inner (R_ph / r)^q`` (q = 0.45, the lumina-ml initial profile), ``T_e = ratio * T_rad``.
 * Dilute-LTE partition functions ``Z = U_meta(T_rad) + W U_nonmeta(T_rad)`` and level populations
   ``n_l / n_ion = g_l exp(-E_l/kT_rad) w_l / Z`` with ``w_l = 1`` (metastable) or ``W`` (Lucy 1999).
@@ -38,14 +38,30 @@ def dilution_factor(v, v_ph):
     return 0.5 * (1.0 - jnp.sqrt(1.0 - x * x))
 
 
+def shell_dilution_factor(v_lo, v_hi, v_ph):
+    """Volume average of W over shells ``[v_lo, v_hi]``: with x = r/R_ph,
+    ``int W x^2 dx = [x^3 - (x^2 - 1)^{3/2}] / 6``.  Using the volume average makes the absorbed
+    and re-emitted energy of an optically thin scattering line in a shell equal (energy
+    conservation of the discretised model); TARDIS's Monte Carlo W estimator is a volume average too."""
+
+    def prim(v):
+        x = v / v_ph
+        q = x * x - 1.0
+        pos = q > 0
+        return (x**3 - jnp.where(pos, jnp.where(pos, q, 1.0) ** 1.5, 0.0)) / 6.0
+
+    return (prim(v_hi) - prim(v_lo)) / (((v_hi / v_ph) ** 3 - (v_lo / v_ph) ** 3) / 3.0)
+
+
 def photospheric_temperature(luminosity, r_ph):
     """Blackbody temperature (K) of a sphere of radius ``r_ph`` (cm) emitting ``luminosity`` (erg/s)."""
     return (luminosity / (4.0 * jnp.pi * r_ph**2 * SIGMA_SB)) ** 0.25
 
 
-def radiation_field(v_mid, v_ph, t_inner, exponent):
-    """(W, T_rad) per shell: geometric dilution and ``T_rad = T_inner (v_ph/v)^exponent``."""
-    w = dilution_factor(v_mid, v_ph)
+def radiation_field(v_lo, v_hi, v_ph, t_inner, exponent):
+    """(W, T_rad) per shell: volume-averaged geometric dilution and ``T_rad = T_inner (v_ph/v_mid)^exponent``."""
+    w = shell_dilution_factor(v_lo, v_hi, v_ph)
+    v_mid = 0.5 * (v_lo + v_hi)
     t_rad = t_inner * (v_ph / v_mid) ** exponent
     return w, t_rad
 
@@ -135,7 +151,7 @@ def plasma_state(atomic, ejecta, t_inner, *, t_rad_exponent=0.45, n_e_iterations
     Returns dict: w, t_rad, t_e, n_e [n_s]; fractions [n_s, n_el, N]; tau [n_s, n_l].
     """
     v_ph = ejecta.v_inner[0]
-    w, t_rad = radiation_field(ejecta.v_mid, v_ph, t_inner, t_rad_exponent)
+    w, t_rad = radiation_field(ejecta.v_inner, ejecta.v_outer, v_ph, t_inner, t_rad_exponent)
     t_e = ejecta.t_e_ratio * t_rad
     z_part = partition_functions(atomic, t_rad, w)
     lr = log_ionisation_ratios(atomic, t_rad, t_e, w, z_part)
