@@ -11,8 +11,8 @@ Physics (references in docs/forward_model.md):
 * Dilute-LTE partition functions ``Z = U_meta(T_rad) + W U_nonmeta(T_rad)`` and level populations
   ``n_l / n_ion = g_l exp(-E_l/kT_rad) w_l / Z`` with ``w_l = 1`` (metastable) or ``W`` (Lucy 1999).
 * Nebular ionisation (Mazzali & Lucy 1993; TARDIS ``nebular``):
-  ``n_{j+1} n_e / n_j = Phi_LTE(T_rad) W [zeta delta + W (1 - zeta)] sqrt(T_e/T_rad)`` with
-  ``delta = (T_e/T_rad) exp(chi (1/kT_rad - 1/kT_e))``.
+  ``n_{j+1} n_e / n_j = Phi_LTE(T_rad) W [zeta delta + W (1 - zeta)] sqrt(T_e/T_rad)`` with the
+  radiation-field correction delta of ML93 eqs. 15/20 in TARDIS's form (:func:`radiation_field_correction`).
 * ``n_e`` from charge conservation by a fixed number of damped fixed-point steps in log n_e
   (differentiable; 0.5 damping as in LUMINA/TARDIS).
 * Sobolev optical depth with stimulated emission (Castor 1970; TARDIS):
@@ -30,6 +30,7 @@ SOBOLEV_CONST = 2.6540281e-2  # pi e^2 / (m_e c), cm^2 s^-1
 M_U = 1.66053906660e-24  # g
 SIGMA_T = 6.6524587321e-25  # cm^2
 SIGMA_SB = 5.670374419e-5  # erg cm^-2 s^-1 K^-4
+CHI_CA_II = 11.871718  # eV, threshold chi_T of the radiation-field correction (TARDIS default species Ca II)
 
 
 def dilution_factor(v, v_ph):
@@ -85,7 +86,18 @@ def partition_functions(atomic, t_rad, w):
     return um + w[:, None, None] * un
 
 
-def log_ionisation_ratios(atomic, t_rad, t_e, w, z_part):
+def radiation_field_correction(chi, chi_threshold, kt_rad, te_over_tr):
+    """Mazzali & Lucy (1993) eqs. 15/20 as in TARDIS with departure coefficient b_1 = 1/W:
+    ``delta = (T_e/T_R) exp(chi_T/kT_R - chi/kT_e)`` for chi <= chi_T, and
+    ``delta = 1 - exp((chi_T - chi)/kT_R) + (T_e/T_R) exp(chi_T/kT_R - chi/kT_e)`` above, with the
+    threshold chi_T = ionisation energy of Ca II (TARDIS default for SNe Ia)."""
+    kt_e = kt_rad * te_over_tr
+    tail = te_over_tr * jnp.exp(jnp.minimum(chi_threshold / kt_rad - chi / kt_e, 300.0))
+    above = 1.0 - jnp.exp(jnp.minimum((chi_threshold - chi) / kt_rad, 0.0)) + tail
+    return jnp.where(chi > chi_threshold, above, tail)
+
+
+def log_ionisation_ratios(atomic, t_rad, t_e, w, z_part, chi_threshold=CHI_CA_II):
     """``log(n_{j+1} n_e / n_j)`` for j = 0..N-2, nebular approximation: ``[n_s, n_el, N-1]``."""
     kt = K_EV * t_rad[:, None, None]
     chi = atomic.chi[None]
@@ -94,7 +106,7 @@ def log_ionisation_ratios(atomic, t_rad, t_e, w, z_part):
     zeta = _interp_log_t(atomic.zeta, atomic.zeta_t, t_rad)[..., 1:]  # zeta of the upper ion
     ratio = (t_e / t_rad)[:, None, None]
     ww = w[:, None, None]
-    delta = ratio * jnp.exp(chi / kt * (1.0 - 1.0 / ratio))
+    delta = radiation_field_correction(chi, chi_threshold, kt, ratio)
     corr = ww * (zeta * delta + ww * (1.0 - zeta)) * jnp.sqrt(ratio)
     return log_phi + jnp.log(corr)
 

@@ -203,6 +203,15 @@ class Synthesizer:
         l_lam, st = self._with_state(jnp.asarray(theta, dtype=jnp.float64))
         return np.asarray(l_lam), jax.tree_util.tree_map(np.asarray, st)
 
+    def spectrum_of_ejecta(self, ejecta):
+        """``(L_lambda [n_wave], state)`` of an explicit :class:`~lumina_jax.ejecta.Ejecta` (any shells and
+        composition, e.g. a TARDIS configuration); jitted per shell count."""
+        if not hasattr(self, "_ejecta_fn"):
+            self._ejecta_fn = jax.jit(lambda e: model_spectrum(self._atomic_j, self.grid, self.config, e,
+                                                               self.grid_coarse))
+        l_lam, st = self._ejecta_fn(ejecta)
+        return np.asarray(l_lam), jax.tree_util.tree_map(np.asarray, st)
+
     def check(self, theta) -> list[str]:
         """Validate a parameter vector (raises ParameterError); returns warnings."""
         return self.space.check(theta, bounds="prior")

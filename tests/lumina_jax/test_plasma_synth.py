@@ -42,7 +42,8 @@ def test_saha_ratio_lte_limit_and_nebular_corrections():
     a = small_atomic()
     t = 10000.0
     z = pl.partition_functions(a, jnp.array([t]), jnp.array([1.0]))
-    lr = pl.log_ionisation_ratios(a, jnp.array([t]), jnp.array([t]), jnp.array([1.0]), z)
+    # W = 1, T_e = T_rad and chi_T = chi: delta = 1 and the ratio is the LTE Saha ratio
+    lr = pl.log_ionisation_ratios(a, jnp.array([t]), jnp.array([t]), jnp.array([1.0]), z, chi_threshold=8.0)
     zz = np.asarray(z[0, 0])
     hand = 2 * 2.4146830395719654e15 * t**1.5 * zz[1] / zz[0] * np.exp(-8.0 / (K_EV * t))
     np.testing.assert_allclose(np.exp(lr[0, 0, 0]), hand, rtol=1e-10)
@@ -55,8 +56,13 @@ def test_saha_ratio_lte_limit_and_nebular_corrections():
     lr = pl.log_ionisation_ratios(a, jnp.array([t]), jnp.array([0.9 * t]), jnp.array([w]), z)
     zz = np.asarray(z[0, 0])
     phi = 2 * pl.SAHA_CONST * t**1.5 * zz[1] / zz[0] * np.exp(-8.0 / (K_EV * t))
-    delta = 0.9 * np.exp(8.0 / (K_EV * t) * (1 - 1 / 0.9))
+    kt = K_EV * t
+    delta = 0.9 * np.exp(pl.CHI_CA_II / kt - 8.0 / (0.9 * kt))  # chi = 8 eV < chi_T (Ca II)
     np.testing.assert_allclose(np.exp(lr[0, 0, 0]), phi * w * delta * np.sqrt(0.9), rtol=1e-10)
+    # chi = 16 eV > chi_T: delta = 1 - exp((chi_T - chi)/kT) + 0.9 exp(chi_T/kT - chi/kT_e)
+    phi2 = 2 * pl.SAHA_CONST * t**1.5 * zz[2] / zz[1] * np.exp(-16.0 / kt)
+    delta2 = 1 - np.exp((pl.CHI_CA_II - 16.0) / kt) + 0.9 * np.exp(pl.CHI_CA_II / kt - 16.0 / (0.9 * kt))
+    np.testing.assert_allclose(np.exp(lr[0, 0, 1]), phi2 * w * delta2 * np.sqrt(0.9), rtol=1e-10)
 
 
 def test_electron_density_conserves_charge():
