@@ -38,6 +38,8 @@ _ffi.register(app)
 from lumina_jax.cli import inference as _inference  # noqa: E402
 
 _inference.register(app)
+from lumina_jax.cli import synth as _synth  # noqa: E402
+_synth.register(app)
 
 
 def main() -> None:

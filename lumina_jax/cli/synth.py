@@ -1,0 +1,191 @@
+"""CLI: ``lumina-jax simulate`` (one spectrum from a parameter file) and ``lumina-jax atomic build|info``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from lumina_jax.errors import DataFileError, ParameterError, UserError
+
+
+def read_params(path: Path, space) -> np.ndarray:
+    """Parameter vector from a JSON file: ``{name: value}``, ``{"params": {...}}`` or ``{"theta": [...]}``."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataFileError(f"parameter file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFileError(f"{path} is not valid JSON: {exc}") from None
+    if isinstance(d, dict) and "theta" in d:
+        theta = np.asarray(d["theta"], dtype=float)
+        if theta.shape != (space.dim,):
+            raise ParameterError(f"{path}: 'theta' must have {space.dim} entries for stage {space.stage}")
+        return theta
+    if isinstance(d, dict) and isinstance(d.get("params"), dict):
+        d = d["params"]
+    if not isinstance(d, dict):
+        raise ParameterError(f"{path}: expected a JSON object of parameter values")
+    return space.from_dict(d)
+
+
+def write_spectrum_csv(path: Path, wavelength, l_lambda) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, np.column_stack([wavelength, l_lambda]), delimiter=",",
+               header="wavelength_A,L_lambda_erg_s_A", comments="", fmt=["%.3f", "%.6e"])
+
+
+def plot_spectrum(path: Path, wavelength, l_lambda, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.plot(wavelength, l_lambda, lw=1)
+    ax.set_xlabel("wavelength [Å]")
+    ax.set_ylabel(r"$L_\lambda$ [erg s$^{-1}$ Å$^{-1}$]")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def absorption_minimum(wavelength, l_lambda, lo=5900.0, hi=6400.0) -> float:
+    """Wavelength of the flux minimum in [lo, hi] (Si II 6355 by default)."""
+    wavelength, l_lambda = np.asarray(wavelength), np.asarray(l_lambda)
+    sel = (wavelength >= lo) & (wavelength <= hi)
+    return float(wavelength[sel][np.argmin(l_lambda[sel])])
+
+
+def simulate(
+    stage: int = typer.Option(..., "--stage", help="parameter-space stage (1, 2 or 3)"),
+    params: Path = typer.Option(..., "--params", help="JSON file: {name: value} (or {'theta': [...]})"),
+    out: Path = typer.Option(..., "--out", help="output CSV (wavelength_A, L_lambda_erg_s_A)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also save a PNG plot"),
+    config: Optional[Path] = typer.Option(None, "--config", help="synthesizer config (default configs/synth.yaml)"),
+    atomic: Optional[str] = typer.Option(None, "--atomic", help="atomic data: default, a .npz, a TARDIS .h5 or a Kurucz folder"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
+) -> None:
+    """Synthesise one spectrum with the embedded JAX forward model."""
+    from lumina_jax.params import load_space
+    from lumina_jax.synth import SynthConfig, Synthesizer
+
+    space = load_space(stage)
+    theta = read_params(params, space)
+    warnings = space.check(theta, bounds="prior")
+    cfg = SynthConfig.load(config)
+    if atomic:
+        cfg = cfg.replace(atomic=atomic)
+    t0 = time.time()
+    synth = Synthesizer.default(space, cfg)
+    wl = synth.wavelength
+    l_lam, state = synth.spectrum_and_state(theta)
+    if not np.all(np.isfinite(l_lam)):
+        raise UserError("the synthesizer returned non-finite fluxes for these parameters")
+    write_spectrum_csv(out, wl, l_lam)
+    if plot:
+        plot_spectrum(plot, wl, l_lam, title=f"stage {stage}: {params.name}")
+    summary = {
+        "out": str(out), "plot": str(plot) if plot else None, "stage": stage, "n_wave": len(wl),
+        "n_lines": synth.n_lines, "t_inner_K": float(state["t_inner"]),
+        "l_emergent_over_requested": float(state["l_emergent"] / 10 ** theta[space.index("log_L")]),
+        "si_ii_minimum_A": absorption_minimum(wl, l_lam), "seconds": round(time.time() - t0, 2),
+        "warnings": warnings,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        for w in warnings:
+            typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+        typer.echo(f"wrote {out} ({len(wl)} bins, {synth.n_lines} lines, T_inner {summary['t_inner_K']:.0f} K, "
+                   f"Si II minimum {summary['si_ii_minimum_A']:.0f} A)")
+
+
+atomic_app = typer.Typer(help="Build and inspect the atomic data of the synthesizer.", no_args_is_help=True)
+
+
+@atomic_app.command("build")
+def atomic_build(
+    force: bool = typer.Option(False, "--force", help="rebuild even if the cache exists"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
+) -> None:
+    """Build the default atomic data from the installed packages into the user cache."""
+    from rich.console import Console
+
+    from lumina_jax.atomic import build_default, default_path, load_default
+
+    path = default_path()
+    if path.exists() and not force:
+        atomic, prov = load_default()
+        status = "exists"
+    else:
+        console = Console(stderr=True)
+        with console.status("building atomic data") as st:
+            path, atomic, prov = build_default(progress=lambda m: st.update(m))
+        status = "built"
+    info = {"status": status, "path": str(path), "n_lines": atomic.n_lines,
+            "build_seconds": prov.get("build_seconds"), "sources": prov.get("sources_used")}
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+    else:
+        typer.echo(f"{status}: {path} ({atomic.n_lines} lines from {', '.join(info['sources'] or [])})")
+
+
+@atomic_app.command("info")
+def atomic_info(
+    path: Optional[str] = typer.Option(None, "--path", help="atomic data (default cache, .npz, TARDIS .h5, Kurucz folder)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Lines per ion and coverage of the key SN Ia features."""
+    from lumina_jax.atomic import load_atomic
+    from lumina_jax.atomic.info import summary
+
+    atomic, prov = load_atomic(path)
+    s = summary(atomic, prov)
+    if as_json:
+        typer.echo(json.dumps(s, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{s['n_lines']} lines, {s['wavelength_range_A'][0]:.0f}-{s['wavelength_range_A'][1]:.0f} A, "
+                  f"fingerprint {s['fingerprint']}")
+    t = Table("ion", "lines")
+    for ion, n in s["lines_per_ion"].items():
+        t.add_row(ion, str(n))
+    console.print(t)
+    k = Table("key feature", "coverage")
+    for lab, v in s["key_features"].items():
+        k.add_row(lab, v)
+    console.print(k)
+
+
+@atomic_app.command("download-kurucz")
+def atomic_download_kurucz(
+    dest: Optional[Path] = typer.Option(None, "--dest", help="folder (default: <cache>/kurucz)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
+) -> None:
+    """Download Kurucz gfZZII.pos line lists (ions I-IV of the model's elements); needs internet.
+
+    Use them with ``--atomic <folder>`` or ``atomic: <folder>`` in configs/synth.yaml."""
+    from lumina_jax.atomic import cache_dir
+    from lumina_jax.atomic.kurucz import download_kurucz
+
+    dest = dest or cache_dir() / "kurucz"
+    files = download_kurucz(dest, progress=lambda m: typer.echo(m, err=True))
+    if as_json:
+        typer.echo(json.dumps({"dest": str(dest), "files": [str(f) for f in files]}, indent=1))
+    else:
+        typer.echo(f"{len(files)} files in {dest}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)
+    app.add_typer(atomic_app, name="atomic")

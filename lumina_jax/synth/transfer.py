@@ -1,0 +1,253 @@
+"""Formal integral in impact-parameter (p-z) geometry through a homologous flow (pure JAX).
+
+Algorithm ("cumulative Sobolev opacity per shell")
+--------------------------------------------------
+In homologous expansion a photon of observed wavelength lambda at position z on a ray (z toward
+the observer, velocities in km/s since r = v t) has comoving wavelength
+``ln lambda_cmf = ln lambda + u(z)`` with ``u = -ln(1 - z/c)`` (first-order Doppler), so it meets
+line l where ``ln lambda_l = ln lambda + u``: lines are met in order of increasing wavelength.
+
+1. Per shell s the Sobolev optical depths of all lines (sorted by wavelength) are accumulated:
+   ``C_s(x) = sum_{l: ln lambda_l < x} tau_{s,l}`` tabulated on a fine ln(lambda) grid (default
+   10 km/s spacing) -- one cumsum + one gather per model.
+2. A ray of impact parameter p crosses each shell at most twice (behind and in front of the plane
+   of the sky).  Inside one crossing (segment) the shell's plasma is uniform, so every line met
+   there has the same source function S_s; for constant S successive resonances combine exactly:
+   ``I -> I e^{-sum tau} + S (1 - e^{-sum tau})``.  The summed optical depth of the segment
+   ``[u_a, u_b]`` is ``C_s(ln lambda + u_b) - C_s(ln lambda + u_a)`` (two interpolated look-ups).
+   Electron scattering adds ``sigma_T n_e Delta z`` with the same source.
+3. Segments are ordered along the ray (back, outer -> inner, then front, inner -> outer); the
+   photosphere (``p < R_ph``) contributes ``B_nu(T_inner)`` at its surface and hides the segments
+   behind it (occultation).  ``I = I_0 e^{-tau_front} + sum_g S_g (1 - e^{-tau_g}) e^{-tau_after g}``.
+4. ``L_nu = 8 pi^2 int I p dp`` by Gauss-Legendre quadrature in p (core disc + per-shell nodes),
+   ``L_lambda = L_nu c / lambda^2``, then averaged into the output bins.
+
+The cost is ``n_p x n_obs x 2 n_shells`` look-ups, independent of the number of lines (lines only
+enter through step 1), so 10^5 lines cost about the same as 10^3.  The only approximations beyond
+the Sobolev/shell model are the 10 km/s binning of line positions and S evaluated at the segment's
+mid comoving frequency.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+C_KMS = 299792.458
+C_CGS = 2.99792458e10
+H_CGS = 6.62607015e-27
+K_CGS = 1.380649e-16
+SIGMA_T = 6.6524587321e-25
+
+
+class TransferGrid(NamedTuple):
+    """Static grids of the formal integral (NumPy arrays and ints; built once per Synthesizer).
+
+    x0, dx : start and step of the fine ln(lambda/A) grid of cumulative opacity (fine index q)
+    stride, i0, n_obs : internal observed grid ``x_obs[i] = x0 + (i0 + stride * i) dx``
+    n_rows : rows of the strided cumulative table (``n_fine_padded = n_rows * stride``)
+    line_cut : [n_rows * stride] int, number of (sorted) lines with ln(lambda) below each fine edge
+    x_obs : [n_obs] ln(lambda/A) of the internal observed grid
+    core_nodes, core_weights : Gauss-Legendre nodes/weights on [0, 1] for p inside the photosphere
+    shell_nodes, shell_weights : GL nodes/weights on [0, 1] within each shell for p outside
+    out_edges : [n_out + 1] output bin edges, A
+    """
+
+    x0: float
+    dx: float
+    stride: int
+    i0: int
+    n_obs: int
+    n_rows: int
+    line_cut: np.ndarray
+    x_obs: np.ndarray
+    core_nodes: np.ndarray
+    core_weights: np.ndarray
+    shell_nodes: np.ndarray
+    shell_weights: np.ndarray
+    out_edges: np.ndarray
+
+
+def make_grid(line_wl, out_wavelength, *, v_max_kms, opacity_dv_kms=10.0, obs_dv_kms=150.0,
+              n_p_core=12, n_p_per_shell=2) -> TransferGrid:
+    """Build the static grids for lines at ``line_wl`` (A, sorted) and output bin centres ``out_wavelength``."""
+    out = np.asarray(out_wavelength, float)
+    edges = np.concatenate([[out[0] - 0.5 * (out[1] - out[0])], 0.5 * (out[1:] + out[:-1]),
+                            [out[-1] + 0.5 * (out[-1] - out[-2])]])
+    dx = opacity_dv_kms / C_KMS
+    stride = max(1, int(round(obs_dv_kms / opacity_dv_kms)))
+    dx_obs = stride * dx
+    x_start, x_stop = np.log(edges[0]) - dx_obs, np.log(edges[-1]) + dx_obs
+    n_obs = int(np.ceil((x_stop - x_start) / dx_obs)) + 1
+    umax = -np.log(1.0 - v_max_kms / C_KMS)
+    i0 = int(np.ceil(umax / dx)) + 4
+    x0 = x_start - i0 * dx
+    n_fine = i0 + stride * (n_obs - 1) + i0 + 2
+    n_rows = int(np.ceil(n_fine / stride)) + 1
+    fine_edges = x0 + dx * np.arange(n_rows * stride)
+    line_cut = np.searchsorted(np.log(np.asarray(line_wl, float)), fine_edges).astype(np.int32)
+    cn, cw = np.polynomial.legendre.leggauss(n_p_core)
+    sn, sw = np.polynomial.legendre.leggauss(n_p_per_shell)
+    return TransferGrid(
+        x0=float(x0), dx=float(dx), stride=stride, i0=i0, n_obs=n_obs, n_rows=n_rows, line_cut=line_cut,
+        x_obs=x0 + dx * (i0 + stride * np.arange(n_obs)),
+        core_nodes=0.5 * (cn + 1), core_weights=0.5 * cw,
+        shell_nodes=0.5 * (sn + 1), shell_weights=0.5 * sw,
+        out_edges=edges,
+    )
+
+
+def planck_nu(nu, t):
+    """B_nu(T) in erg s^-1 cm^-2 Hz^-1 sr^-1."""
+    x = H_CGS * nu / (K_CGS * t)
+    return 2.0 * H_CGS * nu**3 / C_CGS**2 / jnp.expm1(jnp.minimum(x, 700.0))
+
+
+def planck_dlog(nu, t):
+    """d ln B_nu / d ln nu = 3 - x / (1 - e^-x), x = h nu / k T."""
+    x = jnp.minimum(H_CGS * nu / (K_CGS * t), 700.0)
+    return 3.0 - x / (-jnp.expm1(-x))
+
+
+def cumulative_opacity(tau_lines, grid: TransferGrid):
+    """``[n_s, n_l]`` Sobolev depths (lines sorted by wavelength) -> strided cumulative table
+    ``[n_s, stride, n_rows]`` with ``table[s, q % stride, q // stride] = sum of tau below fine edge q``."""
+    cum = jnp.concatenate([jnp.zeros_like(tau_lines[:, :1]), blocked_cumsum(tau_lines)], axis=1)
+    c = cum[:, grid.line_cut]  # [n_s, n_rows * stride]
+    return c.reshape(c.shape[0], grid.n_rows, grid.stride).transpose(0, 2, 1)
+
+
+def blocked_cumsum(x, block: int = 256):
+    """``cumsum`` along the last axis as two short cumsums (within blocks, then over block totals);
+    the same result as ``jnp.cumsum`` and faster on CPU for long axes."""
+    n = x.shape[-1]
+    m = -(-n // block)
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, m * block - n)]).reshape(x.shape[:-1] + (m, block))
+    inner = jnp.cumsum(xp, axis=-1)
+    tot = inner[..., -1]
+    off = jnp.cumsum(tot, axis=-1) - tot
+    return (inner + off[..., None]).reshape(x.shape[:-1] + (m * block,))[..., :n]
+
+
+def _safe_sqrt(x):
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
+def impact_parameters(grid: TransferGrid, v_edges):
+    """Quadrature for ``int f(p) p dp``: core nodes/weights ``[n_core]`` and envelope nodes/weights."""
+    v_ph = v_edges[0]
+    pc = v_ph * grid.core_nodes
+    wc = v_ph * jnp.asarray(grid.core_weights) * pc
+    lo, hi = v_edges[:-1], v_edges[1:]
+    pe = (lo[:, None] + (hi - lo)[:, None] * grid.shell_nodes[None, :]).reshape(-1)
+    we = ((hi - lo)[:, None] * grid.shell_weights[None, :]).reshape(-1) * pe
+    return (pc, wc), (pe, we)
+
+
+def _segment_depths(grid: TransferGrid, table, shells, ua, ub):
+    """Summed line depth of segments ``[u_a, u_b]`` in shells ``shells`` for every observed
+    frequency: ``[n_obs, n_seg]`` (linear interpolation of the cumulative table)."""
+    n_obs = grid.n_obs
+
+    def window(s, q):
+        return jax.lax.dynamic_slice(table, (s, q % grid.stride, q // grid.stride), (1, 1, n_obs)).reshape(n_obs)
+
+    def at(u):
+        f = u / grid.dx
+        j = jnp.floor(f)
+        w = f - j
+        q = grid.i0 + j.astype(jnp.int32)
+        lo = jax.vmap(window)(shells, q)
+        hi = jax.vmap(window)(shells, q + 1)
+        return (lo * (1.0 - w)[:, None] + hi * w[:, None]).T
+
+    return at(ub) - at(ua)
+
+
+def ray_intensity(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core, tau_e_per_kms,
+                  *, core: bool, occultation=True):
+    """Emergent ``I_nu [n_obs]`` of the ray with impact parameter ``p`` (km/s).
+
+    src0, src_dlog : [n_obs, n_s] source function at the observed frequency and its d ln S / d ln nu
+    (S at the comoving frequency nu e^{-u} is ``src0 exp(-u src_dlog)``); i_core : [n_obs] B_nu(T_inner).
+    ``core`` (static): p is inside the photosphere; then with occultation only front segments exist.
+    """
+    n_s = v_edges.shape[0] - 1
+    zlo = _safe_sqrt(v_edges[:-1] ** 2 - p**2)  # [n_s]
+    zhi = _safe_sqrt(v_edges[1:] ** 2 - p**2)
+    front_only = core and occultation
+    if front_only:
+        za, zb = zlo, zhi
+        shell = np.arange(n_s)
+    else:  # back (outer -> inner), then front (inner -> outer)
+        za = jnp.concatenate([-zhi[::-1], zlo])
+        zb = jnp.concatenate([-zlo[::-1], zhi])
+        shell = np.concatenate([np.arange(n_s)[::-1], np.arange(n_s)])
+    ua = -jnp.log1p(-za / C_KMS)
+    ub = -jnp.log1p(-zb / C_KMS)
+    tau_seg = _segment_depths(grid, table, jnp.asarray(shell, dtype=jnp.int32), ua, ub) + (tau_e_per_kms[shell] * (zb - za))[None, :]
+    src = src0[:, shell] * jnp.exp(-(0.5 * (ua + ub))[None, :] * src_dlog[:, shell])
+    tau_after = jnp.cumsum(tau_seg[:, ::-1], axis=-1)[:, ::-1] - tau_seg
+    i_nu = jnp.sum(src * (-jnp.expm1(-tau_seg)) * jnp.exp(-tau_after), axis=-1)
+    if core:
+        tau_front = tau_seg.sum(-1) if front_only else tau_seg[:, n_s:].sum(-1)
+        i_nu = i_nu + i_core * jnp.exp(-tau_front)
+    return i_nu
+
+
+def emergent_l_nu(grid: TransferGrid, table, v_edges, t_exp, source_w, t_rad, t_e, t_inner,
+                  tau_e_per_kms, *, thermalisation=0.0, occultation=True):
+    """Emergent ``L_nu`` (erg/s/Hz) on the internal grid ``grid.x_obs``.
+
+    table : strided cumulative line optical depth (:func:`cumulative_opacity`)
+    v_edges : [n_s+1] shell edges, km/s (v_edges[0] = photosphere); t_exp : s
+    source_w, t_rad, t_e : [n_s] dilution factor and temperatures (K) of the source function
+    t_inner : photospheric temperature (K); tau_e_per_kms : [n_s] sigma_T n_e (1e5 t) per km/s of path
+
+    Rays are processed by ``lax.scan`` over p with rematerialised bodies, so memory stays
+    ``O(n_obs x n_shells)`` for the forward pass and its gradient.
+    """
+    nu = C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)[:, None]  # [n_obs, 1]
+    b_rad = planck_nu(nu, t_rad[None, :])
+    src0 = (1.0 - thermalisation) * source_w[None, :] * b_rad
+    num = src0 * planck_dlog(nu, t_rad[None, :])
+    if thermalisation:
+        b_e = thermalisation * planck_nu(nu, t_e[None, :])
+        src0 = src0 + b_e
+        num = num + b_e * planck_dlog(nu, t_e[None, :])
+    src_dlog = num / jnp.maximum(src0, 1e-300)
+    i_core = planck_nu(nu[:, 0], t_inner)
+    (pc, wc), (pe, we) = impact_parameters(grid, v_edges)
+
+    def integrate(ps, ws, core):
+        @jax.checkpoint
+        def body(acc, pw):
+            i_nu = ray_intensity(grid, pw[0], table, v_edges, src0, src_dlog, i_core, tau_e_per_kms,
+                                 core=core, occultation=occultation)
+            return acc + pw[1] * i_nu, None
+
+        acc, _ = jax.lax.scan(body, jnp.zeros(grid.n_obs), (ps, ws))
+        return acc
+
+    acc = integrate(pc, wc, True) + integrate(pe, we, False)
+    return 8.0 * jnp.pi**2 * (1e5 * t_exp) ** 2 * acc
+
+
+def l_lambda_out(grid: TransferGrid, l_nu):
+    """Internal-grid ``L_nu`` -> output-bin ``L_lambda`` in erg/s/A."""
+    lam = jnp.exp(grid.x_obs)
+    l_lam = l_nu * C_CGS / (lam * 1e-8) ** 2 * 1e-8
+    # bin means of the piecewise-linear L_lambda(lambda): differences of its running integral
+    cum = jnp.concatenate([jnp.zeros(1), jnp.cumsum(0.5 * (l_lam[1:] + l_lam[:-1]) * jnp.diff(lam))])
+    at_edges = jnp.interp(jnp.asarray(grid.out_edges), lam, cum)
+    return jnp.diff(at_edges) / jnp.diff(jnp.asarray(grid.out_edges))
+
+
+def luminosity_in_band(grid: TransferGrid, l_nu):
+    """Integral of L_nu over the internal grid (erg/s)."""
+    nu = C_CGS / (jnp.exp(grid.x_obs) * 1e-8)
+    return jnp.trapezoid(l_nu[::-1], nu[::-1])
