@@ -56,6 +56,7 @@ class GenerateOptions:
     batch_size: int = 256
     synth_workers: int = 2  # >1 keeps the device busy while the host stores the previous batch
     synth_factory: str = "lumina_jax.synth:Synthesizer.default"
+    synth_config: str | None = None  # YAML of the synthesizer (default configs/synth.yaml)
     abort_after: int = 20
 
 
@@ -216,12 +217,15 @@ def _plan_synth(opts, space, cfg, resume_attrs) -> Plan:
     from runners.backends.synth import SynthExecutor, make_forward
 
     factory = cfg["synth_factory"] if cfg is not None else opts.synth_factory
+    synth_config = cfg.get("synth_config") if cfg is not None else (
+        str(Path(opts.synth_config).resolve()) if opts.synth_config else None)
     if opts.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    fn, wavelength, desc = make_forward(space, factory)
+    fn, wavelength, desc = make_forward(space, factory, synth_config)
     if cfg is None:
         cfg = {"backend": "synth", "stage": space.stage, "n_models": int(opts.n_models), "seed": int(opts.seed),
                "space_fingerprint": space.fingerprint(), "synth_factory": factory, "synth": desc,
+               "synth_config": synth_config,
                "n_wave": int(wavelength.size)}
     elif int(cfg["n_wave"]) != wavelength.size:
         raise DataFileError(f"--resume: the synthesizer now has {wavelength.size} wavelengths, the store {cfg['n_wave']}")

@@ -81,6 +81,9 @@ def generate(
                                       "evaluation of one batch with storing the previous one)."),
     synth_factory: str = typer.Option("lumina_jax.synth:Synthesizer.default", "--synth-factory",
                                       help="module:callable building the synthesizer from a ParameterSpace."),
+    synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="Synthesizer YAML (default "
+                                                "configs/synth.yaml; configs/synth_campaign.yaml is the cheaper "
+                                                "training-set setting)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ) -> None:
@@ -100,7 +103,7 @@ def generate(
         lumina_cpu_bin=lumina_cpu_bin, lumina_ref=lumina_ref, gpus=_parse_gpus(gpus), jobs_per_gpu=jobs_per_gpu,
         gpu_threads=gpu_threads, cpu_workers=cpu_workers, cpu_threads=cpu_threads, work_dir=work_dir,
         keep_workdirs=keep_workdirs, lumina_settings=settings, batch_size=batch_size, synth_workers=synth_workers,
-        synth_factory=synth_factory)
+        synth_factory=synth_factory, synth_config=str(synth_config) if synth_config else None)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

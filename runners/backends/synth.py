@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,9 +42,13 @@ def load_factory(spec: str) -> Callable:
     return obj
 
 
-def make_forward(space: ParameterSpace, factory: str = DEFAULT_FACTORY) -> tuple[Callable, np.ndarray, str]:
-    """Build a synthesizer for ``space`` -> (batched fn, wavelength [n_wave] Angstrom, description)."""
-    synth = load_factory(factory)(space)
+def make_forward(space: ParameterSpace, factory: str = DEFAULT_FACTORY,
+                 config: str | None = None) -> tuple[Callable, np.ndarray, str]:
+    """Build a synthesizer for ``space`` (and a config YAML path, passed as the factory's second
+    argument) -> (batched fn, wavelength [n_wave] Angstrom, description)."""
+    if config is not None and not Path(config).is_file():
+        raise UserError(f"synthesizer config not found: {config}")
+    synth = load_factory(factory)(space, config) if config else load_factory(factory)(space)
     wavelength = np.asarray(synth.wavelength, dtype=np.float64)
     if wavelength.ndim != 1 or wavelength.size < 2:
         raise UserError(f"synthesizer {factory} has an invalid wavelength grid of shape {wavelength.shape}")
