@@ -13,7 +13,7 @@ from lumina_jax.params import CONFIG_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The shipped stage-1 emulator checkpoint (the one constant to change if its name changes).
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "stage1_synth.ckpt"
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "stage1_synth.h5"
 INFERENCE_CONFIG = CONFIG_DIR / "inference.yaml"
 DEFAULT_RESULTS = Path("results")
 
