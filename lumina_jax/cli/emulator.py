@@ -14,7 +14,8 @@ emulator_app = typer.Typer(help="Spectral emulator tools (accuracy report).", no
 
 
 def train(
-    data: Path = typer.Option(..., "--data", help="campaign store (HDF5) with finished models"),
+    data: list[Path] = typer.Option(..., "--data", help="campaign store (HDF5) with finished models; "
+                                    "repeat to train on several stores of the same space"),
     out: Path = typer.Option(..., "--out", help="checkpoint file to write (HDF5)"),
     config: Optional[Path] = typer.Option(None, "--config", help="emulator YAML (default configs/emulator.yaml)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (overrides the config)"),
@@ -25,10 +26,12 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Train an emulator on a campaign store and write one self-describing checkpoint."""
-    from lumina_jax.emulator import load_train_config, load_training_set, save_emulator, train_emulator
+    from lumina_jax.emulator import load_train_config, save_emulator, train_emulator
+    from lumina_jax.emulator._data import load_training_sets
 
     cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed)
-    ts = load_training_set(data, stage=stage)
+    ts = load_training_sets(data, stage=stage)
+    data = ", ".join(str(d) for d in data)
     if ts.theta.shape[0] == 0:
         raise UserError(f"{data} has no finished models")
     if out.exists() and out.is_dir():
@@ -66,7 +69,8 @@ def train(
 @emulator_app.command("report")
 def report(
     checkpoint: Path = typer.Argument(..., help="emulator checkpoint"),
-    data: Path = typer.Option(..., "--data", help="campaign store; rows used in training/validation are skipped"),
+    data: list[Path] = typer.Option(..., "--data", help="campaign store(s); rows used in training/validation "
+                                    "are skipped"),
     as_json: bool = typer.Option(False, "--json", help="print all metrics as JSON"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG with per-wavelength error and an example"),
     all_rows: bool = typer.Option(False, "--all", help="use every row, including those trained on"),
@@ -81,8 +85,11 @@ def report(
     from lumina_jax.emulator._report import plot_report
     from lumina_jax.preprocess import Preprocessor
 
+    from lumina_jax.emulator._data import load_training_sets
+
     emu = load_emulator(checkpoint)
-    ts = load_training_set(data)
+    ts = load_training_sets(data)
+    data = ", ".join(str(d) for d in data)
     if ts.space.names != emu.space.names:
         raise UserError(f"{data} holds stage-{ts.space.stage} models; {checkpoint} is a stage-{emu.space.stage} emulator")
     prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))

@@ -36,3 +36,33 @@ def write_store(path, space: ParameterSpace, theta, wavelength, spectra, status=
             store.record_failure(i, kind="external", reason="marked failed", elapsed_s=0.0, worker="external")
     store.checkpoint()
     return Path(path)
+
+
+def load_training_sets(paths, *, stage=None) -> TrainingSet:
+    """Finished rows of one or more campaign stores of the same parameter space and grid.
+
+    Stores of one campaign design can be added to (e.g. a second seed); they must share the
+    space (names and bounds) and the wavelength grid.  ``ids`` are made unique by offsetting
+    each store's rows by the sizes of the stores before it."""
+    from lumina_jax.errors import DataFileError
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise DataFileError("no campaign store given")
+    sets = [load_training_set(p, stage=stage) for p in paths]
+    first = sets[0]
+    offset = 0
+    ids = []
+    for p, ts in zip(paths, sets):
+        if ts.space.names != first.space.names or ts.space.fingerprint() != first.space.fingerprint():
+            raise DataFileError(f"{p} samples another parameter space than {paths[0]} "
+                                "(names or bounds differ); train on stores of one space")
+        if ts.wavelength.shape != first.wavelength.shape or not np.allclose(ts.wavelength, first.wavelength):
+            raise DataFileError(f"{p} has another wavelength grid than {paths[0]}")
+        ids.append(ts.ids + offset)
+        offset += int(ts.ids.max()) + 1 if ts.ids.size else 0
+    if len(sets) == 1:
+        return first
+    return TrainingSet(space=first.space, theta=np.concatenate([t.theta for t in sets]),
+                       wavelength=first.wavelength, spectra=np.concatenate([t.spectra for t in sets]),
+                       ids=np.concatenate(ids))

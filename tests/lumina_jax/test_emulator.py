@@ -229,3 +229,22 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: emulator checkpoint not found")
     with pytest.raises(UserError, match="unknown emulator setting"):
         load_train_config(bad)
+
+
+def test_training_sets_of_several_stores_are_concatenated_and_checked(tmp_path, space):
+    from lumina_jax.emulator._data import load_training_sets
+    from lumina_jax.errors import DataFileError
+    from lumina_jax.params import relaxed_ranges
+
+    wl = np.arange(2000.0, 10001.0, 50.0)
+    th1, th2 = _thetas(space, 5, seed=1), _thetas(space, 3, seed=2)
+    a = write_store(tmp_path / "a.h5", space, th1, wl, toy_spectra(th1, space, wl), status=[1, 1, 0, 1, 2])
+    b = write_store(tmp_path / "b.h5", space, th2, wl, toy_spectra(th2, space, wl))
+    ts = load_training_sets([a, b])
+    assert ts.theta.shape == (3 + 3, space.dim) and ts.spectra.shape == (6, wl.size)
+    np.testing.assert_array_equal(ts.theta[3:], th2)
+    assert len(set(ts.ids.tolist())) == 6
+    other = relaxed_ranges(space.to_dict(th1[0]), space)
+    c = write_store(tmp_path / "c.h5", other, th1[:1], wl, toy_spectra(th1[:1], space, wl))
+    with pytest.raises(DataFileError, match="another parameter space"):
+        load_training_sets([a, c])
