@@ -26,6 +26,9 @@ app = typer.Typer(
 from lumina_jax.cli import model as _model  # noqa: E402
 
 _model.register(app)
+from lumina_jax.cli import ffi as _ffi  # noqa: E402
+
+_ffi.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,281 @@
+"""``lumina-jax ffi``: Box3D fast-flavor-instability closure, residual training and evaluation.
+
+Commands:
+  ffi box3d IN.h5 --out OUT.h5        Box3D asymptotic states for every row of IN.h5
+  ffi train DATA.h5 --out CKPT        fit the equivariant residual model on top of Box3D
+  ffi evaluate CKPT DATA.h5 [--json]  error metrics: no mixing / Box3D / Box3D + residual
+  ffi export [CKPT] --out FILE        jax.export the jitted Box3D (+ residual) for simulation codes
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lumina_jax.errors import ParameterError
+
+ffi_app = typer.Typer(
+    name="ffi",
+    help="Box3D maximum-entropy FFI closure (box3d_jax): predict, train a residual model, evaluate, export.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the ``ffi`` command group to the main app."""
+    app.add_typer(ffi_app, name="ffi")
+
+
+def _progress(disable: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
+        transient=True,
+        disable=disable,
+    )
+
+
+def _check_order(order: int) -> None:
+    from box3d_jax import lebedev
+
+    lebedev.rule(order)  # raises ParameterError with the list of valid orders
+
+
+def _parse_hidden(hidden: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(h) for h in hidden.split(",") if h.strip())
+    except ValueError:
+        raise ParameterError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    if not widths or min(widths) < 1:
+        raise ParameterError(f"--hidden needs at least one positive width, got {hidden!r}")
+    return widths
+
+
+def _emit(obj: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2))
+        return
+    for key, value in obj.items():
+        typer.echo(f"{key}: {value}")
+
+
+@ffi_app.command("box3d")
+def box3d_cmd(
+    infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm) [n, 4, 2, NF]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final = Box3D, growthRate = proxy."),
+    order: int = typer.Option(17, help="Lebedev order (17: 110 directions, 41: 590, 131: 5810)."),
+    approx_z: bool = typer.Option(False, "--approx-z", help="Jedynak closed-form Z instead of the exact solve."),
+    chunk: int = typer.Option(65536, min=1, help="Points per jitted call."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+) -> None:
+    """Predict the asymptotic four-fluxes of every row of IN.h5 with Box3D."""
+    import numpy as np
+
+    from box3d_jax import box3d as B
+    from box3d_jax import io
+
+    _check_order(order)
+    ds = io.read_dataset(infile)
+    fn = B._jitted(order, ds.nf, approx_z, B.DEFAULT_EPS)
+    outs, growth, unstable = [], [], 0
+    t0 = time.perf_counter()
+    with _progress(as_json) as prog:
+        task = prog.add_task("Box3D", total=ds.n, info="")
+        for start in range(0, ds.n, chunk):
+            block = ds.F4_initial[start : start + chunk]
+            if block.shape[0] < chunk and ds.n > chunk:  # pad the last block: no recompilation
+                block = np.concatenate([block, np.repeat(block[-1:], chunk - block.shape[0], 0)])
+            res = fn(block)
+            m = min(chunk, ds.n - start)
+            outs.append(np.asarray(res.F4)[:m])
+            growth.append(np.asarray(res.growth_rate)[:m])
+            unstable += int(np.asarray(res.unstable)[:m].sum())
+            prog.update(task, advance=m)
+    seconds = time.perf_counter() - t0
+    io.write_dataset(out, ds.F4_initial, np.concatenate(outs), growth_rate=np.concatenate(growth))
+    summary = {
+        "input": str(infile),
+        "output": str(out),
+        "n_points": ds.n,
+        "n_unstable": unstable,
+        "order": order,
+        "nf": ds.nf,
+        "seconds": round(seconds, 3),
+    }
+    _emit(summary, as_json)
+
+
+def _split(ds, test_file: Optional[Path], test_fraction: float):
+    from box3d_jax import io
+
+    if test_file is not None:
+        return ds, io.read_dataset(test_file, require_final=True), f"file {test_file}"
+    if not 0.0 < test_fraction < 1.0:
+        raise ParameterError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    n_test = max(1, int(round(test_fraction * ds.n)))
+    if n_test >= ds.n:
+        raise ParameterError(f"{ds.n} rows are too few to hold out {n_test} test rows")
+    # contiguous tail: rows are ordered by grid index, so neighbours stay on one side
+    cut = ds.n - n_test
+    return ds.select(slice(0, cut)), ds.select(slice(cut, None)), f"last {n_test} rows"
+
+
+def _evaluate(params, config, ds) -> tuple[dict, int]:
+    import jax
+    import numpy as np
+
+    from box3d_jax import metrics
+    from box3d_jax import residual as R
+
+    data, kept = R.prepare_data(ds.F4_initial, ds.F4_final, config)
+    if data.F4_initial.shape[0] == 0:
+        raise ParameterError(f"no rows pass the flux-factor cut < {config.max_flux_factor}")
+    pred = np.asarray(jax.jit(R.build_predict(config))(params, data.F4_initial))
+    initial = ds.F4_initial[kept]
+    ntot = initial[..., 3].sum(axis=(1, 2))[:, None, None, None]
+    predictions = {"no_mixing": initial, "box3d": data.F4_box3d * ntot, "box3d_residual": pred * ntot}
+    return metrics.compare_methods(predictions, ds.F4_final[kept], initial), int(kept.sum())
+
+
+def _metrics_table(result: dict, title: str):
+    from rich.table import Table
+
+    table = Table(title=title, caption="errors divided by n_tot, per row")
+    table.add_column("method")
+    for name in ("RMS", "mean |ΔN_e|", "mean |ΔN̄_e|", "max |e|"):
+        table.add_column(name, justify="right")
+    for method, m in result.items():
+        table.add_row(method, *(f"{m[k]:.3e}" for k in ("rms", "mean_abs_dNe", "mean_abs_dNebar", "max_error")))
+    return table
+
+
+@ffi_app.command("train")
+def train_cmd(
+    data: Path = typer.Argument(..., help="Training HDF5 file with F4_initial and F4_final."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
+    test_file: Optional[Path] = typer.Option(None, help="Held-out test file (default: hold out the last rows)."),
+    test_fraction: float = typer.Option(0.1, help="Fraction of rows held out when no --test-file is given."),
+    epochs: int = typer.Option(200, min=1),
+    batch_size: int = typer.Option(256, min=1),
+    lr: float = typer.Option(3e-3, help="Peak Adam learning rate (cosine decay)."),
+    hidden: str = typer.Option("64,64", help="Hidden-layer widths of the coefficient MLP."),
+    order: int = typer.Option(17, help="Lebedev order of the Box3D baseline."),
+    max_flux_factor: float = typer.Option(0.9, help="Drop rows with any initial flux factor >= this."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+) -> None:
+    """Train the equivariant, conservative residual model on top of Box3D."""
+    from rich.console import Console
+
+    from box3d_jax import io
+    from box3d_jax import residual as R
+
+    _check_order(order)
+    if not 0.0 < max_flux_factor <= 1.0:
+        raise ParameterError(f"--max-flux-factor must be in (0, 1], got {max_flux_factor}")
+    config = R.ResidualConfig(hidden=_parse_hidden(hidden), order=order, max_flux_factor=max_flux_factor)
+    ds = io.read_dataset(data, require_final=True)
+    if ds.nf != 3:
+        raise ParameterError(f"{data}: the residual model needs NF = 3 data, got NF = {ds.nf}")
+    train_ds, test_ds, split = _split(ds, test_file, test_fraction)
+    train_data, kept = R.prepare_data(train_ds.F4_initial, train_ds.F4_final, config)
+    if train_data.F4_initial.shape[0] == 0:
+        raise ParameterError(f"no training rows pass the flux-factor cut < {max_flux_factor}")
+    t0 = time.perf_counter()
+    with _progress(as_json) as prog:
+        task = prog.add_task("training", total=epochs, info="")
+
+        def callback(ep: int, mse: float) -> None:
+            prog.update(task, advance=1, info=f"mse {mse:.3e}")
+
+        params, history = R.train(
+            train_data, config, epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, callback=callback
+        )
+    seconds = time.perf_counter() - t0
+    test_metrics, n_test = _evaluate(params, config, test_ds)
+    meta = {
+        "data": str(data),
+        "test": split,
+        "n_train": int(kept.sum()),
+        "n_test": n_test,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": lr,
+        "seed": seed,
+        "final_train_mse": history[-1],
+        "train_seconds": round(seconds, 2),
+        "test_metrics": test_metrics,
+    }
+    R.save_checkpoint(out, params, config, meta)
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(out), **meta}, indent=2))
+    else:
+        console = Console()
+        console.print(f"trained on {meta['n_train']} rows in {seconds:.1f} s; checkpoint -> {out}")
+        console.print(_metrics_table(test_metrics, f"held-out test set ({split}, {n_test} rows)"))
+
+
+@ffi_app.command("evaluate")
+def evaluate_cmd(
+    ckpt: Path = typer.Argument(..., help="Checkpoint directory written by `ffi train`."),
+    data: Path = typer.Argument(..., help="HDF5 file with F4_initial and F4_final."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Error metrics (n_tot-normalised) for no mixing, Box3D and Box3D + residual."""
+    from rich.console import Console
+
+    from box3d_jax import io
+    from box3d_jax import residual as R
+
+    params, config, _ = R.load_checkpoint(ckpt)
+    ds = io.read_dataset(data, require_final=True)
+    if ds.nf != 3:
+        raise ParameterError(f"{data}: evaluation needs NF = 3 data, got NF = {ds.nf}")
+    result, n_used = _evaluate(params, config, ds)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"data": str(data), "checkpoint": str(ckpt), "n_rows": ds.n, "n_used": n_used,
+                 "max_flux_factor": config.max_flux_factor, "order": config.order, "metrics": result},
+                indent=2,
+            )
+        )
+    else:
+        title = f"{data}: {n_used}/{ds.n} rows with flux factor < {config.max_flux_factor}, Lebedev {config.order}"
+        Console().print(_metrics_table(result, title))
+
+
+@ffi_app.command("export")
+def export_cmd(
+    ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint to include (default: Box3D alone)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Serialized jax.export file to write."),
+    order: int = typer.Option(17, help="Lebedev order (Box3D alone; a checkpoint fixes its own)."),
+    stablehlo: Optional[Path] = typer.Option(None, help="Also write the StableHLO module (MLIR text) here."),
+    platform: list[str] = typer.Option(["cpu"], "--platform", help="Lowering platform(s): cpu, cuda, rocm."),
+) -> None:
+    """Serialize the jitted Box3D (+ residual): F4 [n, 2, 3, 4] -> (F4', growth rate [n])."""
+    from box3d_jax import export as E
+
+    _check_order(order)
+    if ckpt is not None:
+        from box3d_jax import residual as R
+
+        params, config, _ = R.load_checkpoint(ckpt)
+        exp = E.export_box3d(params=params, config=config, platforms=tuple(platform))
+    else:
+        exp = E.export_box3d(order, platforms=tuple(platform))
+    E.save(out, exp)
+    if stablehlo is not None:
+        E.write_stablehlo(stablehlo, exp)
+    typer.echo(f"wrote {out}" + (f" and {stablehlo}" if stablehlo else ""))

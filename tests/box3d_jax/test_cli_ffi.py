@@ -1,0 +1,72 @@
+"""`lumina-jax ffi` commands end to end on a small synthetic file."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from box3d_jax import box3d as B
+from box3d_jax import io
+from box3d_jax.synthetic import make_synthetic_dataset
+from lumina_jax.cli import app
+from lumina_jax.errors import DataFileError, ParameterError
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    Fi, Ff = make_synthetic_dataset(300, seed=4, order=29)
+    return io.write_dataset(tmp_path_factory.mktemp("ffi") / "d.h5", Fi, Ff)
+
+
+def test_box3d_command_writes_predictions(data_file, tmp_path):
+    out = tmp_path / "o.h5"
+    r = runner.invoke(app, ["ffi", "box3d", str(data_file), "--out", str(out), "--json", "--chunk", "128"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["n_points"] == 300 and 0 < summary["n_unstable"] <= 300
+    pred = io.read_dataset(out, require_final=True)
+    ds = io.read_dataset(data_file)
+    expect = np.asarray(B.box3d(ds.F4_initial, order=17))
+    np.testing.assert_allclose(pred.F4_final, expect, rtol=0, atol=1e-13 * ds.F4_initial[..., 3].sum(axis=(1, 2)).max())
+    assert pred.growth_rate.shape == (300,) and np.all(pred.growth_rate >= 0)
+
+
+def test_train_then_evaluate(data_file, tmp_path):
+    ck = tmp_path / "ck"
+    r = runner.invoke(
+        app, ["ffi", "train", str(data_file), "--out", str(ck), "--epochs", "25", "--hidden", "16,16",
+              "--batch-size", "64", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.output)
+    assert meta["n_test"] > 0 and meta["test"] == "last 30 rows"
+    r = runner.invoke(app, ["ffi", "evaluate", str(ck), str(data_file), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)["metrics"]
+    assert set(m) == {"no_mixing", "box3d", "box3d_residual"}
+    assert m["box3d"]["rms"] < m["no_mixing"]["rms"]
+    assert m["box3d_residual"]["rms"] < m["box3d"]["rms"]  # learns the known synthetic residual
+    r = runner.invoke(app, ["ffi", "evaluate", str(ck), str(data_file)])
+    assert r.exit_code == 0 and "box3d_residual" in r.output
+    r = runner.invoke(app, ["ffi", "export", str(ck), "--out", str(tmp_path / "m.jaxexport")])
+    assert r.exit_code == 0 and (tmp_path / "m.jaxexport").stat().st_size > 1000
+
+
+def test_user_errors(data_file, tmp_path):
+    r = runner.invoke(app, ["ffi", "evaluate", str(tmp_path), str(data_file)])
+    assert isinstance(r.exception, DataFileError)
+    r = runner.invoke(app, ["ffi", "train", str(data_file), "--out", str(tmp_path / "c"), "--hidden", "a,b"])
+    assert isinstance(r.exception, ParameterError)
+    # through the console entry point: one line, exit code 2, no traceback
+    p = subprocess.run(
+        [sys.executable, "-m", "lumina_jax", "ffi", "box3d", str(tmp_path / "missing.h5"), "--out", "x.h5"],
+        capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:") and "Traceback" not in p.stderr
