@@ -29,6 +29,8 @@ _model.register(app)
 from lumina_jax.cli import ffi as _ffi  # noqa: E402
 
 _ffi.register(app)
+from lumina_jax.cli import ffi_qke as _ffi_qke  # noqa: E402  (adds ffi solve/generate)
+_ffi_qke.register(app)
 
 
 def main() -> None:
