@@ -46,10 +46,11 @@ def nsm1_F4() -> np.ndarray:
     return F4
 
 
-def run_case(name: str, n_z: int, order: int, t_end_growth: float, cfl: float) -> dict:
+def run_case(name: str, n_z: int, order: int, t_end_growth: float, cfl: float, n_wavelengths: float = 8.0) -> dict:
     # validation: the LSA of exactly the discretised problem (lsa_order = 0); the production
     # planning LSA (Lebedev 17) is timed separately below.
-    cfg = qke.QKEConfig(n_z=n_z, lebedev_order=order, t_end_growth=t_end_growth, cfl=cfl, lsa_order=0).validate()
+    cfg = qke.QKEConfig(n_z=n_z, lebedev_order=order, t_end_growth=t_end_growth, cfl=cfl, lsa_order=0,
+                        n_wavelengths=n_wavelengths).validate()
     d, w = lebedev.rule(order)
     if name == "fiducial":
         rho, F4n = fiducial_case(order)
@@ -74,10 +75,21 @@ def run_case(name: str, n_z: int, order: int, t_end_growth: float, cfl: float) -
     cpu = time.process_time() - c0
     res = qke.analyse(diag, plan, cfg)
     b3 = np.asarray(box3d.box3d(jnp.asarray(F4n), order=41))
+    # direction-resolved survival probability of ν_e over the averaging window, in bins of
+    # μ = v·ê (Box3D: 1/3 on the smaller side of the crossing, 1 − (2/3) I_</I_> on the other)
+    win = diag.t >= cfg.avg_start * res.t_sat
+    late = diag.rho_dir[win].mean(axis=0)  # [2, 3, V]
+    mu = d @ np.asarray(plan.axis)
+    edges = np.linspace(-1, 1, 9)
+    P_bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (mu >= lo) & (mu <= hi) & (rho[0, 0] > 1e-12)
+        P_bins.append(float(late[0, 0, sel].sum() / rho[0, 0, sel].sum()) if sel.any() else float("nan"))
     n_steps = spd * cfg.n_diag
     return {
         "case": name,
         "n_z": n_z,
+        "n_wavelengths": n_wavelengths,
         "n_dir": len(w),
         "n_steps": n_steps,
         "dt": float(plan.dt),
@@ -106,6 +118,8 @@ def run_case(name: str, n_z: int, order: int, t_end_growth: float, cfl: float) -
         "N_box3d": b3[..., 3].tolist(),
         "F_box3d": b3[..., :3].tolist(),
         "rms_vs_box3d": float(np.sqrt(np.mean((res.F4_final - b3) ** 2))),
+        "mu_bin_edges": edges.tolist(),
+        "nue_survival_by_mu": P_bins,
     }
 
 
@@ -158,6 +172,7 @@ def main() -> None:
     ap.add_argument("--case", action="append", choices=("fiducial", "nsm1"))
     ap.add_argument("--t-end-growth", type=float, default=qke.QKEConfig.t_end_growth)
     ap.add_argument("--cfl", type=float, default=qke.QKEConfig.cfl)
+    ap.add_argument("--n-wavelengths", type=float, default=qke.QKEConfig.n_wavelengths)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--converge", type=int, default=0, metavar="N",
                     help="instead: convergence check on N sampled unstable points")
@@ -174,14 +189,14 @@ def main() -> None:
                    for k, v in out["runs"].items()}
         print(json.dumps(summary, indent=1))
         return
-    out = [run_case(c, a.n_z, a.order, a.t_end_growth, a.cfl) for c in (a.case or ["fiducial", "nsm1"])]
+    out = [run_case(c, a.n_z, a.order, a.t_end_growth, a.cfl, a.n_wavelengths) for c in (a.case or ["fiducial", "nsm1"])]
     if a.json:
         print(json.dumps(out, indent=1))
         return
     print(f"backend: {jax.default_backend()}  devices: {jax.devices()}")
     np.set_printoptions(precision=4, suppress=True)
     for r in out:
-        print(f"\n== {r['case']}: {r['n_z']} cells x {r['n_dir']} directions, {r['n_steps']} steps (dt = {r['dt']:.3f})")
+        print(f"\n== {r['case']}: {r['n_z']} cells x {r['n_dir']} directions, box {r['n_wavelengths']:g} wavelengths, {r['n_steps']} steps (dt = {r['dt']:.3f})")
         print(f"seconds per asymptotic state (wall): {r['seconds_production']:.1f} with the production "
               f"Lebedev-17 LSA ({r['seconds_lsa17']:.1f}) + compile {r['seconds_compile']:.1f} + "
               f"run {r['seconds_run']:.1f} ({1e3 * r['seconds_per_step']:.1f} ms/step); "
@@ -199,6 +214,8 @@ def main() -> None:
         print("F/n_tot  QKE final          :", np.array(r["F_final"]).round(4).tolist())
         print("F/n_tot  Box3D              :", np.array(r["F_box3d"]).round(4).tolist())
         print(f"RMS(QKE − Box3D)/n_tot over 24 components: {r['rms_vs_box3d']:.4f}")
+        print("nu_e survival probability in bins of mu = v.axis (edges -1..1 step 0.25):",
+              np.round(r["nue_survival_by_mu"], 3).tolist())
 
 
 if __name__ == "__main__":

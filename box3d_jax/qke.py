@@ -154,7 +154,9 @@ class Diagnostics(NamedTuple):
     Fourier mode of the LSA's fastest wave number (a clean exponential in the linear phase);
     trace_err: max_v |ΔTr ρ_v|, |ΔTr ρ̃_v| (box-averaged);
     lepton_err: max |Δ Σ_v (ρ_v − ρ̃_v)| elementwise (box-averaged);
-    hermit_err: max |X − X†| over the box (a numerical-health check).
+    hermit_err: max |X − X†| over the box (a numerical-health check);
+    rho_dir: box-averaged diagonal per direction ``[2, 3, n_dir]`` (angular distributions,
+    number per bin; for survival probabilities per direction).
     """
 
     t: jax.Array
@@ -165,6 +167,7 @@ class Diagnostics(NamedTuple):
     trace_err: jax.Array
     lepton_err: jax.Array
     hermit_err: jax.Array
+    rho_dir: jax.Array
 
 
 class RunResult(NamedTuple):
@@ -337,6 +340,7 @@ def _diagnose(Xh, moments, ref_trace, ref_lepton, n_z: int, mode: jax.Array):
     od_mode = jnp.sqrt(jnp.sum(jnp.abs(Nk[0, iu[0], iu[1], mode]) ** 2)) / n_z
     X = jnp.fft.ifft(Xh, axis=-1)
     herm = jnp.max(jnp.abs(X - jnp.conj(jnp.swapaxes(X, 1, 2))))
+    rho_dir = jnp.swapaxes(diag, 1, 2)  # [2, 3, V]
     return (
         F4,
         jnp.sqrt(od[0]),
@@ -345,6 +349,7 @@ def _diagnose(Xh, moments, ref_trace, ref_lepton, n_z: int, mode: jax.Array):
         jnp.max(jnp.abs(tr - ref_trace)),
         jnp.max(jnp.abs(lep - ref_lepton)),
         herm,
+        rho_dir,
     )
 
 
