@@ -13,6 +13,7 @@ Cases: ``fiducial`` (Emu: f = n/4π (1 ± μ) for ν_e / ν̄_e, heavies empty) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -68,7 +69,7 @@ def run_case(name: str, n_z: int, order: int, t_end_growth: float, cfl: float, n
     t1 = time.perf_counter()
     key = jax.random.PRNGKey(cfg.seed)
     args = (jnp.asarray(rho), key, plan, jnp.asarray(spd))
-    compiled = qke.evolve.lower(*args, config=cfg).compile()
+    compiled = jax.jit(functools.partial(qke.evolve, config=cfg)).lower(*args).compile()
     t2 = time.perf_counter()
     diag = jax.tree.map(np.asarray, compiled(*args))
     t3 = time.perf_counter()

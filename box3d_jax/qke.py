@@ -69,6 +69,7 @@ __all__ = [
     "minerbo_rho",
     "box_axis",
     "plan_run",
+    "finalise_plan",
     "initial_state",
     "evolve",
     "analyse",
@@ -261,11 +262,6 @@ def plan_run(rho_diag: np.ndarray, config: QKEConfig) -> tuple[RunPlan, lsa.LSAR
     return plan, res
 
 
-def steps_per_diag(t_end: float, dt: float, n_diag: int) -> int:
-    """Steps between diagnostic samples so that n_diag samples cover t_end."""
-    return max(1, math.ceil(t_end / dt / n_diag))
-
-
 def initial_state(rho_diag: jax.Array, key: jax.Array, n_z: int, amplitude: float) -> jax.Array:
     """Homogeneous initial state with random off-diagonal seeds, in Fourier space.
 
@@ -353,11 +349,10 @@ def _diagnose(Xh, moments, ref_trace, ref_lepton, n_z: int, mode: jax.Array):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
 def evolve(
     rho_diag: jax.Array, key: jax.Array, plan: RunPlan, n_steps_per_diag: jax.Array, config: QKEConfig
 ) -> Diagnostics:
-    """Run one simulation and return its diagnostics (jitted; vmap over the first four args).
+    """Run one simulation and return its diagnostics (jitted inside; vmap over the first four args).
 
     Args:
       rho_diag: ``[2, 3, n_dir]`` initial per-bin densities (n_tot units) on the rule
@@ -371,8 +366,16 @@ def evolve(
     Returns:
       :class:`Diagnostics` with ``config.n_diag + 1`` samples (t = 0 included).
     """
-    n_z = config.n_z
-    d, w = lebedev.rule(config.lebedev_order)
+    return _evolve(
+        rho_diag, key, plan, n_steps_per_diag, jnp.asarray(config.seed_amplitude, dtype=jnp.float64),
+        n_z=config.n_z, order=config.lebedev_order, n_diag=config.n_diag, use_filter=config.filter,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("n_z", "order", "n_diag", "use_filter"))
+def _evolve(rho_diag, key, plan, n_steps_per_diag, seed_amplitude, *, n_z, order, n_diag, use_filter):
+    # Only the grid is static: configs differing in run control share one compilation.
+    d, w = lebedev.rule(order)
     d = jnp.asarray(d)
     moments = jnp.concatenate([jnp.ones((d.shape[0], 1)), d], axis=1)  # [V, 4] = (1, v)
     vz = d @ plan.axis
@@ -381,13 +384,13 @@ def evolve(
     nyq = n_z // 2
     k = 2.0 * jnp.pi * jnp.fft.fftfreq(n_z, d=1.0 / n_z) / plan.length  # [Z]
     k = k.at[nyq].set(0.0)
-    if config.filter:
+    if use_filter:
         kn = jnp.abs(jnp.fft.fftfreq(n_z)) * 2.0  # |k|/k_Nyquist
         filt = jnp.exp(-36.0 * kn**36)
     else:
         filt = jnp.ones(n_z)
     filt = filt.at[nyq].set(0.0)
-    Xh0 = initial_state(rho_diag, key, n_z, config.seed_amplitude) * filt
+    Xh0 = initial_state(rho_diag, key, n_z, seed_amplitude) * filt
     step = _make_step(moments, vz, k, plan.dt, filt.astype(jnp.complex128))
     box0 = Xh0[..., 0] / n_z
     ref_trace = jnp.real(jnp.trace(box0, axis1=1, axis2=2))  # [2, V]
@@ -406,7 +409,7 @@ def evolve(
         t = (i + 1) * n_steps_per_diag * plan.dt
         return Xh, diag_of(Xh, t)
 
-    _, series = jax.lax.scan(outer, Xh0, jnp.arange(config.n_diag))
+    _, series = jax.lax.scan(outer, Xh0, jnp.arange(n_diag))
     first = diag_of(Xh0, jnp.zeros_like(plan.dt))
     return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, series)
 

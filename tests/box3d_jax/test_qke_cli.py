@@ -11,7 +11,7 @@ from box3d_jax import generate as G
 from box3d_jax import io, qke
 from lumina_jax.cli import app
 
-TINY = ["--n-z", "16", "--order", "11", "--n-wavelengths", "2"]
+TINY = ["--n-z", "16", "--order", "11", "--n-wavelengths", "2", "--lsa-order", "0"]
 
 
 def _invoke(args):
