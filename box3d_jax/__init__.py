@@ -2,6 +2,15 @@
 
 Conservation laws are checked to round-off, so the package works in float64 and
 enables ``jax_enable_x64`` on import.
+
+Modules (import them directly; nothing heavy is imported here):
+  lebedev     rule(order) -> (directions [n, 3], weights [n])  (Σw = 4π)
+  maxent      minerbo_Z, minerbo_Z_approx, distribution(N, F, directions, weights)
+  box3d       box3d(F4[..., 2, NF, 4], order), box3d_info, build_box3d, layout converters
+  invariants  27 Lorentz invariants (metric (−,+,+,+), time component last)
+  residual    equivariant conservative Flax residual model, training, checkpoints
+  io          Rhea/Emu HDF5 files;  metrics: error metrics;  export: jax.export
+See docs/box3d.md.
 """
 
 import jax

@@ -144,7 +144,12 @@ def _point(
 
 
 def build_box3d(
-    order: int = 17, nf: int = 3, *, approx_Z: bool = False, eps: float = DEFAULT_EPS
+    order: int = 17,
+    nf: int = 3,
+    *,
+    approx_Z: bool = False,
+    eps: float = DEFAULT_EPS,
+    batch_size: int | None = None,
 ) -> Callable[[jax.Array], Box3DResult]:
     """Build the (un-jitted) batched Box3D function for a Lebedev order and flavor count.
 
@@ -154,6 +159,10 @@ def build_box3d(
       nf: number of flavors, 3 (P_< = 1/3) or 2 (Zaizen-Nagakura values P_< = 1/2).
       approx_Z: use Jedynak's closed-form Z instead of the exact solve.
       eps: stability threshold on I_</n_tot.
+      batch_size: if given, points are processed ``batch_size`` at a time
+        (``jax.lax.map`` over vmapped blocks) so that the per-direction intermediates
+        stay in cache: 512 is ~4x faster than one vmap over 2e4 points on a 2-core CPU. Needs a concrete batch size
+        (leave None for ``jax.export`` with a symbolic batch dimension).
 
     Returns:
       ``fn(F4 [..., 2, nf, 4]) -> Box3DResult``, pure; vmapped over all leading axes.
@@ -174,7 +183,10 @@ def build_box3d(
         point = functools.partial(
             _point, directions=d, weights=w, nf=nf, approx_Z=approx_Z, eps=eps
         )
-        out, ip, im, unst = jax.vmap(point)(flat)
+        if batch_size is not None and flat.shape[0] > batch_size:
+            out, ip, im, unst = jax.lax.map(point, flat, batch_size=batch_size)
+        else:
+            out, ip, im, unst = jax.vmap(point)(flat)
         return Box3DResult(
             F4=out.reshape(F4.shape),
             I_plus=ip.reshape(batch),
@@ -186,9 +198,13 @@ def build_box3d(
     return fn
 
 
+#: Block size used by the convenience functions (cache-friendly on CPU).
+DEFAULT_BATCH_SIZE = 512
+
+
 @functools.lru_cache(maxsize=32)
 def _jitted(order: int, nf: int, approx_Z: bool, eps: float) -> Callable:
-    return jax.jit(build_box3d(order, nf, approx_Z=approx_Z, eps=eps))
+    return jax.jit(build_box3d(order, nf, approx_Z=approx_Z, eps=eps, batch_size=DEFAULT_BATCH_SIZE))
 
 
 def box3d_info(

@@ -44,7 +44,7 @@ __all__ = [
     "distribution",
 ]
 
-#: Flux factors are clipped to this value (Z <= 1e9) so that f -> 1 stays finite.
+#: Flux factors are clipped to this value (Z <= 1e9; float32 inputs: 1 − 1e-6) so f -> 1 stays finite.
 FLUX_FACTOR_MAX = 1.0 - 1e-9
 #: Max relative error of :func:`minerbo_Z_approx` in Z for flux factors in [1e-4, 0.995].
 JEDYNAK_MAX_REL_ERROR = 7.7e-4
@@ -80,7 +80,9 @@ def langevin_derivative(Z: jax.Array) -> jax.Array:
 
 def _clip_flux_factor(f: jax.Array) -> jax.Array:
     # jnp.where keeps the full gradient at the boundary value 0 (jnp.clip would halve it).
-    return jnp.where(f < 0.0, 0.0, jnp.where(f > FLUX_FACTOR_MAX, FLUX_FACTOR_MAX, f))
+    # float32 cannot represent 1 − 1e-9: clip there at 1 − 1e-6 (Z <= 1e6).
+    fmax = FLUX_FACTOR_MAX if jnp.finfo(f.dtype).eps < 1e-10 else 1.0 - 1e-6
+    return jnp.where(f < 0.0, 0.0, jnp.where(f > fmax, fmax, f))
 
 
 def minerbo_Z_approx(flux_factor: jax.Array) -> jax.Array:
@@ -126,7 +128,8 @@ def minerbo_Z(flux_factor: jax.Array) -> jax.Array:
     ~Z·1e-16, closer to 1). Gradient by
     implicit differentiation, dZ/df = 1/L'(Z).
     """
-    f = _clip_flux_factor(jnp.asarray(flux_factor, dtype=jnp.result_type(float)))
+    f = jnp.asarray(flux_factor)
+    f = _clip_flux_factor(f.astype(jnp.result_type(f.dtype, float)))  # keeps float32 inputs float32
     return _minerbo_Z(f)
 
 

@@ -27,6 +27,7 @@ mean over the 24 components of (prediction − F4_final)²/n_tot² (Rhea's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "init_params",
     "residual",
     "build_predict",
+    "jitted_predict",
     "TrainData",
     "prepare_data",
     "train",
@@ -128,14 +130,34 @@ def residual(params: Params, F4: jax.Array, config: ResidualConfig) -> jax.Array
     return dF * scale[..., None, None, None]
 
 
-def build_predict(config: ResidualConfig) -> Callable[[Params, jax.Array], jax.Array]:
-    """``predict(params, F4 [..., 2, 3, 4]) -> Box3D(F4) + residual`` (pure, jittable)."""
+def build_predict(
+    config: ResidualConfig, batch_size: int | None = None
+) -> Callable[[Params, jax.Array], jax.Array]:
+    """``predict(params, F4 [..., 2, 3, 4]) -> Box3D(F4) + residual`` (pure, jittable).
+
+    ``batch_size``: process the points in blocks (``jax.lax.map``), as in
+    :func:`box3d_jax.box3d.build_box3d`; needs a concrete batch size.
+    """
     box = B.build_box3d(config.order, 3)
 
-    def predict(params: Params, F4: jax.Array) -> jax.Array:
+    def block(params: Params, F4: jax.Array) -> jax.Array:
         return box(F4).F4 + residual(params, F4, config)
 
+    def predict(params: Params, F4: jax.Array) -> jax.Array:
+        F4 = jnp.asarray(F4)
+        flat = F4.reshape((-1, 2, 3, 4))
+        if batch_size is not None and flat.shape[0] > batch_size:
+            out = jax.lax.map(lambda x: block(params, x[None])[0], flat, batch_size=batch_size)
+            return out.reshape(F4.shape)
+        return block(params, F4)
+
     return predict
+
+
+@functools.lru_cache(maxsize=16)
+def jitted_predict(config: ResidualConfig, batch_size: int | None = B.DEFAULT_BATCH_SIZE) -> Callable:
+    """Cached ``jax.jit(build_predict(config, batch_size))``."""
+    return jax.jit(build_predict(config, batch_size))
 
 
 # ------------------------------------------------------------------------------ training

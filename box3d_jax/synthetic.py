@@ -55,8 +55,9 @@ def make_synthetic_dataset(
     """``(F4_initial, F4_final)`` ``[n, 2, 3, 4]`` cm⁻³; rows with unphysical finals are redrawn."""
     rng = np.random.default_rng(seed)
     out_i, out_f, have = [], [], 0
+    draw = max(2 * n, 8)  # fixed draw size: Box3D compiles once
     while have < n:
-        F4 = random_initial_states(rng, max(2 * (n - have), 8), max_flux_factor=max_flux_factor)
+        F4 = random_initial_states(rng, draw, max_flux_factor=max_flux_factor)
         final = np.asarray(B.box3d(F4, order=order)) + _distortion(F4, distortion)
         N = final[..., 3]
         ok = np.all(N > 0, axis=(1, 2)) & np.all(np.linalg.norm(final[..., :3], axis=-1) < N, axis=(1, 2))

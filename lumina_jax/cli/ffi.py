@@ -72,7 +72,7 @@ def _emit(obj: dict, as_json: bool) -> None:
 
 @ffi_app.command("box3d")
 def box3d_cmd(
-    infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm) [n, 4, 2, NF]."),
+    infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm), shape (n, 4, 2, NF)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final = Box3D, growthRate = proxy."),
     order: int = typer.Option(17, help="Lebedev order (17: 110 directions, 41: 590, 131: 5810)."),
     approx_z: bool = typer.Option(False, "--approx-z", help="Jedynak closed-form Z instead of the exact solve."),
@@ -132,7 +132,6 @@ def _split(ds, test_file: Optional[Path], test_fraction: float):
 
 
 def _evaluate(params, config, ds) -> tuple[dict, int]:
-    import jax
     import numpy as np
 
     from box3d_jax import metrics
@@ -141,7 +140,7 @@ def _evaluate(params, config, ds) -> tuple[dict, int]:
     data, kept = R.prepare_data(ds.F4_initial, ds.F4_final, config)
     if data.F4_initial.shape[0] == 0:
         raise ParameterError(f"no rows pass the flux-factor cut < {config.max_flux_factor}")
-    pred = np.asarray(jax.jit(R.build_predict(config))(params, data.F4_initial))
+    pred = np.asarray(R.jitted_predict(config)(params, data.F4_initial))
     initial = ds.F4_initial[kept]
     ntot = initial[..., 3].sum(axis=(1, 2))[:, None, None, None]
     predictions = {"no_mixing": initial, "box3d": data.F4_box3d * ntot, "box3d_residual": pred * ntot}
@@ -264,7 +263,7 @@ def export_cmd(
     stablehlo: Optional[Path] = typer.Option(None, help="Also write the StableHLO module (MLIR text) here."),
     platform: list[str] = typer.Option(["cpu"], "--platform", help="Lowering platform(s): cpu, cuda, rocm."),
 ) -> None:
-    """Serialize the jitted Box3D (+ residual): F4 [n, 2, 3, 4] -> (F4', growth rate [n])."""
+    """Serialize the jitted Box3D (+ residual): F4 (n, 2, 3, 4) -> (F4', growth rate (n))."""
     from box3d_jax import export as E
 
     _check_order(order)

@@ -41,7 +41,7 @@ def test_box3d_command_writes_predictions(data_file, tmp_path):
 def test_train_then_evaluate(data_file, tmp_path):
     ck = tmp_path / "ck"
     r = runner.invoke(
-        app, ["ffi", "train", str(data_file), "--out", str(ck), "--epochs", "25", "--hidden", "16,16",
+        app, ["ffi", "train", str(data_file), "--out", str(ck), "--epochs", "3", "--hidden", "8",
               "--batch-size", "64", "--json"]
     )
     assert r.exit_code == 0, r.output
@@ -52,8 +52,9 @@ def test_train_then_evaluate(data_file, tmp_path):
     m = json.loads(r.output)["metrics"]
     assert set(m) == {"no_mixing", "box3d", "box3d_residual"}
     assert m["box3d"]["rms"] < m["no_mixing"]["rms"]
-    assert m["box3d_residual"]["rms"] < m["box3d"]["rms"]  # learns the known synthetic residual
-    r = runner.invoke(app, ["ffi", "evaluate", str(ck), str(data_file)])
+    assert all(np.isfinite(v) for v in m["box3d_residual"].values())
+    # (that training does learn the residual is checked in test_residual_export.py)
+    r = runner.invoke(app, ["ffi", "evaluate", str(ck), str(data_file)])  # table output (cached jit)
     assert r.exit_code == 0 and "box3d_residual" in r.output
     r = runner.invoke(app, ["ffi", "export", str(ck), "--out", str(tmp_path / "m.jaxexport")])
     assert r.exit_code == 0 and (tmp_path / "m.jaxexport").stat().st_size > 1000

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from box3d_jax import lebedev, maxent
 
 getcontext().prec = 50
+_dist_jit = jax.jit(maxent.distribution)
 
 
 def _langevin_decimal(z: float) -> Decimal:
@@ -62,7 +63,7 @@ def test_limits_f_to_0_and_1_finite():
     assert np.all(np.isfinite(Z))
     assert Z[0] == 0.0 and Z[-1] == 0.0
     assert Z[2] == pytest.approx(1e9, rel=1e-6) and Z[3] == Z[2]
-    g = jax.vmap(jax.grad(maxent.minerbo_Z))(jnp.array([0.0, 1e-9, 0.5, 0.99, 0.999999]))
+    g = jax.jit(jax.vmap(jax.grad(maxent.minerbo_Z)))(jnp.array([0.0, 1e-9, 0.5, 0.99, 0.999999]))
     assert np.all(np.isfinite(np.asarray(g)))
     assert float(g[0]) == pytest.approx(3.0)  # dZ/df = 1/L'(0) = 3
     # implicit gradient vs finite difference at f = 0.5
@@ -81,12 +82,12 @@ def test_limits_f_to_0_and_1_finite():
 def test_distribution_moments_on_quadrature(N, ff, theta, phi):
     d, w = lebedev.rule(41)
     F = N * ff * np.array([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)])
-    f = np.asarray(maxent.distribution(N, F, d, w))
+    f = np.asarray(_dist_jit(N, F, d, w))
     assert np.all(f >= 0)
     assert w @ f == pytest.approx(N, rel=1e-13)
     np.testing.assert_allclose((w * f) @ d, F, atol=1e-11 * N)
     # analytic normalisation agrees with the discrete one where the rule resolves f
-    fa = np.asarray(maxent.distribution(N, F, d))
+    fa = np.asarray(_dist_jit(N, F, d, None))
     np.testing.assert_allclose(fa, f, rtol=1e-10, atol=1e-14 * N)
 
 
@@ -102,7 +103,7 @@ def test_distribution_shapes_zero_and_extreme_inputs():
     assert np.all(np.isfinite(f[1, 0])) and w @ f[1, 0] == pytest.approx(2.0)
     np.testing.assert_allclose((w * f[1, 0]) @ d, [0, 0, 2.0], atol=1e-8)
     # gradient through the distribution at zero flux is finite
-    g = jax.grad(lambda F: jnp.sum(maxent.distribution(1.0, F, d, w) ** 2))(jnp.zeros(3))
+    g = jax.jit(jax.grad(lambda F: jnp.sum(maxent.distribution(1.0, F, d, w) ** 2)))(jnp.zeros(3))
     assert np.all(np.isfinite(np.asarray(g)))
 
 
