@@ -22,24 +22,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# --- command registration (one line per command module) -------------------
-from lumina_jax.cli import model as _model  # noqa: E402
-
-_model.register(app)
+# --- command registration: one module per command group ---------------------
 from lumina_jax.cli import campaign as _campaign  # noqa: E402
-
-_campaign.register(app)
 from lumina_jax.cli import emulator as _emulator  # noqa: E402
-
-_emulator.register(app)
 from lumina_jax.cli import ffi as _ffi  # noqa: E402
-
-_ffi.register(app)
+from lumina_jax.cli import ffi_qke as _ffi_qke  # noqa: E402  (adds ffi solve/generate)
 from lumina_jax.cli import inference as _inference  # noqa: E402
-
-_inference.register(app)
+from lumina_jax.cli import model as _model  # noqa: E402
 from lumina_jax.cli import synth as _synth  # noqa: E402
-_synth.register(app)
+
+for _module in (_model, _synth, _campaign, _emulator, _inference, _ffi, _ffi_qke):
+    _module.register(app)
 
 
 def main() -> None:
