@@ -129,7 +129,8 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     out = run_fit(setup, emulator.spectrum_and_sigma, obs, req.sampler,
                   map_starts=req.map_starts or int(sc.get("map_starts", 16)), truth=truth, meta=meta,
                   rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
-                  max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log)
+                  max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
+                  corr_length=cfg["likelihood"].get("emulator_corr_length"))
     out_dir = Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
     write_results(out, out_dir)
     return out, out_dir

@@ -67,6 +67,9 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk.setdefault("f_sys_range", [1e-3, 0.3])
     lk.setdefault("log_scale_sd", 0.5)
     lk.setdefault("poly_sd", 0.1)
+    lk.setdefault("emulator_corr_length", None)
+    if lk["emulator_corr_length"] is not None and not float(lk["emulator_corr_length"]) > 0:
+        raise UserError(f"{path}: likelihood.emulator_corr_length must be a positive length in Angstrom or null")
     return copy.deepcopy(cfg)
 
 

@@ -13,15 +13,28 @@ preprocessing as the emulator's training spectra (Savitzky-Golay smoothing, norm
 ``sigma_emu`` is the emulator's calibrated 1-sigma error; ``f_sys`` a free fractional
 systematic (model misspecification, calibration).  ``P_k`` are Legendre polynomials over
 the fitted wavelength range (flux calibration / residual reddening); ``K = 0`` disables
-the warp.  Bins are treated as independent; smoothing correlates neighbouring bins, which
-``f_sys`` and the emulator sigma partly absorb (see docs/inference.md).
+the warp.
+
+Emulator error correlated in wavelength (optional, ``corr_length`` in
+:func:`make_likelihood_data`): the emulator's error is a smooth function of wavelength, so
+treating ``sigma_emu`` as independent per bin overweights it by the number of bins per
+correlation length.  With a basis ``B [n, r]`` of Gaussian bumps of width ``corr_length``
+(rows normalised to unit length, so the marginal variance per bin is unchanged) the
+emulator term becomes a rank-``r`` covariance::
+
+    Sigma = diag(sigma_obs^2 + (f_sys m)^2) + U U^T,    U_ik = w_i sigma_emu,i B_ik
+
+evaluated exactly with the Woodbury identity and a Cholesky factor of the ``r x r`` capacitance
+matrix (cost O(n r^2)).  Without a basis the bins are independent (``var_i`` above).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import jax.scipy.linalg  # noqa: F401
 import numpy as np
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -39,17 +52,35 @@ class LikelihoodData(NamedTuple):
     sigma_obs: jnp.ndarray
     mask: jnp.ndarray
     x: jnp.ndarray
+    emu_basis: jnp.ndarray | None = None  # [n_wave, r] correlated emulator-error basis, or None
 
 
-def make_likelihood_data(wavelength, y, sigma_obs, mask) -> LikelihoodData:
-    """Build :class:`LikelihoodData` from NumPy arrays (boundary helper, not jitted)."""
+def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
+    """Gaussian bumps of width ``corr_length`` (Angstrom) spaced ``corr_length`` apart over the
+    used bins, rows normalised to unit length (zero outside the mask): ``[n_wave, r]``."""
+    w = np.asarray(wavelength, float)
+    m = np.asarray(mask, bool)
+    lo, hi = w[m].min(), w[m].max()
+    n_c = max(int(np.ceil((hi - lo) / corr_length)) + 1, 2)
+    centres = np.linspace(lo, hi, n_c)
+    b = np.exp(-0.5 * ((w[:, None] - centres[None, :]) / corr_length) ** 2)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    return np.where(m[:, None], b, 0.0)
+
+
+def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | None = None) -> LikelihoodData:
+    """Build :class:`LikelihoodData` from NumPy arrays (boundary helper, not jitted).
+
+    ``corr_length`` (Angstrom): model the emulator error as correlated over this length
+    (see the module docstring); None keeps the bins independent."""
     w = np.asarray(wavelength, float)
     m = np.asarray(mask, bool)
     lo, hi = w[m].min(), w[m].max()
     x = np.clip(2.0 * (w - lo) / (hi - lo) - 1.0, -1.0, 1.0)
     y = np.where(m, np.asarray(y, float), 0.0)
     s = np.where(m, np.asarray(sigma_obs, float), 0.0)
-    return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x))
+    basis = None if not corr_length else jnp.asarray(emulator_error_basis(w, m, float(corr_length)))
+    return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x), basis)
 
 
 def legendre_basis(x, order: int):
@@ -90,12 +121,32 @@ def log_likelihood(model_flux, model_sigma, data: LikelihoodData, log_scale, f_s
     coeffs: [K] Legendre warp coefficients or None.
     """
     coeffs = jnp.zeros((0,)) if coeffs is None else coeffs
+    if data.emu_basis is not None and data.emu_basis.shape[-1] > 0:
+        return _log_likelihood_lowrank(model_flux, model_sigma, data, log_scale, f_sys, coeffs)
     m = predicted_flux(model_flux, log_scale, coeffs, data.x)
     var = total_variance(model_flux, model_sigma, data.sigma_obs, log_scale, coeffs, data.x, f_sys)
     used = data.mask > 0
     var = jnp.where(used, var, 1.0)
     r2 = jnp.where(used, (data.y - m) ** 2, 0.0)
     return -0.5 * jnp.sum(data.mask * (r2 / var + jnp.log(var) + LOG_2PI))
+
+
+def _log_likelihood_lowrank(model_flux, model_sigma, data: LikelihoodData, log_scale, f_sys, coeffs):
+    """Exact Gaussian log-likelihood with Sigma = D + U U^T (Woodbury; see module docstring)."""
+    w = warp(log_scale, coeffs, data.x)
+    m = w * model_flux
+    used = data.mask > 0
+    d = jnp.where(used, data.sigma_obs**2 + (f_sys * m) ** 2, 1.0)
+    r = jnp.where(used, data.y - m, 0.0)
+    u = jnp.where(used[:, None], (w * model_sigma)[:, None] * data.emu_basis, 0.0)  # [n, r]
+    dinv_r = r / d
+    dinv_u = u / d[:, None]
+    cap = jnp.eye(u.shape[1]) + u.T @ dinv_u
+    chol = jnp.linalg.cholesky(cap)
+    z = jax.scipy.linalg.solve_triangular(chol, u.T @ dinv_r, lower=True)
+    quad = jnp.sum(r * dinv_r) - jnp.sum(z**2)
+    logdet = jnp.sum(jnp.where(used, jnp.log(d), 0.0)) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    return -0.5 * (quad + logdet + jnp.sum(data.mask) * LOG_2PI)
 
 
 def normalised_residual_rms(model_flux, data: LikelihoodData, log_scale=0.0, coeffs=None,

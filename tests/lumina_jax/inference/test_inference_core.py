@@ -227,3 +227,30 @@ def test_fits_and_error_column_and_units(tmp_path, toy_emu):
     q = _write(tmp_path, "wavelength_angstrom,flux_jy\n" + "\n".join(f"{a},{b}" for a, b in zip(w, f)), "nu.csv")
     s_nu = O.read_spectrum(q)
     np.testing.assert_allclose(s_nu.flux, f * 1e-23 * 2.99792458e18 / w**2)
+
+
+def test_lowrank_emulator_error_likelihood_equals_dense_gaussian():
+    """Woodbury evaluation vs the dense multivariate normal with Sigma = D + U U^T."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    w = np.arange(4000.0, 4400.0, 5.0)
+    mask = np.ones(w.size, bool)
+    mask[:7] = False
+    y = 1.0 + 0.05 * rng.standard_normal(w.size)
+    s_obs = np.full(w.size, 0.02)
+    data = L.make_likelihood_data(w, y, s_obs, mask, corr_length=60.0)
+    flux = 1.0 + 0.01 * np.sin(w / 50.0)
+    sig = 0.03 + 0.01 * np.cos(w / 80.0)
+    log_scale, f_sys, coeffs = 0.02, 0.01, jnp.array([0.05, -0.02])
+    got = float(L.log_likelihood(jnp.asarray(flux), jnp.asarray(sig), data, log_scale, f_sys, coeffs))
+    wp = np.asarray(L.warp(log_scale, coeffs, data.x))
+    m = wp * flux
+    B = np.asarray(data.emu_basis)
+    np.testing.assert_allclose(np.sum(B[mask] ** 2, axis=1), 1.0)  # marginal variance preserved
+    U = (wp * sig)[:, None] * B
+    cov = np.diag(s_obs**2 + (f_sys * m) ** 2) + U @ U.T
+    want = multivariate_normal(mean=m[mask], cov=cov[np.ix_(mask, mask)]).logpdf(y[mask])
+    assert got == pytest.approx(want, rel=1e-9)
+    g = jax.grad(lambda f: L.log_likelihood(f, jnp.asarray(sig), data, log_scale, f_sys, coeffs))(jnp.asarray(flux))
+    assert np.all(np.isfinite(np.asarray(g)))
