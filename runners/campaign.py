@@ -54,7 +54,7 @@ class GenerateOptions:
     lumina_settings: object | None = None  # runners.backends.lumina.LuminaSettings
     # synth
     batch_size: int = 256
-    synth_workers: int = 2  # >1 keeps the device busy while the host stores the previous batch
+    synth_workers: int = 1  # 2 overlaps device evaluation with storing (GPU); on a CPU 1 is faster (bench_runner)
     synth_factory: str = "lumina_jax.synth:Synthesizer.default"
     synth_config: str | None = None  # YAML of the synthesizer (default configs/synth.yaml)
     abort_after: int = 20

@@ -77,7 +77,7 @@ def generate(
     max_attempts: int = typer.Option(3, "--max-attempts", help="Attempts per job before it counts as failed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the Latin-hypercube design (and of LUMINA's per-model seeds)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Models per vmapped synthesizer call."),
-    synth_workers: int = typer.Option(2, "--synth-workers", help="Synth workers sharing the device (2 overlaps "
+    synth_workers: int = typer.Option(1, "--synth-workers", help="Synth workers sharing the device (2 overlaps "
                                       "evaluation of one batch with storing the previous one)."),
     synth_factory: str = typer.Option("lumina_jax.synth:Synthesizer.default", "--synth-factory",
                                       help="module:callable building the synthesizer from a ParameterSpace."),
