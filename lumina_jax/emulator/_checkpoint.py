@@ -82,6 +82,8 @@ def save_emulator(emu: Emulator, path, *, seen_hashes=None) -> Path:
         for name, arr in emu.pca._asdict().items():
             g.create_dataset(name, data=np.asarray(arr, dtype=np.float32))
         _write_tree(f.create_group("weights"), emu.weights)
+        if emu.error_basis is not None:
+            f.create_dataset("error_basis", data=np.asarray(emu.error_basis, dtype=np.float32))
         f.create_dataset("split/seen_hashes",
                          data=np.asarray(seen_hashes if seen_hashes is not None else [], dtype=np.uint64))
     os.replace(tmp, path)
@@ -131,15 +133,19 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
             weights = _read_tree(f["weights"])
             sigma_scale = jnp.float32(f.attrs["sigma_scale"])
             meta = str(f.attrs.get("metadata_json", "{}"))
+            error_basis = (jnp.asarray(f["error_basis"][...], jnp.float32) if "error_basis" in f else None)
     except (KeyError, ValueError, TypeError, OSError) as exc:
         raise DataFileError(f"{path}: corrupt emulator checkpoint ({type(exc).__name__}: {exc})") from None
     if wavelength.shape != settings.preprocess.grid.shape or not np.allclose(wavelength, settings.preprocess.grid):
         raise DataFileError(f"{path}: wavelength grid does not match the stored preprocessing settings")
     if pca.components.shape != (settings.n_components, wavelength.size):
         raise DataFileError(f"{path}: PCA basis shape {pca.components.shape} does not match the settings")
+    if error_basis is not None and (error_basis.ndim != 2 or error_basis.shape[0] != wavelength.size
+                                    or not bool(jnp.all(jnp.isfinite(error_basis)))):
+        raise DataFileError(f"{path}: emulator error basis {tuple(error_basis.shape)} is malformed")
     _check_compatible(path, emu_space, stage=stage, space=space)
     return Emulator(space=emu_space, settings=settings, weights=weights, pca=pca, sigma_scale=sigma_scale,
-                    metadata_json=meta)
+                    metadata_json=meta, error_basis=error_basis)
 
 
 def _check_compatible(path, emu_space: ParameterSpace, *, stage=None, space=None) -> None:

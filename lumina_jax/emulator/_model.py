@@ -107,6 +107,10 @@ class Emulator:
         pca: :class:`PCA` basis of asinh spectra (float32 arrays).
         sigma_scale: calibration factor of the predicted sigma (scalar).
         metadata_json: training metadata (JSON text).
+        error_basis: ``[n_wave, r]`` float32 or None: leading eigenvectors (times the square
+            root of their eigenvalues) of the correlation matrix of the validation residuals
+            in units of the calibrated sigma -- the emulator error's correlation in
+            wavelength, used by the inference likelihood (see :func:`error_correlation_basis`).
     """
 
     space: ParameterSpace
@@ -115,17 +119,19 @@ class Emulator:
     pca: PCA
     sigma_scale: Any = 1.0
     metadata_json: str = "{}"
+    error_basis: Any = None
 
     # ------------------------------------------------------------------ pytree
     def tree_flatten(self):
-        return (self.weights, self.pca, self.sigma_scale), (self.space, self.settings, self.metadata_json)
+        return ((self.weights, self.pca, self.sigma_scale, self.error_basis),
+                (self.space, self.settings, self.metadata_json))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         space, settings, meta = aux
-        weights, pca, sigma_scale = children
+        weights, pca, sigma_scale, error_basis = children
         return cls(space=space, settings=settings, weights=weights, pca=pca, sigma_scale=sigma_scale,
-                   metadata_json=meta)
+                   metadata_json=meta, error_basis=error_basis)
 
     # ------------------------------------------------------------------ info
     @property
@@ -198,6 +204,33 @@ class Emulator:
             4000-7000 Å (over the covered part of it); NaN where there is no valid input.
         """
         return self._preprocessor.normalised(wavelength, flux, mask)
+
+
+def error_correlation_basis(residuals, *, max_rank: int = 32, variance: float = 0.95) -> np.ndarray:
+    """Low-rank factor of the correlation of normalised emulator residuals.
+
+    Args:
+        residuals: ``[N, n_wave]`` validation residuals divided by the calibrated sigma.
+        max_rank: largest rank kept.
+        variance: keep eigenpairs up to this fraction of the trace (or ``max_rank``).
+
+    Returns:
+        ``B [n_wave, r]`` with ``B B^T`` ~ the correlation matrix (unit diagonal) and row norms
+        ``|B_i| <= 1``; the rest of each bin's variance is uncorrelated (``1 - |B_i|^2``).
+    """
+    r = np.asarray(residuals, np.float64)
+    if r.ndim != 2 or r.shape[0] < 2:
+        raise ValueError(f"need [N >= 2, n_wave] residuals, got {r.shape}")
+    c = (r.T @ r) / r.shape[0]
+    sd = np.sqrt(np.clip(np.diag(c), 1e-12, None))
+    c = c / np.outer(sd, sd)
+    ev, vec = np.linalg.eigh(c)
+    ev, vec = ev[::-1].clip(0.0), vec[:, ::-1]
+    k = int(np.searchsorted(np.cumsum(ev) / ev.sum(), variance) + 1)
+    k = max(1, min(k, max_rank, r.shape[0] - 1))
+    b = vec[:, :k] * np.sqrt(ev[:k])
+    norm = np.sqrt(np.sum(b * b, axis=1, keepdims=True))
+    return (b / np.maximum(norm, 1.0)).astype(np.float32)
 
 
 def init_emulator(space: ParameterSpace, settings: EmulatorSettings, key, pca: PCA | None = None,

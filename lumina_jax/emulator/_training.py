@@ -44,7 +44,7 @@ import yaml
 
 from lumina_jax.emulator._checkpoint import theta_hashes
 from lumina_jax.emulator._data import TrainingSet
-from lumina_jax.emulator._model import DEFAULT_HIDDEN, Emulator, EmulatorSettings, init_emulator
+from lumina_jax.emulator._model import DEFAULT_HIDDEN, Emulator, EmulatorSettings, error_correlation_basis, init_emulator
 from lumina_jax.errors import UserError
 from lumina_jax.params import ParameterSpace
 from lumina_jax.preprocess import FEATURE_WINDOWS, PCA, PreprocessConfig, Preprocessor, fit_pca, within
@@ -78,6 +78,8 @@ class TrainConfig:
     sigma_weight: float = 1.0
     calibration_window: tuple[float, float] = (3300.0, 9700.0)
     calibration_target: float = 0.6827
+    error_rank: int = 32
+    error_variance: float = 0.95
     preprocess: PreprocessConfig = PreprocessConfig()
 
     def to_dict(self) -> dict:
@@ -121,11 +123,12 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
             flat["hidden"] = tuple(int(x) for x in flat["hidden"])
         if "calibration_window" in flat:
             flat["calibration_window"] = tuple(float(x) for x in flat["calibration_window"])
-        for k in ("n_sigma", "max_components", "seed", "batch_size", "max_epochs", "patience", "warmup_epochs"):
+        for k in ("n_sigma", "max_components", "seed", "batch_size", "max_epochs", "patience", "warmup_epochs",
+                  "error_rank"):
             if k in flat:
                 flat[k] = int(flat[k])
         for k in ("pca_variance", "val_fraction", "test_fraction", "learning_rate", "end_lr_factor",
-                  "weight_decay", "grad_clip", "feature_weight", "pca_floor", "sigma_weight", "calibration_target"):
+                  "weight_decay", "grad_clip", "feature_weight", "pca_floor", "sigma_weight", "calibration_target", "error_variance"):
             if k in flat:
                 flat[k] = float(flat[k])
         if flat.get("n_components") is not None:
@@ -155,6 +158,8 @@ def _validate(cfg: TrainConfig, path) -> None:
         bad("learning_rate must be > 0")
     if not 0.5 < cfg.calibration_target < 1:
         bad("calibration_target must be in (0.5, 1)")
+    if cfg.error_rank < 0 or not 0 < cfg.error_variance <= 1:
+        bad("error_rank must be >= 0 (0: no error correlation) and error_variance in (0, 1]")
 
 
 # ----------------------------------------------------------------------------- data preparation
@@ -342,6 +347,12 @@ def train_emulator(
     ratio = np.abs(data.flux[va] - np.asarray(f_pred, np.float64))[:, cal] / np.asarray(s_pred, np.float64)[:, cal]
     s_cal = float(np.quantile(ratio, cfg.calibration_target))
     emu = dataclasses.replace(emu, sigma_scale=jnp.float32(s_cal))
+    # ---- correlation of the emulator error in wavelength (validation residuals / calibrated sigma)
+    err_basis = None
+    if cfg.error_rank > 0 and va.size >= 2:
+        norm_res = (data.flux[va] - np.asarray(f_pred, np.float64)) / (s_cal * np.asarray(s_pred, np.float64))
+        err_basis = error_correlation_basis(norm_res, max_rank=cfg.error_rank, variance=cfg.error_variance)
+        emu = dataclasses.replace(emu, error_basis=jnp.asarray(err_basis))
     frac_err_val = float(np.mean(np.abs(data.flux[va] - np.asarray(f_pred))[:, cal] / np.abs(data.flux[va][:, cal])))
 
     hist = History(epochs=epoch, best_epoch=best[1], best_val=float(best[0]), train_loss=train_hist,
@@ -360,6 +371,7 @@ def train_emulator(
         "best_epoch": best[1],
         "best_val_loss": float(best[0]),
         "sigma_scale": s_cal,
+        "error_basis_rank": 0 if err_basis is None else int(err_basis.shape[1]),
         "val_mean_fractional_error": frac_err_val,
         "train_seconds": round(hist.seconds, 1),
         "config": cfg.to_dict(),

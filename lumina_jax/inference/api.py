@@ -42,6 +42,29 @@ def get_synthesizer(space):
     return Synthesizer.default(space)
 
 
+def emulator_error_model(emulator, lk: dict, log: Callable[[str], None] = print):
+    """(empirical basis or None, correlation length or None) for the likelihood, from the
+    config's ``likelihood`` section and what the checkpoint carries.
+
+    ``emulator_error: correlated`` (default) uses the checkpoint's empirical error correlation
+    (``Emulator.error_basis``); a checkpoint without one falls back to ``emulator_corr_length``
+    bumps when set, else to independent bins (said in the log).  ``independent`` ignores both."""
+    mode = lk.get("emulator_error", "correlated")
+    corr = lk.get("emulator_corr_length")
+    basis = getattr(emulator, "error_basis", None)
+    if mode == "independent":
+        return None, None
+    if corr:
+        log(f"emulator error: correlated over {corr} A (Gaussian bumps, likelihood.emulator_corr_length)")
+        return None, float(corr)
+    if basis is not None:
+        basis = np.asarray(basis, float)
+        log(f"emulator error: empirical rank-{basis.shape[1]} wavelength correlation from the checkpoint")
+        return basis, None
+    log("emulator error: independent bins (the checkpoint carries no error correlation; retrain to get one)")
+    return None, None
+
+
 @dataclasses.dataclass
 class InferRequest:
     """Everything ``lumina-jax infer`` needs (CLI options map 1:1)."""
@@ -126,11 +149,12 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     if req.previous is not None:
         meta["previous"] = str(req.previous)
     sc = cfg["sampler"]
+    emu_basis, corr_length = emulator_error_model(emulator, lk, log)
     out = run_fit(setup, emulator.spectrum_and_sigma, obs, req.sampler,
                   map_starts=req.map_starts or int(sc.get("map_starts", 16)), truth=truth, meta=meta,
                   rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
                   max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
-                  corr_length=cfg["likelihood"].get("emulator_corr_length"))
+                  corr_length=corr_length, emu_basis=emu_basis)
     out_dir = Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
     write_results(out, out_dir)
     return out, out_dir

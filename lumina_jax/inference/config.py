@@ -70,7 +70,14 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk.setdefault("emulator_corr_length", None)
     if lk["emulator_corr_length"] is not None and not float(lk["emulator_corr_length"]) > 0:
         raise UserError(f"{path}: likelihood.emulator_corr_length must be a positive length in Angstrom or null")
+    lk.setdefault("emulator_error", "correlated")
+    if lk["emulator_error"] not in EMULATOR_ERROR_MODES:
+        raise UserError(f"{path}: likelihood.emulator_error must be one of {', '.join(EMULATOR_ERROR_MODES)}, "
+                        f"got {lk['emulator_error']!r}")
     return copy.deepcopy(cfg)
+
+
+EMULATOR_ERROR_MODES = ("correlated", "independent")
 
 
 def parse_prior(text: str) -> tuple[str, tuple[float, float]]:

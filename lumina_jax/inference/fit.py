@@ -52,10 +52,17 @@ def _nuisance_draws(fm, zs):
 def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg: SamplerConfig, *,
             map_starts: int = 16, truth: dict | None = None, meta: dict | None = None,
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
-            log: Callable[[str], None] = lambda s: None, corr_length: float | None = None) -> FitOutput:
-    """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma))."""
+            log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
+            emu_basis=None) -> FitOutput:
+    """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma)).
+
+    ``emu_basis`` ``[n_wave, r]`` (the emulator's empirical error correlation) or
+    ``corr_length`` select the correlated emulator-error likelihood (see ``likelihood.py``)."""
     space = setup.space
-    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length)
+    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
+                                emu_basis=emu_basis)
+    emu_error = ("empirical rank-%d correlation" % np.shape(emu_basis)[1] if emu_basis is not None
+                 else f"Gaussian bumps, {corr_length} A" if corr_length else "independent bins")
     fm = flatten_model(setup, spectrum_and_sigma, data)
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)
@@ -109,7 +116,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "diagnostics": d,
         "map": {"log_posterior": float(ld_map), "wall_s": t_map, "starts": map_starts},
         "sampler_config": dataclasses.asdict(cfg),
-        "likelihood": {"emulator_corr_length": corr_length, "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
+        "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
                        "priors": {n: [m, s] for n, m, s in setup.priors},
                        "has_observational_errors": bool(obs.has_errors)},

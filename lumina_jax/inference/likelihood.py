@@ -26,6 +26,13 @@ emulator term becomes a rank-``r`` covariance::
 
 evaluated exactly with the Woodbury identity and a Cholesky factor of the ``r x r`` capacitance
 matrix (cost O(n r^2)).  Without a basis the bins are independent (``var_i`` above).
+
+Empirical emulator-error correlation (``emu_basis`` in :func:`make_likelihood_data`, the
+default when the checkpoint carries one): ``B = V_r Lambda_r^(1/2)``, the leading ``r``
+eigenpairs of the correlation matrix of the emulator's validation residuals in units of its
+calibrated sigma (``Emulator.error_basis``).  Rows then have ``|B_i|^2 <= 1``; the rest of each
+bin's emulator variance, ``(w_i sigma_emu,i)^2 (1 - |B_i|^2)``, stays on the diagonal, so the
+marginal variance per bin is unchanged and only its correlation is modelled.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class LikelihoodData(NamedTuple):
     mask: jnp.ndarray
     x: jnp.ndarray
     emu_basis: jnp.ndarray | None = None  # [n_wave, r] correlated emulator-error basis, or None
+    emu_diag: jnp.ndarray | None = None   # [n_wave] 1 - |emu_basis_i|^2: uncorrelated part of the emulator variance
 
 
 def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
@@ -68,19 +76,36 @@ def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
     return np.where(m[:, None], b, 0.0)
 
 
-def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | None = None) -> LikelihoodData:
+def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | None = None,
+                         emu_basis=None) -> LikelihoodData:
     """Build :class:`LikelihoodData` from NumPy arrays (boundary helper, not jitted).
 
-    ``corr_length`` (Angstrom): model the emulator error as correlated over this length
-    (see the module docstring); None keeps the bins independent."""
+    ``emu_basis`` ``[n_wave, r]``: empirical emulator-error correlation factor (rows with
+    ``|B_i| <= 1``, see the module docstring); ``corr_length`` (Angstrom): instead, model the
+    emulator error as correlated over this length with Gaussian bumps; neither: independent
+    bins."""
     w = np.asarray(wavelength, float)
     m = np.asarray(mask, bool)
     lo, hi = w[m].min(), w[m].max()
     x = np.clip(2.0 * (w - lo) / (hi - lo) - 1.0, -1.0, 1.0)
     y = np.where(m, np.asarray(y, float), 0.0)
     s = np.where(m, np.asarray(sigma_obs, float), 0.0)
-    basis = None if not corr_length else jnp.asarray(emulator_error_basis(w, m, float(corr_length)))
-    return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x), basis)
+    if emu_basis is not None and corr_length:
+        raise ValueError("give either an empirical emulator-error basis or a correlation length, not both")
+    basis = diag = None
+    if emu_basis is not None:
+        b = np.asarray(emu_basis, float)
+        if b.ndim != 2 or b.shape[0] != w.size:
+            raise ValueError(f"emulator-error basis {b.shape} does not match the {w.size}-bin grid")
+        if not np.all(np.isfinite(b)):
+            raise ValueError("emulator-error basis has non-finite entries")
+        b = np.where(m[:, None], b, 0.0)
+        diag = jnp.asarray(np.clip(1.0 - np.sum(b * b, axis=1), 0.0, 1.0))
+        basis = jnp.asarray(b)
+    elif corr_length:
+        basis = jnp.asarray(emulator_error_basis(w, m, float(corr_length)))
+    return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x),
+                          basis, diag)
 
 
 def legendre_basis(x, order: int):
@@ -136,9 +161,13 @@ def _log_likelihood_lowrank(model_flux, model_sigma, data: LikelihoodData, log_s
     w = warp(log_scale, coeffs, data.x)
     m = w * model_flux
     used = data.mask > 0
-    d = jnp.where(used, data.sigma_obs**2 + (f_sys * m) ** 2, 1.0)
+    ws = w * model_sigma
+    d = data.sigma_obs**2 + (f_sys * m) ** 2
+    if data.emu_diag is not None:
+        d = d + ws**2 * data.emu_diag
+    d = jnp.where(used, d, 1.0)
     r = jnp.where(used, data.y - m, 0.0)
-    u = jnp.where(used[:, None], (w * model_sigma)[:, None] * data.emu_basis, 0.0)  # [n, r]
+    u = jnp.where(used[:, None], ws[:, None] * data.emu_basis, 0.0)  # [n, r]
     dinv_r = r / d
     dinv_u = u / d[:, None]
     cap = jnp.eye(u.shape[1]) + u.T @ dinv_u

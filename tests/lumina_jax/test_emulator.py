@@ -102,6 +102,43 @@ def test_checkpoint_round_trip(tmp_path, small_emu, space):
     assert emu2.space == space and emu2.settings == small_emu.settings
 
 
+def test_checkpoint_round_trip_keeps_error_basis(tmp_path, small_emu, space):
+    import dataclasses
+
+    b = np.random.default_rng(0).normal(size=(1601, 3)).astype(np.float32) * 0.1
+    emu = dataclasses.replace(small_emu, error_basis=jnp.asarray(b))
+    emu2 = load_emulator(save_emulator(emu, tmp_path / "eb.h5"))
+    np.testing.assert_array_equal(np.asarray(emu2.error_basis), b)
+    assert load_emulator(save_emulator(small_emu, tmp_path / "none.h5")).error_basis is None
+    with h5py.File(tmp_path / "eb.h5", "a") as f:
+        del f["error_basis"]
+        f.create_dataset("error_basis", data=np.ones((7, 2), np.float32))
+    with pytest.raises(DataFileError, match="error basis"):
+        load_emulator(tmp_path / "eb.h5")
+
+
+def test_error_correlation_basis_recovers_a_known_correlation():
+    """Residuals drawn from a Gaussian process with C_ij = exp(-|i-j|/8): the full-rank factor
+    reproduces C to sampling accuracy; a truncated one keeps |B_i| <= 1 and B B^T equals the
+    leading eigen-part of the sample correlation."""
+    from lumina_jax.emulator._model import error_correlation_basis
+
+    n, N = 60, 20000
+    idx = np.arange(n)
+    C = np.exp(-np.abs(idx[:, None] - idx[None, :]) / 8.0)
+    rng = np.random.default_rng(1)
+    r = 3.0 * rng.standard_normal((N, n)) @ np.linalg.cholesky(C).T  # any overall scale
+    full = error_correlation_basis(r, max_rank=n, variance=1.0).astype(np.float64)
+    assert np.max(np.abs(full @ full.T - C)) < 0.05
+    b3 = error_correlation_basis(r, max_rank=3).astype(np.float64)
+    assert b3.shape == (n, 3) and np.all(np.sum(b3**2, axis=1) <= 1 + 1e-6)
+    s = (r.T @ r) / N
+    s /= np.sqrt(np.outer(np.diag(s), np.diag(s)))
+    ev, vec = np.linalg.eigh(s)
+    lead = (vec[:, -3:] * ev[-3:]) @ vec[:, -3:].T
+    np.testing.assert_allclose(b3 @ b3.T, lead, atol=1e-5)
+
+
 def test_mismatched_and_bad_checkpoints_rejected(tmp_path, small_emu, space):
     path = save_emulator(small_emu, tmp_path / "emu.h5")
     with pytest.raises(UserError, match="stage-1 emulator, but stage 2"):
@@ -186,6 +223,9 @@ def test_toy_training_reaches_stated_accuracy(toy_store, tmp_path):
                             learning_rate=3e-3, warmup_epochs=5)
     emu, hist, seen = train_emulator(ts, cfg)
     assert hist.best_epoch > 0 and len(seen) == 720
+    b = np.asarray(emu.error_basis)
+    assert b.shape[0] == 1601 and 1 <= b.shape[1] <= cfg.error_rank
+    assert np.all(np.sum(b * b, axis=1) <= 1 + 1e-5)
     prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))
     _, _, te = split_indices(prep.theta.shape[0], cfg.val_fraction, cfg.test_fraction, cfg.seed)
     m = evaluate(emu, prep.theta[te], prep.flux[te])

@@ -254,3 +254,35 @@ def test_lowrank_emulator_error_likelihood_equals_dense_gaussian():
     assert got == pytest.approx(want, rel=1e-9)
     g = jax.grad(lambda f: L.log_likelihood(f, jnp.asarray(sig), data, log_scale, f_sys, coeffs))(jnp.asarray(flux))
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_empirical_emulator_error_likelihood_equals_dense_gaussian():
+    """Empirical basis with |B_i| < 1: the remainder stays on the diagonal, and the Woodbury
+    value equals the dense normal with Sigma = diag(s_obs^2 + (f m)^2 + (w s)^2 (1-|B_i|^2)) + U U^T."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(5)
+    w = np.arange(4000.0, 4300.0, 5.0)
+    n = w.size
+    mask = np.ones(n, bool)
+    mask[-5:] = False
+    b = rng.standard_normal((n, 4))
+    b *= (0.3 + 0.6 * rng.random(n))[:, None] / np.linalg.norm(b, axis=1, keepdims=True)  # |B_i| in [0.3, 0.9]
+    y = 1.0 + 0.05 * rng.standard_normal(n)
+    s_obs = np.full(n, 0.01)
+    data = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b)
+    flux = 1.0 + 0.02 * np.cos(w / 40.0)
+    sig = 0.02 + 0.005 * np.sin(w / 70.0)
+    log_scale, f_sys, coeffs = -0.01, 0.02, jnp.array([0.03])
+    got = float(L.log_likelihood(jnp.asarray(flux), jnp.asarray(sig), data, log_scale, f_sys, coeffs))
+    wp = np.asarray(L.warp(log_scale, coeffs, data.x))
+    m = wp * flux
+    ws = wp * sig
+    cov = np.diag(s_obs**2 + (f_sys * m) ** 2 + ws**2 * (1 - np.sum(b * b, axis=1))) + (ws[:, None] * b) @ (ws[:, None] * b).T
+    np.testing.assert_allclose(np.diag(cov), s_obs**2 + (f_sys * m) ** 2 + ws**2)  # marginal variance unchanged
+    want = multivariate_normal(mean=m[mask], cov=cov[np.ix_(mask, mask)]).logpdf(y[mask])
+    assert got == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ValueError, match="does not match"):
+        L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b[:-1])
+    with pytest.raises(ValueError, match="not both"):
+        L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, corr_length=50.0)
