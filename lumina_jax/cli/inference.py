@@ -178,9 +178,13 @@ def check_coverage(
         simulate = lambda th: (np.asarray(emu.wavelength), np.asarray(emu.spectrum(th)))  # noqa: E731
     else:
         raise UserError("--simulator must be synth or emulator")
+    emu_basis, corr_length = api.emulator_error_model(emu, lk, log=lambda m: None if json_out else typer.echo(m))
     res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, num_warmup=warmup,
-                          num_samples=samples, seed=seed)
+                          num_samples=samples, seed=seed, emu_basis=emu_basis, corr_length=corr_length)
     res["simulator"] = simulator
+    res["emulator_error"] = ("independent bins" if emu_basis is None and not corr_length else
+                             f"correlated ({corr_length} A bumps)" if corr_length else
+                             f"empirical rank-{emu_basis.shape[1]} correlation")
     if json_out:
         typer.echo(json.dumps(res, indent=1))
     else:
@@ -216,7 +220,11 @@ def _load_fit(results_dir, checkpoint):
                        f_sys_range=tuple(lk["f_sys_range"]))
     obs = idata.observed_data
     wave = np.asarray(idata.constant_data["wavelength"])
-    data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool))
+    err = lk.get("emulator_error", "independent bins")
+    emu_basis = np.asarray(emu.error_basis, float) if err.startswith("empirical") and emu.error_basis is not None else None
+    corr = lk.get("emulator_corr_length") if err.startswith("Gaussian") else None
+    data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool),
+                                corr_length=corr, emu_basis=emu_basis)
     nb = summary["nuisance_best_fit"]
     nuis = {"log_scale": float(nb["log_scale"]), "f_sys": float(nb["f_sys"])}
     if "poly" in nb:

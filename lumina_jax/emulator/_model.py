@@ -51,14 +51,17 @@ class EmulatorNet(nn.Module):
     log_sigma_init: float = float(np.log(0.02))
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, detach_sigma_features: bool = False):
+        """``detach_sigma_features=True`` (training only) stops the sigma loss from training the
+        trunk; at inference it must stay False so d sigma / d theta flows through the trunk."""
         h = x
         for i, width in enumerate(self.hidden):
             h = nn.silu(nn.Dense(width, name=f"dense_{i}")(h))
         z = nn.Dense(self.n_out, name="coefficients", kernel_init=nn.initializers.normal(1e-2))(h)
-        # The sigma head reads the trunk's features but does not train them: the mean
-        # prediction is fitted by the squared-error loss alone.
-        a = nn.Dense(self.n_sigma, name="sigma_head")(jax.lax.stop_gradient(h))
+        # In training the sigma head reads the trunk's features without training them (the mean
+        # prediction is fitted by the squared-error loss alone); the stop-gradient must not be
+        # applied at inference, where it would drop d sigma / d theta through the trunk.
+        a = nn.Dense(self.n_sigma, name="sigma_head")(jax.lax.stop_gradient(h) if detach_sigma_features else h)
         basis = self.param("sigma_basis", nn.initializers.normal(1e-2), (self.n_sigma, self.n_wave))
         offset = self.param("sigma_offset", nn.initializers.constant(self.log_sigma_init), (self.n_wave,))
         log_sigma = offset + a @ basis

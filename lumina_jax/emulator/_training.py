@@ -215,7 +215,7 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
 # ----------------------------------------------------------------------------- loss
 def _loss_terms(net, params, x, z_true, y_true, pca_w, comps_scaled, mean, feat_w, norm):
     """Mini-batch loss terms (all float32): (L_pca, L_feature, L_nll, d)."""
-    z, log_sigma = net.apply(params, x)
+    z, log_sigma = net.apply(params, x, True)
     l_pca = jnp.mean(jnp.sum(pca_w * (z - z_true) ** 2, axis=-1))
     y_pred = mean + z @ comps_scaled
     d = y_true - y_pred

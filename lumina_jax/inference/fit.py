@@ -25,7 +25,7 @@ from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import make_likelihood_data, normalised_residual_rms, predicted_flux
 from lumina_jax.inference.model import FitSetup, find_map, flatten_model
 from lumina_jax.inference.observed import Observation
-from lumina_jax.inference.samplers import SamplerConfig, initial_positions, run_sampler
+from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned
 
 RMS_BAND = (3300.0, 9700.0)
 MAX_SAVED_VALUES = 2e7  # thin very long (emcee) chains before writing NetCDF
@@ -71,8 +71,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
     t_map = time.perf_counter() - t0
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}")
-    init = initial_positions(z_map, cfg.num_chains, k_init)
-    run = run_sampler(cfg, fm.logdensity, init)
+    run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init)
     zs = run.positions
     theta = np.asarray(jax.jit(jax.vmap(jax.vmap(fm.theta)))(jnp.asarray(zs)))
     nuis = _nuisance_draws(fm, zs)
@@ -115,6 +114,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "problems": problems,
         "diagnostics": d,
         "map": {"log_posterior": float(ld_map), "wall_s": t_map, "starts": map_starts},
+        "preconditioning": {"laplace": pre["preconditioned"], "hessian_s": pre["hessian_s"],
+                            "init_scale": cfg.init_scale},
         "sampler_config": dataclasses.asdict(cfg),
         "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,

@@ -90,6 +90,28 @@ def test_jit_equals_eager_vmap_and_grad(small_emu, space):
     assert np.any(np.asarray(grad) != 0)
 
 
+def test_gradients_of_flux_and_sigma_match_finite_differences(space):
+    """d/dtheta of the flux and of the calibrated sigma by autodiff equal central differences
+    (the sigma head must not block gradients through the trunk at inference)."""
+    settings = EmulatorSettings(hidden=(32, 32), n_components=8, n_sigma=4)
+    emu = init_emulator(space, settings, jax.random.PRNGKey(7))
+    # make the sigma head matter: larger sigma-basis weights than the 1e-2 initialisation
+    w = jax.tree_util.tree_map(lambda a: a, emu.weights)
+    w["params"]["sigma_basis"] = 0.5 * jax.random.normal(jax.random.PRNGKey(8), w["params"]["sigma_basis"].shape)
+    import dataclasses
+
+    emu = dataclasses.replace(emu, weights=w)
+    th = jnp.asarray(_thetas(space, 1, seed=3)[0])
+    d = jnp.asarray(space.upper - space.lower) * jax.random.normal(jax.random.PRNGKey(9), (space.dim,))
+    wts = jnp.linspace(-1.0, 1.0, 1601)
+    for k in (0, 1):
+        f = lambda t: jnp.sum(wts * emu.spectrum_and_sigma(t)[k])  # noqa: E731
+        ad = float(jax.grad(f)(th) @ d)
+        h = 3e-2  # float32 network: smaller steps drown in rounding
+        fd = float((f(th + h * d) - f(th - h * d)) / (2 * h))
+        assert abs(ad) > 0 and ad == pytest.approx(fd, rel=2e-2, abs=1e-6), (k, ad, fd)
+
+
 def test_checkpoint_round_trip(tmp_path, small_emu, space):
     path = save_emulator(small_emu, tmp_path / "emu.h5", seen_hashes=np.array([1, 2], np.uint64))
     emu2 = load_emulator(path, stage=1, space=space)
