@@ -180,7 +180,8 @@ def check_coverage(
         raise UserError("--simulator must be synth or emulator")
     emu_basis, corr_length = api.emulator_error_model(emu, lk, log=lambda m: None if json_out else typer.echo(m))
     res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, num_warmup=warmup,
-                          num_samples=samples, seed=seed, emu_basis=emu_basis, corr_length=corr_length)
+                          num_samples=samples, seed=seed, emu_basis=emu_basis, corr_length=corr_length,
+                          stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"))
     res["simulator"] = simulator
     res["emulator_error"] = ("independent bins" if emu_basis is None and not corr_length else
                              f"correlated ({corr_length} A bumps)" if corr_length else
@@ -224,7 +225,8 @@ def _load_fit(results_dir, checkpoint):
     emu_basis = np.asarray(emu.error_basis, float) if err.startswith("empirical") and emu.error_basis is not None else None
     corr = lk.get("emulator_corr_length") if err.startswith("Gaussian") else None
     data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool),
-                                corr_length=corr, emu_basis=emu_basis)
+                                corr_length=corr, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
+                                emu_rank=lk.get("emulator_rank"))
     nb = summary["nuisance_best_fit"]
     nuis = {"log_scale": float(nb["log_scale"]), "f_sys": float(nb["f_sys"])}
     if "poly" in nb:

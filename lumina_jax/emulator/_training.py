@@ -78,7 +78,7 @@ class TrainConfig:
     sigma_weight: float = 1.0
     calibration_window: tuple[float, float] = (3300.0, 9700.0)
     calibration_target: float = 0.6827
-    error_rank: int = 32
+    error_rank: int = 64
     error_variance: float = 0.95
     preprocess: PreprocessConfig = PreprocessConfig()
 

@@ -24,20 +24,22 @@ from lumina_jax.inference.model import FitSetup, flatten_model, spectral_model, 
 from lumina_jax.inference.observed import observation_from_model
 
 
-def _simulate_observations(thetas, simulate, emulator, noise_frac, seed, window, emu_basis=None, corr_length=None):
+def _simulate_observations(thetas, simulate, emulator, noise_frac, seed, window, emu_basis=None, corr_length=None,
+                           stride=1, emu_rank=None):
     datas = []
     for i, th in enumerate(thetas):
         w, f = simulate(th)
         obs = observation_from_model(np.asarray(w), np.asarray(f), emulator.wavelength, emulator.preprocess,
                                      noise_frac=noise_frac, seed=seed + 7919 * i, window=window)
         datas.append(make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
-                                          emu_basis=emu_basis))
+                                          emu_basis=emu_basis, stride=stride, emu_rank=emu_rank))
     return jax.tree.map(lambda *a: jnp.stack(a), *datas)
 
 
 def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int = 50, noise_frac: float = 0.02,
              num_warmup: int = 300, num_samples: int = 300, seed: int = 0, window=None,
-             map_starts: int = 4, levels=(0.68, 0.95), emu_basis=None, corr_length=None) -> dict:
+             map_starts: int = 4, levels=(0.68, 0.95), emu_basis=None, corr_length=None, stride: int = 1,
+             emu_rank: int | None = None) -> dict:
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``.
 
     ``emu_basis`` / ``corr_length``: the emulator-error model of the likelihood, as in
@@ -52,7 +54,8 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     u_true = rng.uniform(0.02, 0.98, size=(n_injections, setup.n_free))
     thetas = np.repeat(base[None], n_injections, 0)
     thetas[:, idx] = setup.space.lower[idx] + u_true * (setup.space.upper[idx] - setup.space.lower[idx])
-    datas = _simulate_observations(thetas, simulate, emulator, noise_frac, seed, window, emu_basis, corr_length)
+    datas = _simulate_observations(thetas, simulate, emulator, noise_frac, seed, window, emu_basis, corr_length,
+                                   stride, emu_rank)
     d0 = jax.tree.map(lambda a: a[0], datas)
     fm = flatten_model(setup, emulator.spectrum_and_sigma, d0)
 

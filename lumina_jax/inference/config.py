@@ -70,6 +70,12 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk.setdefault("emulator_corr_length", None)
     if lk["emulator_corr_length"] is not None and not float(lk["emulator_corr_length"]) > 0:
         raise UserError(f"{path}: likelihood.emulator_corr_length must be a positive length in Angstrom or null")
+    lk.setdefault("stride", 4)
+    lk.setdefault("emulator_rank", None)
+    if not (isinstance(lk["stride"], int) and 1 <= lk["stride"] <= 50):
+        raise UserError(f"{path}: likelihood.stride must be an integer in 1..50, got {lk['stride']!r}")
+    if lk["emulator_rank"] is not None and not (isinstance(lk["emulator_rank"], int) and lk["emulator_rank"] >= 1):
+        raise UserError(f"{path}: likelihood.emulator_rank must be a positive integer or null")
     lk.setdefault("emulator_error", "correlated")
     if lk["emulator_error"] not in EMULATOR_ERROR_MODES:
         raise UserError(f"{path}: likelihood.emulator_error must be one of {', '.join(EMULATOR_ERROR_MODES)}, "

@@ -53,15 +53,16 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
             map_starts: int = 16, truth: dict | None = None, meta: dict | None = None,
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
             log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
-            emu_basis=None) -> FitOutput:
+            emu_basis=None, stride: int = 1, emu_rank: int | None = None) -> FitOutput:
     """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma)).
 
     ``emu_basis`` ``[n_wave, r]`` (the emulator's empirical error correlation) or
-    ``corr_length`` select the correlated emulator-error likelihood (see ``likelihood.py``)."""
+    ``corr_length`` select the correlated emulator-error likelihood (see ``likelihood.py``);
+    ``stride`` thins the used bins and ``emu_rank`` truncates the basis."""
     space = setup.space
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
-                                emu_basis=emu_basis)
-    emu_error = ("empirical rank-%d correlation" % np.shape(emu_basis)[1] if emu_basis is not None
+                                emu_basis=emu_basis, stride=stride, emu_rank=emu_rank)
+    emu_error = ("empirical rank-%d correlation" % data.emu_basis.shape[1] if emu_basis is not None
                  else f"Gaussian bumps, {corr_length} A" if corr_length else "independent bins")
     fm = flatten_model(setup, spectrum_and_sigma, data)
     key = jax.random.PRNGKey(cfg.seed)
@@ -117,7 +118,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "preconditioning": {"laplace": pre["preconditioned"], "hessian_s": pre["hessian_s"],
                             "init_scale": cfg.init_scale},
         "sampler_config": dataclasses.asdict(cfg),
-        "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
+        "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "stride": stride,
+                       "emulator_rank": None if data.emu_basis is None else int(data.emu_basis.shape[1]), "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
                        "priors": {n: [m, s] for n, m, s in setup.priors},
                        "has_observational_errors": bool(obs.has_errors)},

@@ -59,8 +59,9 @@ class LikelihoodData(NamedTuple):
     sigma_obs: jnp.ndarray
     mask: jnp.ndarray
     x: jnp.ndarray
-    emu_basis: jnp.ndarray | None = None  # [n_wave, r] correlated emulator-error basis, or None
-    emu_diag: jnp.ndarray | None = None   # [n_wave] 1 - |emu_basis_i|^2: uncorrelated part of the emulator variance
+    emu_basis: jnp.ndarray | None = None  # [n_used, r] correlated emulator-error basis on ``rows``, or None
+    emu_diag: jnp.ndarray | None = None   # [n_used] 1 - |emu_basis_i|^2: uncorrelated part of the emulator variance
+    rows: jnp.ndarray | None = None       # [n_used] int indices of the used bins (correlated likelihood only)
 
 
 def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
@@ -77,35 +78,50 @@ def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
 
 
 def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | None = None,
-                         emu_basis=None) -> LikelihoodData:
+                         emu_basis=None, stride: int = 1, emu_rank: int | None = None) -> LikelihoodData:
     """Build :class:`LikelihoodData` from NumPy arrays (boundary helper, not jitted).
 
-    ``emu_basis`` ``[n_wave, r]``: empirical emulator-error correlation factor (rows with
-    ``|B_i| <= 1``, see the module docstring); ``corr_length`` (Angstrom): instead, model the
-    emulator error as correlated over this length with Gaussian bumps; neither: independent
-    bins."""
+    ``emu_basis`` ``[n_wave, R]``: empirical emulator-error correlation factor (rows with
+    ``|B_i| <= 1``, see the module docstring); restricted to the used bins and re-factorised
+    there (SVD) to its leading ``emu_rank`` directions (default: all ``R``).
+    ``corr_length`` (Angstrom): instead, model the emulator error as correlated over this
+    length with Gaussian bumps; neither: independent bins.
+    ``stride``: use every ``stride``-th bin of the mask (the smoothed spectra are oversampled
+    by the Savitzky-Golay windows, 55-155 Å vs 5 Å bins, so little information is lost while the
+    short-range correlation the low-rank model leaves on the diagonal is thinned out)."""
     w = np.asarray(wavelength, float)
-    m = np.asarray(mask, bool)
+    m = np.asarray(mask, bool).copy()
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if stride > 1:
+        used = np.flatnonzero(m)
+        m[:] = False
+        m[used[::stride]] = True
     lo, hi = w[m].min(), w[m].max()
     x = np.clip(2.0 * (w - lo) / (hi - lo) - 1.0, -1.0, 1.0)
     y = np.where(m, np.asarray(y, float), 0.0)
     s = np.where(m, np.asarray(sigma_obs, float), 0.0)
     if emu_basis is not None and corr_length:
         raise ValueError("give either an empirical emulator-error basis or a correlation length, not both")
-    basis = diag = None
+    basis = diag = rows = None
     if emu_basis is not None:
         b = np.asarray(emu_basis, float)
         if b.ndim != 2 or b.shape[0] != w.size:
             raise ValueError(f"emulator-error basis {b.shape} does not match the {w.size}-bin grid")
         if not np.all(np.isfinite(b)):
             raise ValueError("emulator-error basis has non-finite entries")
-        b = np.where(m[:, None], b, 0.0)
+        rows = np.flatnonzero(m)
+        u_, sv, _ = np.linalg.svd(b[rows], full_matrices=False)  # same span, ordered by variance
+        k = b.shape[1] if emu_rank is None else max(1, min(int(emu_rank), b.shape[1]))
+        b = u_[:, :k] * sv[:k]
         diag = jnp.asarray(np.clip(1.0 - np.sum(b * b, axis=1), 0.0, 1.0))
         basis = jnp.asarray(b)
     elif corr_length:
-        basis = jnp.asarray(emulator_error_basis(w, m, float(corr_length)))
+        rows = np.flatnonzero(m)
+        basis = jnp.asarray(emulator_error_basis(w, m, float(corr_length))[rows])
+        diag = jnp.zeros(rows.size)
     return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x),
-                          basis, diag)
+                          basis, diag, None if rows is None else jnp.asarray(rows))
 
 
 def legendre_basis(x, order: int):
@@ -160,22 +176,60 @@ def _log_likelihood_lowrank(model_flux, model_sigma, data: LikelihoodData, log_s
     """Exact Gaussian log-likelihood with Sigma = D + U U^T (Woodbury; see module docstring)."""
     w = warp(log_scale, coeffs, data.x)
     m = w * model_flux
-    used = data.mask > 0
     ws = w * model_sigma
-    d = data.sigma_obs**2 + (f_sys * m) ** 2
-    if data.emu_diag is not None:
-        d = d + ws**2 * data.emu_diag
-    d = jnp.where(used, d, 1.0)
-    r = jnp.where(used, data.y - m, 0.0)
-    u = jnp.where(used[:, None], ws[:, None] * data.emu_basis, 0.0)  # [n, r]
+    idx = data.rows  # gather the used bins: the O(n r^2) work runs over them only
+    m, ws, y, s_obs = m[idx], ws[idx], data.y[idx], data.sigma_obs[idx]
+    d = s_obs**2 + (f_sys * m) ** 2 + ws**2 * data.emu_diag
+    return woodbury_gaussian_logpdf(y - m, ws, d, data.emu_basis)
+
+
+@jax.custom_vjp
+def woodbury_gaussian_logpdf(r, ws, d, basis):
+    """log N(r; 0, Sigma) with Sigma = diag(d) + U U^T, U = diag(ws) basis.
+
+    r, ws, d: [n]; basis: [n, k] (treated as a constant: no gradient).  Hand-written
+    reverse-mode rule (no differentiation through the Cholesky factor, whose batched
+    backward pass is slow on CPU):
+
+        alpha = Sigma^-1 r,  Sigma^-1 U = D^-1 U C^-1,  C = I + U^T D^-1 U
+        dL/dr = -alpha,  dL/dd_i = (alpha_i^2 - (Sigma^-1)_ii) / 2,
+        dL/dws_i = [alpha_i (U^T alpha) - (D^-1 U C^-1)_i] . basis_i
+    """
+    return _woodbury_fwd(r, ws, d, basis)[0]
+
+
+def _woodbury_parts(r, ws, d, basis):
+    u = ws[:, None] * basis
     dinv_r = r / d
     dinv_u = u / d[:, None]
-    cap = jnp.eye(u.shape[1]) + u.T @ dinv_u
+    cap = jnp.eye(basis.shape[1], dtype=u.dtype) + u.T @ dinv_u
     chol = jnp.linalg.cholesky(cap)
-    z = jax.scipy.linalg.solve_triangular(chol, u.T @ dinv_r, lower=True)
-    quad = jnp.sum(r * dinv_r) - jnp.sum(z**2)
-    logdet = jnp.sum(jnp.where(used, jnp.log(d), 0.0)) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
-    return -0.5 * (quad + logdet + jnp.sum(data.mask) * LOG_2PI)
+    return u, dinv_r, dinv_u, chol
+
+
+def _woodbury_fwd(r, ws, d, basis):
+    u, dinv_r, dinv_u, chol = _woodbury_parts(r, ws, d, basis)
+    v = u.T @ dinv_r
+    cv = jax.scipy.linalg.cho_solve((chol, True), v)  # C^-1 U^T D^-1 r
+    alpha = dinv_r - dinv_u @ cv
+    logdet = jnp.sum(jnp.log(d)) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    val = -0.5 * (r @ alpha + logdet + r.shape[0] * LOG_2PI)
+    return val, (alpha, u, dinv_u, chol, d, basis)
+
+
+def _woodbury_bwd(res, g):
+    alpha, u, dinv_u, chol, d, basis = res
+    # S = D^-1 U C^-1  [n, k]
+    s_mat = jax.scipy.linalg.cho_solve((chol, True), dinv_u.T).T
+    sigma_inv_diag = 1.0 / d - jnp.sum(s_mat * dinv_u, axis=1)  # 1/d_i - u_i^T C^-1 u_i / d_i^2
+    d_r = -alpha
+    d_d = 0.5 * (alpha**2 - sigma_inv_diag)
+    d_u = alpha[:, None] * (u.T @ alpha)[None, :] - s_mat
+    d_ws = jnp.sum(d_u * basis, axis=1)
+    return g * d_r, g * d_ws, g * d_d, jnp.zeros_like(basis)
+
+
+woodbury_gaussian_logpdf.defvjp(_woodbury_fwd, _woodbury_bwd)
 
 
 def normalised_residual_rms(model_flux, data: LikelihoodData, log_scale=0.0, coeffs=None,

@@ -246,7 +246,8 @@ def test_lowrank_emulator_error_likelihood_equals_dense_gaussian():
     got = float(L.log_likelihood(jnp.asarray(flux), jnp.asarray(sig), data, log_scale, f_sys, coeffs))
     wp = np.asarray(L.warp(log_scale, coeffs, data.x))
     m = wp * flux
-    B = np.asarray(data.emu_basis)
+    B = np.zeros((w.size, data.emu_basis.shape[1]))
+    B[mask] = np.asarray(data.emu_basis)  # the basis lives on the used rows
     np.testing.assert_allclose(np.sum(B[mask] ** 2, axis=1), 1.0)  # marginal variance preserved
     U = (wp * sig)[:, None] * B
     cov = np.diag(s_obs**2 + (f_sys * m) ** 2) + U @ U.T
@@ -282,7 +283,44 @@ def test_empirical_emulator_error_likelihood_equals_dense_gaussian():
     np.testing.assert_allclose(np.diag(cov), s_obs**2 + (f_sys * m) ** 2 + ws**2)  # marginal variance unchanged
     want = multivariate_normal(mean=m[mask], cov=cov[np.ix_(mask, mask)]).logpdf(y[mask])
     assert got == pytest.approx(want, rel=1e-9)
+    # every 3rd used bin: the likelihood is the marginal of the same Gaussian on those bins
+    d3 = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, stride=3)
+    keep = np.flatnonzero(mask)[::3]
+    assert np.flatnonzero(np.asarray(d3.mask)).tolist() == keep.tolist()
+    got3 = float(L.log_likelihood(jnp.asarray(flux), jnp.asarray(sig), d3, log_scale, f_sys, coeffs))
+    want3 = multivariate_normal(mean=m[keep], cov=cov[np.ix_(keep, keep)]).logpdf(y[keep])
+    assert got3 == pytest.approx(want3, rel=1e-9)
+    # a truncated re-factorisation keeps the marginal variances (the rest moves to the diagonal)
+    d1 = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, emu_rank=2)
+    assert d1.emu_basis.shape[1] == 2
+    np.testing.assert_allclose(np.sum(np.asarray(d1.emu_basis) ** 2, axis=1) + np.asarray(d1.emu_diag), 1.0)
     with pytest.raises(ValueError, match="does not match"):
         L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b[:-1])
     with pytest.raises(ValueError, match="not both"):
         L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, corr_length=50.0)
+
+
+def test_woodbury_custom_gradient_equals_dense_autodiff():
+    """The hand-written reverse rule of the Woodbury log-density equals jax.grad of the dense
+    multivariate normal with Sigma = diag(d) + (ws B)(ws B)^T, for r, ws and d."""
+    from jax.scipy.stats import multivariate_normal as mvn
+
+    rng = np.random.default_rng(11)
+    n, k = 40, 5
+    basis = jnp.asarray(rng.normal(size=(n, k)) * 0.3)
+    r = jnp.asarray(rng.normal(size=n) * 0.05)
+    ws = jnp.asarray(0.02 + 0.01 * rng.random(n))
+    d = jnp.asarray(1e-4 * (1 + rng.random(n)))
+
+    def dense(r, ws, d):
+        u = ws[:, None] * basis
+        return mvn.logpdf(r, jnp.zeros(n), jnp.diag(d) + u @ u.T)
+
+    wood = lambda r, ws, d: L.woodbury_gaussian_logpdf(r, ws, d, basis)  # noqa: E731
+    assert float(wood(r, ws, d)) == pytest.approx(float(dense(r, ws, d)), rel=1e-10)
+    for i in range(3):
+        ga = jax.grad(wood, argnums=i)(r, ws, d)
+        gb = jax.grad(dense, argnums=i)(r, ws, d)
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-7, atol=1e-9 * float(jnp.max(jnp.abs(gb))))
+    gv = jax.vmap(jax.grad(wood))(jnp.stack([r, 2 * r]), jnp.stack([ws, ws]), jnp.stack([d, d]))
+    np.testing.assert_allclose(np.asarray(gv[1]), np.asarray(jax.grad(dense)(2 * r, ws, d)), rtol=1e-7)
