@@ -37,7 +37,7 @@ def infer(
     sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-mclmc | emcee"),
     chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2))."),
     warmup: int = typer.Option(500, "--warmup", help="Warmup / adaptation steps per chain."),
-    samples: int = typer.Option(500, "--samples", help="Draws per chain."),
+    samples: int = typer.Option(1000, "--samples", help="Draws per chain."),
     seed: int = typer.Option(0, "--seed"),
     target_accept: float = typer.Option(0.8, "--target-accept"),
     dense: Optional[bool] = typer.Option(None, "--dense/--diag", help="Dense or diagonal mass matrix "

@@ -70,7 +70,7 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk.setdefault("emulator_corr_length", None)
     if lk["emulator_corr_length"] is not None and not float(lk["emulator_corr_length"]) > 0:
         raise UserError(f"{path}: likelihood.emulator_corr_length must be a positive length in Angstrom or null")
-    lk.setdefault("stride", 4)
+    lk.setdefault("stride", 8)
     lk.setdefault("emulator_rank", None)
     if not (isinstance(lk["stride"], int) and 1 <= lk["stride"] <= 50):
         raise UserError(f"{path}: likelihood.stride must be an integer in 1..50, got {lk['stride']!r}")
