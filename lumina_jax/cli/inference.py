@@ -183,9 +183,6 @@ def check_coverage(
                           num_samples=samples, seed=seed, emu_basis=emu_basis, corr_length=corr_length,
                           stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"))
     res["simulator"] = simulator
-    res["emulator_error"] = ("independent bins" if emu_basis is None and not corr_length else
-                             f"correlated ({corr_length} A bumps)" if corr_length else
-                             f"empirical rank-{emu_basis.shape[1]} correlation")
     if json_out:
         typer.echo(json.dumps(res, indent=1))
     else:
@@ -221,9 +218,10 @@ def _load_fit(results_dir, checkpoint):
                        f_sys_range=tuple(lk["f_sys_range"]))
     obs = idata.observed_data
     wave = np.asarray(idata.constant_data["wavelength"])
-    err = lk.get("emulator_error", "independent bins")
-    emu_basis = np.asarray(emu.error_basis, float) if err.startswith("empirical") and emu.error_basis is not None else None
-    corr = lk.get("emulator_corr_length") if err.startswith("Gaussian") else None
+    # the fit's emulator-error model, from what its summary recorded
+    corr = lk.get("emulator_corr_length")
+    use_basis = lk.get("emulator_rank") is not None and not corr and emu.error_basis is not None
+    emu_basis = np.asarray(emu.error_basis, float) if use_basis else None
     data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool),
                                 corr_length=corr, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
                                 emu_rank=lk.get("emulator_rank"))

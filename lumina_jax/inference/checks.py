@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, make_likelihood_data, predicted_flux
+from lumina_jax.inference.likelihood import LikelihoodData, describe_emulator_error, log_likelihood, make_likelihood_data, predicted_flux
 from lumina_jax.inference.model import FitSetup, flatten_model, spectral_model, z_from_values
 from lumina_jax.inference.observed import observation_from_model
 
@@ -94,10 +94,11 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         u = jax.vmap(lambda z: fm.constrain(z)["u"])(pos)
         return u, jnp.mean(div)
 
+    emu_error = describe_emulator_error(d0, corr_length)
     keys = jax.random.split(jax.random.PRNGKey(seed), n_injections)
     u_draws, div = jax.jit(jax.vmap(one))(keys, datas)
     u_draws = np.asarray(u_draws)  # [n_inj, draws, n_free]
-    out = {"n_injections": n_injections, "noise_frac": noise_frac, "per_parameter": {},
+    out = {"n_injections": n_injections, "noise_frac": noise_frac, "emulator_error": emu_error, "per_parameter": {},
            "divergent_fraction": float(np.mean(div))}
     for lev in levels:
         lo_q, hi_q = 50 * (1 - lev), 50 * (1 + lev)

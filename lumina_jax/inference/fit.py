@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lumina_jax.inference import diagnostics as diag
-from lumina_jax.inference.likelihood import make_likelihood_data, normalised_residual_rms, predicted_flux
+from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
 from lumina_jax.inference.model import FitSetup, find_map, flatten_model
 from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned
@@ -62,8 +62,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     space = setup.space
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
                                 emu_basis=emu_basis, stride=stride, emu_rank=emu_rank)
-    emu_error = ("empirical rank-%d correlation" % data.emu_basis.shape[1] if emu_basis is not None
-                 else f"Gaussian bumps, {corr_length} A" if corr_length else "independent bins")
+    emu_error = describe_emulator_error(data, corr_length)
     fm = flatten_model(setup, spectrum_and_sigma, data)
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)

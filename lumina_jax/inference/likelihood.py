@@ -124,6 +124,15 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
                           basis, diag, None if rows is None else jnp.asarray(rows))
 
 
+def describe_emulator_error(data: LikelihoodData, corr_length: float | None = None) -> str:
+    """One-line description of the emulator-error model of ``data`` (for summaries and logs)."""
+    if data.emu_basis is None:
+        return "independent bins"
+    if corr_length:
+        return f"Gaussian bumps, {corr_length} A"
+    return f"empirical rank-{data.emu_basis.shape[1]} correlation"
+
+
 def legendre_basis(x, order: int):
     """P_1..P_order at ``x`` [n] -> [order, n] (Bonnet recursion; order 0 -> [0, n])."""
     if order == 0:
