@@ -151,7 +151,7 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     sc = cfg["sampler"]
     emu_basis, corr_length = emulator_error_model(emulator, lk, log)
     out = run_fit(setup, emulator.spectrum_and_sigma, obs, req.sampler,
-                  map_starts=req.map_starts or int(sc.get("map_starts", 16)), truth=truth, meta=meta,
+                  map_starts=req.map_starts or int(sc.get("map_starts", 32)), truth=truth, meta=meta,
                   rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
                   max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
                   corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),

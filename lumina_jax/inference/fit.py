@@ -50,7 +50,7 @@ def _nuisance_draws(fm, zs):
 
 
 def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg: SamplerConfig, *,
-            map_starts: int = 16, truth: dict | None = None, meta: dict | None = None,
+            map_starts: int = 32, truth: dict | None = None, meta: dict | None = None,
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
             log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
             emu_basis=None, stride: int = 1, emu_rank: int | None = None) -> FitOutput:
@@ -67,7 +67,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)
     t0 = time.perf_counter()
-    log(f"MAP search: {map_starts} Adam starts over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
+    log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
     t_map = time.perf_counter() - t0
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}")

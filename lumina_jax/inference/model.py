@@ -196,11 +196,16 @@ def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):
     return ravel_pytree(ordered)[0]
 
 
-def find_map(fm: FlatModel, rng_key, *, n_starts: int = 16, n_steps: int = 600, lr: float = 0.05):
-    """Multi-start Adam maximisation of the log posterior in z space.
+def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000, lr: float = 0.05,
+             n_polish: int = 8, polish_steps: int = 100):
+    """Multi-start Adam maximisation of the log posterior in z space, then L-BFGS polish.
 
-    Starts: u uniform in the box, nuisances at their prior centre.  Returns (z_best [n_z],
-    logdensity_best, z_all [n_starts, n_z], logdensity_all [n_starts]).  Vectorised over starts.
+    Starts: u uniform in the box, nuisances at their prior centre; ``n_steps`` Adam steps
+    (cosine-decayed ``lr``), vectorised over starts; the best ``n_polish`` end points are
+    refined by ``polish_steps`` of L-BFGS (one after the other: a vmapped line search hung
+    XLA:CPU).  On stage-1 mocks 16 x 600 Adam steps stopped 50-150 nats below the mode found
+    by 32 x 2000 (+ L-BFGS), and the Laplace preconditioner built at such a point slowed NUTS.
+    Returns (z_best [n_z], logdensity_best, z_all [n_starts, n_z], logdensity_all [n_starts]).
     """
     import optax
 
@@ -223,7 +228,28 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 16, n_steps: int = 600, 
         (z, _), _ = jax.lax.scan(step, (z, opt.init(z)), None, length=n_steps)
         return z, fm.logdensity(z)
 
+    lbfgs = optax.lbfgs()
+    vg_state = optax.value_and_grad_from_state(neg)
+
+    def polish(z):
+        def step(carry, _):
+            z, st = carry
+            v, g = vg_state(z, state=st)
+            upd, st = lbfgs.update(g, st, z, value=v, grad=g, value_fn=neg)
+            z_new = optax.apply_updates(z, upd)
+            return (jnp.where(jnp.all(jnp.isfinite(z_new)), z_new, z), st), v
+
+        (z, _), _ = jax.lax.scan(step, (z, lbfgs.init(z)), None, length=polish_steps)
+        return z, fm.logdensity(z)
+
     zs, lds = jax.jit(jax.vmap(run_one))(z0)
     lds = jnp.where(jnp.isfinite(lds), lds, -jnp.inf)
+    if n_polish > 0 and polish_steps > 0:
+        top = jnp.argsort(-lds)[:min(n_polish, n_starts)]
+        zp, ldp = jax.jit(lambda a: jax.lax.map(polish, a))(zs[top])
+        ldp = jnp.where(jnp.isfinite(ldp), ldp, -jnp.inf)
+        better = ldp > lds[top]
+        zs = zs.at[top].set(jnp.where(better[:, None], zp, zs[top]))
+        lds = lds.at[top].set(jnp.where(better, ldp, lds[top]))
     best = int(jnp.argmax(lds))
     return zs[best], float(lds[best]), zs, lds
