@@ -18,11 +18,11 @@ def _echo(json_out: bool):
     return log
 
 
-def _sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, progress):
+def _sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, progress, ns_live=300):
     from lumina_jax.inference.samplers import SamplerConfig
 
     return SamplerConfig(name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
-                         target_accept=target_accept, dense_mass=dense, progress=progress)
+                         target_accept=target_accept, dense_mass=dense, progress=progress, ns_live=ns_live)
 
 
 def infer(
@@ -34,8 +34,11 @@ def infer(
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Previous stage's results dir: sample its "
                                             "relaxed (+-10 %) box, fix inactive parameters at its best fit."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N})."),
-    sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-mclmc | emcee"),
-    chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2))."),
+    sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-mclmc | emcee | "
+                                "blackjax-nss (nested sampling: also the evidence)"),
+    chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2); "
+                               "blackjax-nss: independent nested-sampling runs)."),
+    ns_live: int = typer.Option(300, "--ns-live", help="Live points per nested-sampling run (blackjax-nss)."),
     warmup: int = typer.Option(500, "--warmup", help="Warmup / adaptation steps per chain."),
     samples: int = typer.Option(1000, "--samples", help="Draws per chain."),
     seed: int = typer.Option(0, "--seed"),
@@ -66,7 +69,7 @@ def infer(
     log = _echo(json_out)
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
-        sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out),
+        sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out, ns_live),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit)
@@ -78,6 +81,10 @@ def infer(
     log(f"{d['sampler']}: max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, min tail ESS "
         f"{d['min_ess_tail']:.0f}, divergences {d['divergences']}, {d['wall_warmup_s'] + d['wall_sampling_s']:.1f} s "
         f"({d['min_ess_bulk_per_s']:.2f} ESS/s); residual RMS {s['residual_rms']['value']:.4f}")
+    if s.get("evidence"):
+        ev = s["evidence"]
+        log(f"log evidence {ev['log_evidence']:.3f} +- {ev['log_evidence_sd']:.3f} "
+            f"({len(ev['runs'])} nested-sampling runs: " + ", ".join(f"{r['log_evidence']:.2f}" for r in ev['runs']) + ")")
     if "truth_recovery" in s:
         tr = s["truth_recovery"]
         log(f"mock truth inside the 95 % intervals: {sum(c['in95'] for c in tr['per_parameter'].values())}"

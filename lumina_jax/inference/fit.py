@@ -23,9 +23,9 @@ import numpy as np
 
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
-from lumina_jax.inference.model import FitSetup, find_map, flatten_model
+from lumina_jax.inference.model import FitSetup, find_map, flatten_model, prior_draws
 from lumina_jax.inference.observed import Observation
-from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned
+from lumina_jax.inference.samplers import SamplerConfig, run_nested, run_preconditioned
 
 RMS_BAND = (3300.0, 9700.0)
 MAX_SAVED_VALUES = 2e7  # thin very long (emcee) chains before writing NetCDF
@@ -71,7 +71,11 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
     t_map = time.perf_counter() - t0
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}")
-    run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init)
+    if cfg.name == "blackjax-nss":  # from the prior: no MAP start, no preconditioning
+        run = run_nested(cfg, fm.logprior, fm.loglikelihood, lambda k, n: prior_draws(fm, k, n), log=log)
+        pre = {"preconditioned": False, "hessian_s": 0.0}
+    else:
+        run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init)
     zs = run.positions
     theta = np.asarray(jax.jit(jax.vmap(jax.vmap(fm.theta)))(jnp.asarray(zs)))
     nuis = _nuisance_draws(fm, zs)
@@ -117,6 +121,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "preconditioning": {"laplace": pre["preconditioned"], "hessian_s": pre["hessian_s"],
                             "init_scale": cfg.init_scale},
         "sampler_config": dataclasses.asdict(cfg),
+        "evidence": ({k: run.info[k] for k in ("log_evidence", "log_evidence_sd", "runs")}
+                     if cfg.name == "blackjax-nss" else None),
         "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "stride": stride,
                        "emulator_rank": None if data.emu_basis is None else int(data.emu_basis.shape[1]), "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,

@@ -102,23 +102,41 @@ def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] |
                     (float(f_sys_range[0]), float(f_sys_range[1])), float(log_scale_sd), float(poly_sd))
 
 
-def spectral_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData):
-    """NumPyro model: priors on (u, log_scale, log_f_sys, poly), Gaussian likelihood as a factor."""
+def _prior_sites(setup: FitSetup):
+    """The model's sample sites (its prior without the informative factors): (u, log_scale, log_f_sys, poly)."""
     u = numpyro.sample("u", dist.Uniform(0.0, 1.0).expand([setup.n_free]).to_event(1))
-    theta = setup.theta_from_u(u)
-    if setup.priors:
-        idx = jnp.array([setup.space.index(n) for n, _, _ in setup.priors])
-        mu = jnp.array([m for _, m, _ in setup.priors])
-        sd = jnp.array([s for _, _, s in setup.priors])
-        numpyro.factor("informative_prior", jnp.sum(dist.Normal(mu, sd).log_prob(theta[idx])))
     log_scale = numpyro.sample("log_scale", dist.Normal(0.0, setup.log_scale_sd))
     lo, hi = np.log(setup.f_sys_range[0]), np.log(setup.f_sys_range[1])
     log_f_sys = numpyro.sample("log_f_sys", dist.Uniform(lo, hi))
     coeffs = None
     if setup.n_poly:
         coeffs = numpyro.sample("poly", dist.Normal(0.0, setup.poly_sd).expand([setup.n_poly]).to_event(1))
+    return u, log_scale, log_f_sys, coeffs
+
+
+def _informative_logprior(setup: FitSetup, theta):
+    """Sum of the informative Gaussian prior log densities at ``theta`` [dim] (0 without any)."""
+    if not setup.priors:
+        return jnp.zeros(())
+    idx = jnp.array([setup.space.index(n) for n, _, _ in setup.priors])
+    mu = jnp.array([m for _, m, _ in setup.priors])
+    sd = jnp.array([s for _, _, s in setup.priors])
+    return jnp.sum(dist.Normal(mu, sd).log_prob(theta[idx]))
+
+
+def spectral_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData):
+    """NumPyro model: priors on (u, log_scale, log_f_sys, poly), Gaussian likelihood as a factor."""
+    u, log_scale, log_f_sys, coeffs = _prior_sites(setup)
+    theta = setup.theta_from_u(u)
+    if setup.priors:
+        numpyro.factor("informative_prior", _informative_logprior(setup, theta))
     flux, sigma = spectrum_and_sigma(theta)
     numpyro.factor("loglike", log_likelihood(flux, sigma, data, log_scale, jnp.exp(log_f_sys), coeffs))
+
+
+def prior_model(setup: FitSetup):
+    """The sample sites of :func:`spectral_model` alone (its prior less the informative factors)."""
+    _prior_sites(setup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +145,10 @@ class FlatModel:
 
     logdensity(z) -> scalar (log posterior up to a constant, Jacobian included);
     constrain(z) -> {site: constrained value}; theta(z) -> [dim] physical parameters;
-    unravel(z) -> unconstrained dict; n_z: length of z.
+    unravel(z) -> unconstrained dict; n_z: length of z.  For samplers that need the split
+    (nested sampling): ``logprior(z)`` is the box/nuisance prior in z (Jacobian included,
+    normalised, sampled exactly by :func:`prior_draws`) and ``loglikelihood(z)`` the data
+    term plus any informative prior factors, so ``logprior + loglikelihood == logdensity``.
     """
 
     logdensity: Callable
@@ -136,6 +157,8 @@ class FlatModel:
     n_z: int
     setup: FitSetup
     site_shapes: tuple
+    logprior: Callable | None = None
+    loglikelihood: Callable | None = None
 
     def theta(self, z):
         return self.setup.theta_from_u(self.constrain(z)["u"])
@@ -176,8 +199,30 @@ def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: Likelihoo
             out["poly"] = p["poly"]
         return out
 
+    def logprior(z):
+        return -potential_energy(prior_model, (setup,), {}, unravel(z))
+
+    def loglikelihood(z):
+        c = constrain(z)
+        theta = setup.theta_from_u(c["u"])
+        flux, sigma = spectrum_and_sigma(theta)
+        return (log_likelihood(flux, sigma, data, c["log_scale"], jnp.exp(c["log_f_sys"]), c.get("poly"))
+                + _informative_logprior(setup, theta))
+
     shapes = tuple((k, tuple(np.shape(v))) for k, v in template.items())
-    return FlatModel(logdensity, constrain, unravel, int(flat0.size), setup, shapes)
+    return FlatModel(logdensity, constrain, unravel, int(flat0.size), setup, shapes, logprior, loglikelihood)
+
+
+def prior_draws(fm: FlatModel, rng_key, n: int):
+    """``n`` exact draws from ``fm.logprior`` as flat z vectors [n, n_z] (pure)."""
+    s = fm.setup
+    ks = jax.random.split(rng_key, 4)
+    parts = {"u": jax.scipy.special.logit(jax.random.uniform(ks[0], (n, s.n_free), minval=1e-12, maxval=1.0)),
+             "log_scale": s.log_scale_sd * jax.random.normal(ks[1], (n,)),
+             "log_f_sys": jax.scipy.special.logit(jax.random.uniform(ks[2], (n,), minval=1e-12, maxval=1.0))}
+    if s.n_poly:
+        parts["poly"] = s.poly_sd * jax.random.normal(ks[3], (n, s.n_poly))
+    return jax.vmap(lambda p: ravel_pytree(p)[0])(parts)  # the flat layout of ``unravel``
 
 
 def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):

@@ -11,6 +11,10 @@ name               algorithm
                    tuner and diagonal preconditioning, vmapped over chains
 ``emcee``          emcee affine-invariant ensemble (stretch move), the original pipeline's
                    sampler, with a vectorised jitted log density; walkers count as chains
+``blackjax-nss``   BlackJAX nested slice sampling (Yallup, Kroupa & Handley 2026) for the
+                   evidence: ``num_chains`` independent runs from the prior (no MAP, no
+                   preconditioning), each resampled to ``num_samples`` equal-weight draws;
+                   needs the prior / likelihood split (:func:`run_nested`)
 =================  ==========================================================================
 
 Every sampler returns :class:`SamplerRun`: unconstrained draws ``[chains, draws, n_z]``,
@@ -30,7 +34,7 @@ import numpy as np
 
 from lumina_jax.errors import UserError
 
-SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee")
+SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee", "blackjax-nss")
 DENSE_MAX_DIM = 40
 
 
@@ -55,6 +59,11 @@ class SamplerConfig:
     emcee_walkers: int = 0  # 0: max(32, 2 n_z + 2)
     emcee_steps: int = 0  # 0: 10 x (num_warmup + num_samples)
     emcee_thin: int = 0  # 0: keep <= num_samples draws per walker
+    ns_live: int = 300  # nested sampling: live points per run
+    ns_delete: int = 0  # particles replaced per NS step (0: ns_live // 10)
+    ns_inner_steps: int = 0  # slice steps per new particle (0: 3 n_z)
+    ns_dlogz: float = 0.05  # stop when log(Z_dead + Z_live) - log(Z_dead) < ns_dlogz
+    ns_max_steps: int = 100_000  # cap on NS steps per run (a run that hits it is reported)
     precondition: bool = True  # sample x with z = z_map + L x, L L^T = (-Hessian at the MAP)^-1
     init_scale: float = 1.0  # chains start at x ~ N(0, init_scale^2) (Laplace draws when preconditioned)
     progress: bool = False
@@ -139,6 +148,8 @@ def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
 
 def run_sampler(cfg: SamplerConfig, logdensity: Callable, init: jnp.ndarray) -> SamplerRun:
     """Run ``cfg.name`` on ``logdensity`` from ``init`` [chains, n_z] (emcee: ball centre = init[0])."""
+    if cfg.name == "blackjax-nss":
+        raise UserError("blackjax-nss needs the prior / likelihood split: use run_nested (run_fit does)")
     fn = {"nuts": _numpyro, "hmc": _numpyro, "blackjax-nuts": _blackjax_nuts,
           "blackjax-mclmc": _blackjax_mclmc, "emcee": _emcee}[cfg.name]
     return fn(cfg, logdensity, jnp.asarray(init))
@@ -286,3 +297,76 @@ def _emcee(cfg, logdensity, init):
     info = {"walkers": nw, "steps": n_steps, "burn": n_burn, "thin": thin,
             "acceptance": float(np.mean(sampler.acceptance_fraction))}
     return SamplerRun(cfg.name, chain, lp, np.zeros(lp.shape, bool), nw * n_steps, t1 - t0, t2 - t1, info)
+
+
+# ------------------------------------------------------------------- nested sampling
+def run_nested(cfg: SamplerConfig, logprior: Callable, loglikelihood: Callable, prior_draws: Callable,
+               log: Callable[[str], None] = lambda s: None) -> SamplerRun:
+    """BlackJAX nested slice sampling: ``cfg.num_chains`` independent runs.
+
+    ``logprior(z)`` must be the normalised density that ``prior_draws(key, n) -> [n, n_z]``
+    samples exactly; ``loglikelihood(z)`` the rest of the log posterior.  Each run starts
+    from ``cfg.ns_live`` prior draws, replaces ``ns_delete`` particles per step with
+    ``ns_inner_steps`` hit-and-run slice moves shaped by the live-point covariance, and
+    stops when the live points could add less than ``ns_dlogz`` to log Z.  Its dead + live
+    points are importance-weighted (``blackjax.ns.utils``: log Z with its Monte-Carlo
+    spread over simulated prior volumes) and resampled to ``cfg.num_samples`` equal-weight
+    draws, so the runs act as chains for R-hat.  ``info``: per-run log Z and its sd, the
+    Kish ESS of the weights, NS steps; ``n_grad`` counts likelihood evaluations."""
+    from blackjax.ns.utils import finalise, log_weights
+
+    import blackjax
+
+    key = jax.random.PRNGKey(cfg.seed)
+    z0 = prior_draws(jax.random.PRNGKey(cfg.seed + 1), 1)
+    n_z = int(z0.shape[-1])
+    n_delete = cfg.ns_delete or max(1, cfg.ns_live // 10)
+    inner = cfg.ns_inner_steps or 3 * n_z
+    algo = blackjax.nss(logprior, loglikelihood, num_inner_steps=inner, num_delete=n_delete)
+    step = jax.jit(algo.step)
+    init = jax.jit(algo.init)
+    draws, lds, runs = [], [], []
+    n_evals = 0
+    t0 = time.perf_counter()
+    for c in range(cfg.num_chains):
+        key, k_init, k_w, k_s = jax.random.split(key, 4)
+        state = init(prior_draws(k_init, cfg.ns_live))
+        dead, n_steps, capped = [], 0, False
+        while True:
+            key, k = jax.random.split(key)
+            state, info = step(k, state)
+            dead.append(info)
+            n_steps += 1
+            integ = state.integrator
+            lz, lz_live = float(integ.logZ), float(integ.logZ_live)
+            if np.logaddexp(lz, lz_live) - lz < cfg.ns_dlogz:
+                break
+            if n_steps >= cfg.ns_max_steps:
+                capped = True
+                break
+            if n_steps % 200 == 0:
+                log(f"nested sampling run {c + 1}/{cfg.num_chains}: {n_steps} steps, log Z ~ "
+                    f"{np.logaddexp(lz, lz_live):.2f} (live part {lz_live - np.logaddexp(lz, lz_live):.2f})")
+        fin = finalise(state, dead)
+        lw = log_weights(k_w, fin, shape=100)  # [n_points, 100 simulated volume sequences]
+        log_z = jax.scipy.special.logsumexp(lw, axis=0)
+        w = jnp.exp(lw.mean(axis=-1) - jax.scipy.special.logsumexp(lw.mean(axis=-1)))
+        ess_kish = float(1.0 / jnp.sum(w**2))
+        idx = jax.random.choice(k_s, w.shape[0], (cfg.num_samples,), p=w, replace=True)
+        pos = fin.particles.position[idx]
+        draws.append(np.asarray(pos))
+        lds.append(np.asarray(fin.particles.logdensity[idx] + fin.particles.loglikelihood[idx]))
+        ui = jax.tree.map(np.asarray, fin.update_info)
+        n_evals += cfg.ns_live + int(np.sum(ui.num_expansions) + np.sum(ui.num_shrink) + ui.num_shrink.size)
+        runs.append({"log_evidence": float(log_z.mean()), "log_evidence_sd": float(log_z.std()),
+                     "ess_kish": ess_kish, "ns_steps": n_steps, "dead_points": int(w.shape[0]), "capped": capped})
+        log(f"nested sampling run {c + 1}/{cfg.num_chains}: log Z = {runs[-1]['log_evidence']:.3f} "
+            f"+- {runs[-1]['log_evidence_sd']:.3f}, Kish ESS {ess_kish:.0f}, {n_steps} steps")
+    t1 = time.perf_counter()
+    lzs = np.array([r["log_evidence"] for r in runs])
+    info = {"runs": runs, "log_evidence": float(np.log(np.mean(np.exp(lzs - lzs.max()))) + lzs.max()),
+            "log_evidence_sd": float(np.sqrt(np.mean([r["log_evidence_sd"] ** 2 for r in runs]) / len(runs)
+                                             + (np.var(lzs, ddof=1) / len(runs) if len(runs) > 1 else 0.0))),
+            "live_points": cfg.ns_live, "num_delete": n_delete, "inner_steps": inner}
+    pos = np.stack(draws)
+    return SamplerRun(cfg.name, pos, np.stack(lds), np.zeros(pos.shape[:2], bool), n_evals, 0.0, t1 - t0, info)
