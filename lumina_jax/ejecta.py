@@ -188,6 +188,28 @@ def _shell_weights(space: ParameterSpace, p: dict, v_lo, v_hi):
     return _volume_weights(v_lo, v_hi, jnp.asarray(edges))
 
 
+def stage1_composition_in_zones(values: dict, space: ParameterSpace) -> dict[str, float]:
+    """The stage-1 layered composition (core / Si wall / outer, ``STAGE1_ZONE_DEFAULTS``) of the
+    stage-1 parameters ``values`` expressed as ``space``'s zone parameters.
+
+    Each zone of ``space`` (velocity-anchored, ``parametrisation: full``) takes the
+    volume-weighted mean of the stage-1 layers over its velocity range, i.e. the same
+    composition the stage-1 model puts there (up to the averaging within a zone).  Used to
+    express the SN 2011fe-like stage-1 mock in the stage-2 / stage-3 parameters.
+    Returns ``{"X_<species>_z<k>": value}``.
+    """
+    z = space.zones
+    if z is None or space.parametrisation != "full":
+        raise ValueError("stage1_composition_in_zones needs a zoned space with parametrisation 'full'")
+    p = {n: float(v) for n, v in values.items()}
+    layers = np.asarray(_stage1_zone_matrix({k: jnp.asarray(v) for k, v in p.items()}))  # [3, 8]
+    edges1 = jnp.asarray([0.0, p["v_core"], max(p["v_wall"], p["v_core"]), 1e9])
+    lo, hi = jnp.asarray(z.edges[:-1], dtype=jnp.float64), jnp.asarray(z.edges[1:], dtype=jnp.float64)
+    w = np.asarray(_volume_weights(lo, hi, edges1))  # [n_zones, 3]
+    comp = w @ layers
+    return {space.zone_param_name(sp, k): float(comp[k, j]) for k in range(z.n) for j, sp in enumerate(ZONE_SPECIES)}
+
+
 # ------------------------------------------------------------------------- ejecta
 def build_ejecta(theta, space: ParameterSpace) -> Ejecta:
     """Parameter vector ``[dim]`` (physical units) -> :class:`Ejecta`.

@@ -348,6 +348,12 @@ def pipeline(
     lumina_bin: Optional[Path] = typer.Option(None, "--lumina-bin"),
     lumina_ref: Optional[Path] = typer.Option(None, "--lumina-ref"),
     train_config: Optional[Path] = typer.Option(None, "--train-config", help="Emulator training YAML."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: the training config)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience (epochs)."),
+    synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="Synthesizer settings of the synth "
+                                                "campaigns (default configs/synth_campaign.yaml, as the shipped "
+                                                "stage-1 emulator)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Synth models per batched call."),
     allow_unconverged: bool = typer.Option(False, "--allow-unconverged"),
 ) -> None:
     """generate -> train -> infer for each stage, each stage seeded by the previous result; resumable."""
@@ -356,7 +362,9 @@ def pipeline(
     opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,
                            sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, 0.8, None, True),
                            lumina_bin=lumina_bin, lumina_ref=lumina_ref, train_config=train_config,
-                           allow_unconverged=allow_unconverged)
+                           allow_unconverged=allow_unconverged, batch_size=batch_size,
+                           **({"synth_config": synth_config} if synth_config else {}),
+                           epochs=epochs, patience=patience)
     run_pipeline(opts, log=typer.echo)
 
 

@@ -22,6 +22,25 @@ from lumina_jax.inference.observed import load_observation, observation_from_mod
 from lumina_jax.inference.samplers import SamplerConfig
 
 
+def mock_parameters(mock_cfg: dict, stage: int, space, log: Callable[[str], None] = print) -> dict:
+    """The mock's true parameters for ``stage``: ``mock.stage{N}`` of the inference config, or
+    for stages 2 and 3 without one, the stage-1 mock expressed in the stage's zones (its
+    layered composition volume-averaged over each zone, :func:`lumina_jax.ejecta.stage1_composition_in_zones`)."""
+    key = f"stage{stage}"
+    if key in mock_cfg:
+        return dict(mock_cfg[key])
+    if stage == 1 or "stage1" not in mock_cfg or space.zones is None or space.parametrisation != "full":
+        raise UserError(f"no mock parameters for stage {stage} in the inference config; pass --observed")
+    from lumina_jax.ejecta import stage1_composition_in_zones
+
+    m1 = dict(mock_cfg["stage1"])
+    out = {n: v for n, v in m1.items() if n in space.names}
+    out.update(stage1_composition_in_zones(m1, space))
+    log(f"mock: the stage-1 SN 2011fe-like parameters with their composition expressed in the {space.zones.n} "
+        f"stage-{stage} zones")
+    return out
+
+
 def get_emulator(path):
     """``lumina_jax.emulator.load_emulator(path)`` (lazy import; clear error when missing)."""
     try:
@@ -115,16 +134,21 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     wave = np.asarray(emulator.wavelength, float)
     if req.observed is None:
         mk = cfg["mock"]
-        key = f"stage{req.stage}"
-        if key not in mk:
-            raise UserError(f"no mock parameters for stage {req.stage} in the inference config; pass --observed")
         synth = synthesizer or get_synthesizer(space)
         base = setup.base_theta()
-        truth_vec = space.from_dict(mk[key], fill=dict(zip(space.names, base)))
-        for n, v in zip(space.names, truth_vec):
-            i = space.index(n)
-            if not space.lows[i] <= v <= space.highs[i]:
-                raise UserError(f"mock parameter {n} = {v:g} lies outside the sampling box")
+        truth_vec = space.from_dict(mock_parameters(mk, req.stage, space, log=log),
+                                    fill=dict(zip(space.names, base)))
+        for i, n in enumerate(space.names):
+            if n in setup.free and not space.lows[i] <= truth_vec[i] <= space.highs[i]:
+                if req.stage == 1 or f"stage{req.stage}" in mk:
+                    raise UserError(f"mock parameter {n} = {truth_vec[i]:g} lies outside the sampling box")
+        if req.stage > 1 and f"stage{req.stage}" not in mk:
+            clipped = [n for i, n in enumerate(space.names) if n in setup.free
+                       and not space.lows[i] <= truth_vec[i] <= space.highs[i]]
+            truth_vec = np.clip(truth_vec, space.lows, space.highs)
+            if clipped:
+                log(f"mock: {len(clipped)} projected parameters lay outside the relaxed box and were clipped "
+                    f"to it: {', '.join(clipped[:8])}{' ...' if len(clipped) > 8 else ''}")
         w_s, l_s = synth.spectrum(truth_vec)
         noise = mk.get("noise_frac", 0.02) if req.mock_noise is None else req.mock_noise
         window = req.window or (tuple(mk["window"]) if mk.get("window") else None)

@@ -21,6 +21,7 @@ from typing import Callable
 
 from lumina_jax.errors import UserError
 from lumina_jax.inference.samplers import SamplerConfig
+from lumina_jax.params import CONFIG_DIR
 
 
 @dataclasses.dataclass
@@ -35,6 +36,10 @@ class PipelineOptions:
     lumina_ref: Path | None = None
     train_config: Path | None = None
     allow_unconverged: bool = False
+    synth_config: Path | None = CONFIG_DIR / "synth_campaign.yaml"  # the shipped stage-1 emulator's setting
+    batch_size: int = 32  # synth models per batched call (32 suits a CPU)
+    epochs: int | None = None  # training overrides (None: the training config's)
+    patience: int | None = None
 
 
 def parse_stages(text: str) -> list[int]:
@@ -100,9 +105,15 @@ def _generate(opts: PipelineOptions, stage: int, store: Path, prev: Path | None)
         from runners.campaign import GenerateOptions, generate
     except ImportError as exc:
         raise UserError(f"the campaign runner (runners.campaign) is not available: {exc}") from None
+    synth_config = None
+    if opts.backend == "synth" and opts.synth_config is not None:
+        synth_config = str(opts.synth_config)
+        if not Path(synth_config).is_file():
+            raise UserError(f"synthesizer config not found: {synth_config}")
     generate(GenerateOptions(stage=stage, out=store, backend=opts.backend, n_models=None if store.exists() else
                              opts.n_models, resume=store.exists(), from_dir=prev, seed=opts.sampler.seed,
-                             lumina_bin=opts.lumina_bin, lumina_ref=opts.lumina_ref))
+                             lumina_bin=opts.lumina_bin, lumina_ref=opts.lumina_ref, synth_config=synth_config,
+                             batch_size=opts.batch_size, checkpoint_every=200))
 
 
 def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
@@ -111,6 +122,10 @@ def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
     args = ["train", "--data", str(store), "--out", str(ckpt)]
     if opts.train_config:
         args += ["--config", str(opts.train_config)]
+    if opts.epochs:
+        args += ["--epochs", str(opts.epochs)]
+    if opts.patience:
+        args += ["--patience", str(opts.patience)]
     rc = app(args, standalone_mode=False)
     if isinstance(rc, int) and rc != 0:
         raise UserError(f"training the stage-{stage} emulator failed (exit {rc})")

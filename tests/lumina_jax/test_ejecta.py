@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from lumina_jax.ejecta import DAY, build_ejecta, ni56_decay, renormalise
+from lumina_jax.ejecta import DAY, build_ejecta, ni56_decay, renormalise, stage1_composition_in_zones
 from lumina_jax.params import ELEMENTS, load_space
 
 SPACES = {1: load_space(1), 2: load_space(2), 3: load_space(3), "3k": load_space(3, parametrisation="knots")}
@@ -151,3 +151,20 @@ def test_jit_vmap_grad(key):
     # a stage-1 gradient with respect to v_core is non-zero: zones respond smoothly
     if key == 1:
         assert np.any(np.abs(np.asarray(grads)[:, space.index("v_core")]) > 0)
+
+
+def test_stage1_composition_in_zones_is_the_volume_average_of_the_layers():
+    """Stage-2 zones (edges 7000, 10000, ..., 25000 km/s) of a stage-1 layered model with
+    v_core = 12000 and v_wall = 16000: a zone inside one layer takes its values, the zone
+    10000-13000 the volume (v^3) weighted mix of core and wall."""
+    s2 = load_space(2)
+    p = {"v_core": 12000.0, "v_wall": 16000.0, "X_Fe_core": 0.4, "X_Si_wall": 0.5, "X_Fe_wall": 0.05,
+         "X_Ni": 0.15, "X_Fe_outer": 0.01}
+    z = stage1_composition_in_zones(p, s2)
+    assert len(z) == 6 * 8 and all(n in s2.names for n in z)
+    assert z["X_Fe_z0"] == pytest.approx(0.4) and z["X_Si_z2"] == pytest.approx(0.5)
+    assert z["X_Fe_z5"] == pytest.approx(0.01) and z["X_Ni_z3"] == pytest.approx(0.15)
+    w_core = (12.0**3 - 10.0**3) / (13.0**3 - 10.0**3)
+    assert z["X_Fe_z1"] == pytest.approx(w_core * 0.4 + (1 - w_core) * 0.05)
+    with pytest.raises(ValueError):
+        stage1_composition_in_zones(p, load_space(1))
