@@ -13,7 +13,11 @@ Modules (import them directly; nothing heavy is imported here):
 See docs/box3d.md.
 """
 
-import jax
+from lumina_jax._runtime import configure_xla_cpu  # XLA:CPU flags before the backend starts
+
+configure_xla_cpu()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -4,9 +4,16 @@ Physics runs in float64 (Boltzmann and Saha factors span > 300 decades and the
 Sobolev optical depths of weak lines underflow float32), so importing the package
 enables ``jax_enable_x64``.  Machine-learning code (the emulator) casts its arrays
 to float32 explicitly, where that precision is enough.
+
+Before JAX starts its backend, the package sets one XLA:CPU flag that avoids a deadlock of
+jaxlib 0.10's CPU runtime (see ``lumina_jax._runtime``).
 """
 
-import jax
+from lumina_jax._runtime import configure_xla_cpu
+
+configure_xla_cpu()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
