@@ -126,6 +126,10 @@ def report(
               f" / {100 * m['max_spectrum_fractional_error']:.3f} %")
     t.add_row("rms asinh residual", f"{m['rms_asinh_residual']:.4f}")
     t.add_row("fraction within 1 sigma (target 0.6-0.75)", f"{m['fraction_within_1sigma']:.3f}")
+    t.add_row("per-model sigma: rank corr. (predicted, actual error)", f"{m['sigma_error_rank_correlation']:.3f}")
+    t.add_row("per-spectrum RMS(residual/sigma): median / p95", f"{m['per_spectrum_rms_z_median']:.2f} / "
+              f"{m['per_spectrum_rms_z_p95']:.2f}")
+    t.add_row("spectra with RMS(residual/sigma) > 2", f"{m['fraction_spectra_rms_z_above_2']:.3f}")
     t.add_row("fraction within 2 sigma (Gaussian 0.954)", f"{m['fraction_within_2sigma']:.3f}")
     for name, v in m["feature_windows_fractional_error"].items():
         t.add_row(f"  {name}", f"{100 * v:.3f} %")

@@ -41,6 +41,10 @@ class EmulatorNet(nn.Module):
         n_out: number of PCA coefficients predicted.
         n_wave: wavelength bins of the sigma output.
         n_sigma: number of learned wavelength basis functions of ``log_sigma``.
+        sigma_hidden: widths of a separate SiLU MLP from ``x`` to the ``n_sigma`` basis
+            coefficients (empty: a linear read-out of the trunk's last hidden layer, the
+            format-1 head).  The separate network is what the post-hoc refit on held-out
+            residuals trains (``_training.refit_sigma``).
         log_sigma_init: initial ``log_sigma`` (asinh units).
     """
 
@@ -48,6 +52,7 @@ class EmulatorNet(nn.Module):
     n_out: int
     n_wave: int
     n_sigma: int = 16
+    sigma_hidden: tuple[int, ...] = ()
     log_sigma_init: float = float(np.log(0.02))
 
     @nn.compact
@@ -61,7 +66,13 @@ class EmulatorNet(nn.Module):
         # In training the sigma head reads the trunk's features without training them (the mean
         # prediction is fitted by the squared-error loss alone); the stop-gradient must not be
         # applied at inference, where it would drop d sigma / d theta through the trunk.
-        a = nn.Dense(self.n_sigma, name="sigma_head")(jax.lax.stop_gradient(h) if detach_sigma_features else h)
+        if self.sigma_hidden:
+            g = x
+            for i, width in enumerate(self.sigma_hidden):
+                g = nn.silu(nn.Dense(width, name=f"sigma_dense_{i}")(g))
+            a = nn.Dense(self.n_sigma, name="sigma_head", kernel_init=nn.initializers.normal(1e-2))(g)
+        else:
+            a = nn.Dense(self.n_sigma, name="sigma_head")(jax.lax.stop_gradient(h) if detach_sigma_features else h)
         basis = self.param("sigma_basis", nn.initializers.normal(1e-2), (self.n_sigma, self.n_wave))
         offset = self.param("sigma_offset", nn.initializers.constant(self.log_sigma_init), (self.n_wave,))
         log_sigma = offset + a @ basis
@@ -76,6 +87,7 @@ class EmulatorSettings:
     n_components: int = 64
     n_sigma: int = 16
     preprocess: PreprocessConfig = PreprocessConfig()
+    sigma_hidden: tuple[int, ...] = ()
 
     @property
     def n_wave(self) -> int:
@@ -83,16 +95,17 @@ class EmulatorSettings:
 
     def net(self) -> EmulatorNet:
         return EmulatorNet(hidden=tuple(self.hidden), n_out=self.n_components, n_wave=self.n_wave,
-                           n_sigma=self.n_sigma)
+                           n_sigma=self.n_sigma, sigma_hidden=tuple(self.sigma_hidden))
 
     def to_dict(self) -> dict:
         return {"hidden": list(self.hidden), "n_components": self.n_components, "n_sigma": self.n_sigma,
-                "preprocess": self.preprocess.to_dict()}
+                "sigma_hidden": list(self.sigma_hidden), "preprocess": self.preprocess.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmulatorSettings":
         return cls(hidden=tuple(int(x) for x in d["hidden"]), n_components=int(d["n_components"]),
-                   n_sigma=int(d["n_sigma"]), preprocess=PreprocessConfig.from_dict(d["preprocess"]))
+                   n_sigma=int(d["n_sigma"]), preprocess=PreprocessConfig.from_dict(d["preprocess"]),
+                   sigma_hidden=tuple(int(x) for x in d.get("sigma_hidden", ())))
 
 
 @jax.tree_util.register_pytree_node_class

@@ -7,7 +7,12 @@ parameters were neither trained on nor used for validation/calibration):
   all bins and spectra (the acceptance figure), median and 95th percentile of the per-spectrum
   mean, per-wavelength mean, the worst bins;
 * calibration: fraction of residuals within 1 and 2 predicted sigma (a Gaussian gives 0.683 and
-  0.954).
+  0.954);
+* sigma per model (what inference needs: a sigma that is right on average but too small for
+  the models the emulator gets worst makes those posteriors overconfident): the Spearman rank
+  correlation between each spectrum's RMS predicted sigma and its RMS actual error (both
+  fractional), and the 50th / 95th percentiles of the per-spectrum RMS of residual / sigma
+  (1 for a well-calibrated sigma), with the fraction of spectra where that RMS exceeds 2.
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ def evaluate(emu: Emulator, theta, flux_true, *, window=(3300.0, 9700.0), n_wors
         if sel.any():
             feats[name] = float(fe[:, sel].mean())
     asinh_res = np.arcsinh(fp / emu.settings.preprocess.softening) - np.arcsinh(ft / emu.settings.preprocess.softening)
+    from scipy.stats import spearmanr
+
+    rms_err = np.sqrt(np.mean(fe**2, axis=1))
+    rms_sig = np.sqrt(np.mean((sp / np.maximum(np.abs(ft), 1e-6)) ** 2, axis=1))
+    rms_z = np.sqrt(np.mean(z**2, axis=1))
+    rank_corr = float(spearmanr(rms_sig, rms_err).statistic) if theta.shape[0] > 2 else float("nan")
     return {
         "n_spectra": int(theta.shape[0]),
         "window": [float(window[0]), float(window[1])],
@@ -66,6 +77,10 @@ def evaluate(emu: Emulator, theta, flux_true, *, window=(3300.0, 9700.0), n_wors
         "fraction_within_1sigma": float(np.mean(z <= 1.0)),
         "fraction_within_2sigma": float(np.mean(z <= 2.0)),
         "median_sigma_over_flux": float(np.median(sp / np.maximum(np.abs(ft), 1e-6))),
+        "sigma_error_rank_correlation": rank_corr,
+        "per_spectrum_rms_z_median": float(np.median(rms_z)),
+        "per_spectrum_rms_z_p95": float(np.quantile(rms_z, 0.95)),
+        "fraction_spectra_rms_z_above_2": float(np.mean(rms_z > 2.0)),
         "feature_windows_fractional_error": feats,
         "worst_bins": [{"wavelength": float(wlm[i]), "mean_fractional_error": float(per_wl[i])} for i in worst],
         "wavelength": wlm.tolist(),

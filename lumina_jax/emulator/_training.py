@@ -23,8 +23,16 @@ Because ``d`` is in asinh units, ``|d|`` ~ fractional flux error where F >~ 0.1.
 Optimiser: AdamW with linear warm-up then cosine decay (optax), global-norm clipping; the
 epoch is one jitted ``lax.scan`` over shuffled mini-batches.  Early stopping on the validation
 value of ``L_pca + feature_weight * L_feature`` with ``patience`` epochs; the best weights are
-kept.  Finally one scale ``s`` of the predicted sigma is fitted on the validation set: ``s`` is
-the ``calibration_target`` quantile (0.6827) of ``|F_true - F_pred| / sigma_F`` over the bins in
+kept.
+
+Sigma on held-out residuals: residuals on the training set are smaller than on unseen models
+and vary differently with theta (the net over-fits where data are dense), so a sigma head
+fitted to them only learns an average level.  With ``sigma_hidden`` set (default [64, 64]),
+the sigma head is a separate small MLP of theta, and after the mean fit it is *refitted*
+(``sigma_refit_steps`` full-batch Adam steps, everything else frozen) by the Gaussian NLL of
+the residuals of one half of the validation set, early-stopped on the other half.  Finally one
+scale ``s`` of the predicted sigma is fitted on that second half: ``s`` is the
+``calibration_target`` quantile (0.6827) of ``|F_true - F_pred| / sigma_F`` over the bins in
 ``calibration_window`` (3300-9700 Å), so held-out residuals fall within 1 sigma at that rate.
 """
 
@@ -58,6 +66,9 @@ class TrainConfig:
 
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
     n_sigma: int = 16
+    sigma_hidden: tuple[int, ...] = (64, 64)
+    sigma_refit_steps: int = 3000
+    sigma_refit_lr: float = 3e-3
     pca_variance: float = 0.999
     pca_max_rms: float | None = 0.002
     n_components: int | None = None
@@ -85,6 +96,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["sigma_hidden"] = list(self.sigma_hidden)
         return d
 
 
@@ -121,14 +133,17 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
     try:
         if "hidden" in flat:
             flat["hidden"] = tuple(int(x) for x in flat["hidden"])
+        if "sigma_hidden" in flat:
+            flat["sigma_hidden"] = tuple(int(x) for x in (flat["sigma_hidden"] or ()))
         if "calibration_window" in flat:
             flat["calibration_window"] = tuple(float(x) for x in flat["calibration_window"])
         for k in ("n_sigma", "max_components", "seed", "batch_size", "max_epochs", "patience", "warmup_epochs",
-                  "error_rank"):
+                  "error_rank", "sigma_refit_steps"):
             if k in flat:
                 flat[k] = int(flat[k])
         for k in ("pca_variance", "val_fraction", "test_fraction", "learning_rate", "end_lr_factor",
-                  "weight_decay", "grad_clip", "feature_weight", "pca_floor", "sigma_weight", "calibration_target", "error_variance"):
+                  "weight_decay", "grad_clip", "feature_weight", "pca_floor", "sigma_weight", "calibration_target", "error_variance",
+                  "sigma_refit_lr"):
             if k in flat:
                 flat[k] = float(flat[k])
         if flat.get("n_components") is not None:
@@ -158,6 +173,8 @@ def _validate(cfg: TrainConfig, path) -> None:
         bad("learning_rate must be > 0")
     if not 0.5 < cfg.calibration_target < 1:
         bad("calibration_target must be in (0.5, 1)")
+    if min(cfg.sigma_hidden, default=1) < 1 or cfg.sigma_refit_steps < 0 or not cfg.sigma_refit_lr > 0:
+        bad("sigma_hidden widths must be positive, sigma_refit_steps >= 0 and sigma_refit_lr > 0")
     if cfg.error_rank < 0 or not 0 < cfg.error_variance <= 1:
         bad("error_rank must be >= 0 (0: no error correlation) and error_variance in (0, 1]")
 
@@ -264,7 +281,7 @@ def train_emulator(
                   n_components=cfg.n_components, max_components=cfg.max_components)
     K = pca.components.shape[0]
     settings = EmulatorSettings(hidden=tuple(cfg.hidden), n_components=K, n_sigma=cfg.n_sigma,
-                                preprocess=cfg.preprocess)
+                                preprocess=cfg.preprocess, sigma_hidden=tuple(cfg.sigma_hidden))
     key = jax.random.PRNGKey(cfg.seed)
     key, k_init = jax.random.split(key)
     emu0 = init_emulator(space, settings, k_init, pca=pca)
@@ -339,18 +356,27 @@ def train_emulator(
         if epoch - best[1] >= cfg.patience:
             break
     params = best[2]
+    # ---- sigma from held-out residuals: refit on one half of the validation set, stop on the other
+    va_fit, va_cal = va, va
+    refit = {"steps": 0}
+    if cfg.sigma_hidden and cfg.sigma_refit_steps > 0 and va.size >= 4:
+        va_fit, va_cal = va[: va.size // 2], va[va.size // 2:]
+        params, refit = refit_sigma(net, params, X, Y, consts, va_fit, va_cal, steps=cfg.sigma_refit_steps,
+                                    lr=cfg.sigma_refit_lr)
     emu = dataclasses.replace(emu0, weights=params)
 
-    # ---- calibrate sigma on the validation set (flux space, calibration window)
+    # ---- calibrate sigma on (the held-back half of) the validation set (flux space, calibration window)
     cal = within(prep.grid, [cfg.calibration_window])
     f_pred, s_pred = jax.jit(jax.vmap(emu.spectrum_and_sigma))(jnp.asarray(data.theta[va]))
-    ratio = np.abs(data.flux[va] - np.asarray(f_pred, np.float64))[:, cal] / np.asarray(s_pred, np.float64)[:, cal]
+    f_pred, s_pred = np.asarray(f_pred, np.float64), np.asarray(s_pred, np.float64)
+    in_cal = np.isin(va, va_cal)
+    ratio = np.abs(data.flux[va] - f_pred)[in_cal][:, cal] / s_pred[in_cal][:, cal]
     s_cal = float(np.quantile(ratio, cfg.calibration_target))
     emu = dataclasses.replace(emu, sigma_scale=jnp.float32(s_cal))
     # ---- correlation of the emulator error in wavelength (validation residuals / calibrated sigma)
     err_basis = None
     if cfg.error_rank > 0 and va.size >= 2:
-        norm_res = (data.flux[va] - np.asarray(f_pred, np.float64)) / (s_cal * np.asarray(s_pred, np.float64))
+        norm_res = (data.flux[va] - f_pred) / (s_cal * s_pred)
         err_basis = error_correlation_basis(norm_res, max_rank=cfg.error_rank, variance=cfg.error_variance)
         emu = dataclasses.replace(emu, error_basis=jnp.asarray(err_basis))
     frac_err_val = float(np.mean(np.abs(data.flux[va] - np.asarray(f_pred))[:, cal] / np.abs(data.flux[va][:, cal])))
@@ -371,6 +397,7 @@ def train_emulator(
         "best_epoch": best[1],
         "best_val_loss": float(best[0]),
         "sigma_scale": s_cal,
+        "sigma_refit": refit,
         "error_basis_rank": 0 if err_basis is None else int(err_basis.shape[1]),
         "val_mean_fractional_error": frac_err_val,
         "train_seconds": round(hist.seconds, 1),
@@ -379,3 +406,59 @@ def train_emulator(
     emu = dataclasses.replace(emu, metadata_json=json.dumps(meta))
     seen = theta_hashes(data.theta[np.concatenate([tr, va])])
     return emu, hist, seen
+
+
+def refit_sigma(net, params, X, Y, consts, fit_idx, stop_idx, *, steps: int = 3000, lr: float = 3e-3):
+    """Refit the separate sigma network (``sigma_dense_*``, ``sigma_head``) on held-out
+    residuals; everything else, the sigma wavelength basis included, stays frozen.
+
+    Minimises the Gaussian NLL ``mean(log sigma + d^2 / (2 sigma^2))`` (asinh units, all bins)
+    of the residuals ``d = Y - y_pred`` of the models ``fit_idx`` by full-batch Adam, keeping
+    the parameters with the lowest NLL on ``stop_idx``.  Returns (params, info)."""
+    _, comps_scaled, mean, _, _ = consts
+    # only the theta-dependent part (the sigma MLP and its read-out): the wavelength basis and the
+    # per-bin offset (1601 + n_sigma x 1601 numbers) stay as trained on the full training set --
+    # refitted on a few thousand (in tests: tens of) spectra they over-fit and the NLL of the
+    # other half diverges.
+    is_sigma = lambda path: any(str(getattr(k, "key", k)).startswith(("sigma_dense", "sigma_head"))  # noqa: E731
+                                for k in path)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    mask = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [is_sigma(p) for p, _ in flat])
+
+    def residual(idx):
+        z, _ = net.apply(params, X[idx])
+        return Y[idx] - (mean + z @ comps_scaled)
+
+    d_fit, d_stop = residual(jnp.asarray(fit_idx)), residual(jnp.asarray(stop_idx))
+    x_fit, x_stop = X[jnp.asarray(fit_idx)], X[jnp.asarray(stop_idx)]
+
+    def nll(p, x, d):
+        _, log_sigma = net.apply(p, x)
+        return jnp.mean(log_sigma + 0.5 * d**2 * jnp.exp(-2.0 * log_sigma))
+
+    tx = optax.masked(optax.adam(lr), mask)
+    opt = tx.init(params)
+
+    @jax.jit
+    def run(p, o):
+        def step(c, _):
+            p, o = c
+            g = jax.grad(nll)(p, x_fit, d_fit)
+            g = jax.tree.map(lambda gi, m: gi if m else jnp.zeros_like(gi), g, mask)
+            upd, o = tx.update(g, o, p)
+            p = optax.apply_updates(p, upd)
+            return (p, o), None
+
+        (p, o), _ = jax.lax.scan(step, (p, o), None, length=100)
+        return p, o, nll(p, x_stop, d_stop)
+
+    nll0 = float(nll(params, x_stop, d_stop))
+    best = (nll0, 0, params)
+    p, o = params, opt
+    for k in range(1, max(1, steps // 100) + 1):
+        p, o, v = run(p, o)
+        v = float(v)
+        if v < best[0]:
+            best = (v, 100 * k, p)
+    return best[2], {"steps": int(best[1]), "nll_stop_before": nll0, "nll_stop_after": float(best[0]),
+                     "n_fit": int(len(fit_idx)), "n_stop": int(len(stop_idx))}
