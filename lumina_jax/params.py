@@ -261,16 +261,26 @@ class ParameterSpace:
             if s > budget
         ]
 
+    def ordering_margins(self, theta):
+        """Velocity-ordering margins ``[..., m]`` in km/s (pure JAX; all > 0 when consistent):
+        ``v_break - v_inner``, ``v_outer - v_break`` and, where the layered composition is
+        active, ``v_wall - v_core`` and ``v_outer - v_wall``.  ``m`` may be 0."""
+        import jax.numpy as jnp
+
+        theta = jnp.asarray(theta)
+        col = {n: theta[..., i] for i, n in enumerate(self.names)}
+        out = []
+        if "v_break" in col and "v_inner" in col:
+            out += [col["v_break"] - col["v_inner"], self.ejecta.v_outer - col["v_break"]]
+        if "v_core" in col and "v_core" not in self.inactive:
+            out += [col["v_wall"] - col["v_core"], self.ejecta.v_outer - col["v_wall"]]
+        return jnp.stack(out, axis=-1) if out else jnp.zeros(theta.shape[:-1] + (0,), theta.dtype)
+
     def valid_mask(self, thetas) -> np.ndarray:
         """Vectorised ordering check ``[n, dim] -> bool[n]`` (for design rejection)."""
         thetas = np.atleast_2d(np.asarray(thetas, dtype=float))
         ok = np.all(np.isfinite(thetas), axis=1)
-        col = {n: thetas[:, i] for i, n in enumerate(self.names)}
-        v_out = self.ejecta.v_outer
-        ok &= (col["v_inner"] < col["v_break"]) & (col["v_break"] < v_out)
-        if "v_core" not in self.inactive:
-            ok &= (col["v_core"] < col["v_wall"]) & (col["v_wall"] < v_out)
-        return ok
+        return ok & np.all(np.asarray(self.ordering_margins(thetas)) > 0, axis=1)
 
     # --------------------------------------------------------------- new bounds
     def with_bounds(self, lows: Sequence[float], highs: Sequence[float]) -> "ParameterSpace":

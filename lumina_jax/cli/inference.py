@@ -189,7 +189,9 @@ def check_coverage(
     if emu.space.stage != stage:
         raise UserError(f"the emulator checkpoint is for stage {emu.space.stage}, not stage {stage}")
     lk = cfg["likelihood"]
-    setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]))
+    setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
+                       log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
+                       ordering_softness=float(lk["ordering_softness"]))
     if simulator == "synth":
         synth = _SYNTH_OVERRIDE or api.get_synthesizer(emu.space)
         simulate = synth.spectrum
@@ -271,7 +273,7 @@ def _load_fit(results_dir, checkpoint):
     space = _space_of(summary, emu)
     lk = summary["likelihood"]
     setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
-                       f_sys_range=tuple(lk["f_sys_range"]))
+                       f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)))
     obs = idata.observed_data
     wave = np.asarray(idata.constant_data["wavelength"])
     # the fit's emulator-error model, from what its summary recorded

@@ -127,7 +127,8 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     priors = dict(cfg["priors"])
     priors.update(req.priors)
     setup = make_setup(space, fixed=fixed, priors=priors, n_poly=lk["n_poly"] if req.n_poly is None else req.n_poly,
-                       f_sys_range=tuple(lk["f_sys_range"]), log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"])
+                       f_sys_range=tuple(lk["f_sys_range"]), log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
+                       ordering_softness=float(lk["ordering_softness"]))
     oc = cfg["observed"]
     truth = None
     meta = {"checkpoint": str(ckpt) if ckpt else "(in-memory emulator)"}

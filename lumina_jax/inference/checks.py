@@ -33,6 +33,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
              on_record: Callable[[list], None] | None = None) -> dict:
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``.
 
+    Truths are drawn by :func:`injection_draws` (the box with valid velocity orderings).
     Each injection is fitted exactly like ``lumina-jax infer`` (:func:`lumina_jax.inference.fit.run_fit`:
     multi-start MAP, Laplace preconditioning, ``sampler``; default NumPyro NUTS with 4 chains
     x (300 warm-up + 300 draws)), one after the other, with ``log`` progress after each.
@@ -48,12 +49,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     from lumina_jax.inference.fit import run_fit
 
     sampler = sampler or SamplerConfig(num_chains=4, num_warmup=300, num_samples=300)
-    rng = np.random.default_rng(seed)
-    base = setup.base_theta()
-    idx = setup.free_index
-    u_true = rng.uniform(0.02, 0.98, size=(n_injections, setup.n_free))
-    thetas = np.repeat(base[None], n_injections, 0)
-    thetas[:, idx] = setup.space.lower[idx] + u_true * (setup.space.upper[idx] - setup.space.lower[idx])
+    thetas, u_true = injection_draws(setup, n_injections, seed)
     records = list(done or [])
     for r in records:  # a resumed run must be the same injections
         if r["index"] >= n_injections or not np.allclose(r["u_true"], u_true[r["index"]]):
@@ -108,6 +104,32 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
             out[f"mean_{key}_converged"] = float(inside[ok].mean()) if ok.any() else None
     out["injections"] = records
     return out
+
+
+def injection_draws(setup: FitSetup, n: int, seed: int, margin: float = 0.02):
+    """``n`` truths from the prior the emulator was trained on: uniform in the box (``u`` in
+    ``[margin, 1 - margin]``), velocity orderings valid (the campaigns reject the others, a
+    quarter of the stage-1 box).  Returns (thetas [n, dim], u_true [n, n_free])."""
+    rng = np.random.default_rng(seed)
+    base = setup.base_theta()
+    idx = setup.free_index
+    lo, hi = setup.space.lower[idx], setup.space.upper[idx]
+    us, got = [], 0
+    for _ in range(1000):
+        u = rng.uniform(margin, 1 - margin, size=(max(4 * n, 64), setup.n_free))
+        th = np.repeat(base[None], u.shape[0], 0)
+        th[:, idx] = lo + u * (hi - lo)
+        ok = setup.space.valid_mask(th)
+        us.append(u[ok])
+        got += int(ok.sum())
+        if got >= n:
+            break
+    else:
+        raise ValueError("could not draw valid injections: the velocity orderings exclude almost all of the box")
+    u_true = np.concatenate(us)[:n]
+    thetas = np.repeat(base[None], n, 0)
+    thetas[:, idx] = lo + u_true * (hi - lo)
+    return thetas, u_true
 
 
 def _one_observation(theta, simulate, emulator, noise_frac, seed, window):

@@ -76,6 +76,9 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
         raise UserError(f"{path}: likelihood.stride must be an integer in 1..50, got {lk['stride']!r}")
     if lk["emulator_rank"] is not None and not (isinstance(lk["emulator_rank"], int) and lk["emulator_rank"] >= 1):
         raise UserError(f"{path}: likelihood.emulator_rank must be a positive integer or null")
+    lk.setdefault("ordering_softness", 200.0)
+    if not (isinstance(lk["ordering_softness"], (int, float)) and lk["ordering_softness"] >= 0):
+        raise UserError(f"{path}: likelihood.ordering_softness must be >= 0 km/s (0: off)")
     lk.setdefault("emulator_error", "correlated")
     if lk["emulator_error"] not in EMULATOR_ERROR_MODES:
         raise UserError(f"{path}: likelihood.emulator_error must be one of {', '.join(EMULATOR_ERROR_MODES)}, "

@@ -10,7 +10,12 @@ Latent sites (all samplers see the same unconstrained vector ``z``):
 - ``poly`` [K]: Legendre warp coefficients, Normal(0, ``poly_sd``) (absent when K = 0).
 
 Optional informative priors ``{name: (mean, sd)}`` in physical units multiply the uniform
-box prior by N(theta; mean, sd) (a truncated normal).  The likelihood is
+box prior by N(theta; mean, sd) (a truncated normal).  Velocity orderings the forward model
+needs (``v_inner < v_break < v_outer``, ``v_core < v_wall < v_outer`` where active; the
+training campaigns reject the rest, so the emulator was never trained there -- a quarter of
+the stage-1 box) are imposed by a soft wall ``sum log sigmoid(margin / ordering_softness)``
+(200 km/s, ~2 % of the velocity ranges): smooth for the gradient samplers, and the posterior
+mass left on the wrong side is ~exp(-margin / 200 km/s).  The likelihood is
 :func:`lumina_jax.inference.likelihood.log_likelihood`.
 """
 
@@ -49,6 +54,7 @@ class FitSetup:
     f_sys_range: tuple[float, float] = (1e-3, 0.3)
     log_scale_sd: float = 0.5
     poly_sd: float = 0.1
+    ordering_softness: float = 200.0  # km/s; 0 switches the ordering constraint off
 
     @property
     def free_index(self) -> np.ndarray:
@@ -78,7 +84,8 @@ class FitSetup:
 
 def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] | None = None,
                priors: Mapping[str, tuple[float, float]] | None = None, n_poly: int = 0,
-               f_sys_range=(1e-3, 0.3), log_scale_sd: float = 0.5, poly_sd: float = 0.1) -> FitSetup:
+               f_sys_range=(1e-3, 0.3), log_scale_sd: float = 0.5, poly_sd: float = 0.1,
+               ordering_softness: float = 200.0) -> FitSetup:
     """Validated :class:`FitSetup`.  Inactive names are fixed at ``fixed`` or the box centre."""
     fixed = dict(fixed or {})
     if free is None:
@@ -98,8 +105,11 @@ def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] |
         raise ParameterError(f"f_sys range must satisfy 0 < low < high, got {f_sys_range}")
     if n_poly < 0 or n_poly > 10:
         raise ParameterError(f"n_poly must be in 0..10, got {n_poly}")
+    if ordering_softness < 0:
+        raise ParameterError(f"ordering_softness must be >= 0 km/s, got {ordering_softness}")
     return FitSetup(space, free, tuple(fixed_full.items()), tuple(pri), int(n_poly),
-                    (float(f_sys_range[0]), float(f_sys_range[1])), float(log_scale_sd), float(poly_sd))
+                    (float(f_sys_range[0]), float(f_sys_range[1])), float(log_scale_sd), float(poly_sd),
+                    float(ordering_softness))
 
 
 def _prior_sites(setup: FitSetup):
@@ -114,22 +124,28 @@ def _prior_sites(setup: FitSetup):
     return u, log_scale, log_f_sys, coeffs
 
 
-def _informative_logprior(setup: FitSetup, theta):
-    """Sum of the informative Gaussian prior log densities at ``theta`` [dim] (0 without any)."""
-    if not setup.priors:
-        return jnp.zeros(())
-    idx = jnp.array([setup.space.index(n) for n, _, _ in setup.priors])
-    mu = jnp.array([m for _, m, _ in setup.priors])
-    sd = jnp.array([s for _, _, s in setup.priors])
-    return jnp.sum(dist.Normal(mu, sd).log_prob(theta[idx]))
+def _constraint_logprior(setup: FitSetup, theta):
+    """Log prior factors beyond the box at ``theta`` [dim]: the informative Gaussian priors and
+    the soft velocity-ordering wall (0 without either)."""
+    out = jnp.zeros(())
+    if setup.priors:
+        idx = jnp.array([setup.space.index(n) for n, _, _ in setup.priors])
+        mu = jnp.array([m for _, m, _ in setup.priors])
+        sd = jnp.array([s for _, _, s in setup.priors])
+        out = out + jnp.sum(dist.Normal(mu, sd).log_prob(theta[idx]))
+    if setup.ordering_softness > 0:
+        margins = setup.space.ordering_margins(theta)
+        if margins.shape[-1]:
+            out = out + jnp.sum(jax.nn.log_sigmoid(margins / setup.ordering_softness))
+    return out
 
 
 def spectral_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData):
     """NumPyro model: priors on (u, log_scale, log_f_sys, poly), Gaussian likelihood as a factor."""
     u, log_scale, log_f_sys, coeffs = _prior_sites(setup)
     theta = setup.theta_from_u(u)
-    if setup.priors:
-        numpyro.factor("informative_prior", _informative_logprior(setup, theta))
+    if setup.priors or setup.ordering_softness > 0:
+        numpyro.factor("constraint_prior", _constraint_logprior(setup, theta))
     flux, sigma = spectrum_and_sigma(theta)
     numpyro.factor("loglike", log_likelihood(flux, sigma, data, log_scale, jnp.exp(log_f_sys), coeffs))
 
@@ -148,7 +164,8 @@ class FlatModel:
     unravel(z) -> unconstrained dict; n_z: length of z.  For samplers that need the split
     (nested sampling): ``logprior(z)`` is the box/nuisance prior in z (Jacobian included,
     normalised, sampled exactly by :func:`prior_draws`) and ``loglikelihood(z)`` the data
-    term plus any informative prior factors, so ``logprior + loglikelihood == logdensity``.
+    term plus the informative-prior and ordering factors, so ``logprior + loglikelihood ==
+    logdensity`` (the evidence is then that of the box prior times those factors).
     """
 
     logdensity: Callable
@@ -207,7 +224,7 @@ def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: Likelihoo
         theta = setup.theta_from_u(c["u"])
         flux, sigma = spectrum_and_sigma(theta)
         return (log_likelihood(flux, sigma, data, c["log_scale"], jnp.exp(c["log_f_sys"]), c.get("poly"))
-                + _informative_logprior(setup, theta))
+                + _constraint_logprior(setup, theta))
 
     shapes = tuple((k, tuple(np.shape(v))) for k, v in template.items())
     return FlatModel(logdensity, constrain, unravel, int(flat0.size), setup, shapes, logprior, loglikelihood)

@@ -324,3 +324,40 @@ def test_woodbury_custom_gradient_equals_dense_autodiff():
         np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-7, atol=1e-9 * float(jnp.max(jnp.abs(gb))))
     gv = jax.vmap(jax.grad(wood))(jnp.stack([r, 2 * r]), jnp.stack([ws, ws]), jnp.stack([d, d]))
     np.testing.assert_allclose(np.asarray(gv[1]), np.asarray(jax.grad(dense)(2 * r, ws, d)), rtol=1e-7)
+
+
+def test_ordering_constraint_is_a_soft_wall_of_the_stated_width():
+    """Stage 1: the prior factor is sum log sigmoid(margin / 200 km/s) over v_break - v_inner,
+    v_outer - v_break, v_wall - v_core, v_outer - v_wall (hand computation), ~0 inside and
+    falling linearly (1 nat per 200 km/s) past a wall; valid_mask agrees on the sign."""
+    sp = load_space(1)
+    setup = M.make_setup(sp)
+    th = 0.5 * (sp.lower + sp.upper)
+    d = dict(zip(sp.names, th))
+    margins = np.array([d["v_break"] - d["v_inner"], 25000 - d["v_break"], d["v_wall"] - d["v_core"],
+                        25000 - d["v_wall"]])
+    np.testing.assert_allclose(np.asarray(sp.ordering_margins(th)), margins)
+    expected = np.sum(-np.logaddexp(0.0, -margins / 200.0))
+    np.testing.assert_allclose(float(M._constraint_logprior(setup, jnp.asarray(th))), expected, rtol=1e-12)
+    bad = th.copy()
+    bad[sp.index("v_break")] = d["v_inner"] - 2000.0  # 2000 km/s on the wrong side
+    assert not sp.valid_mask(bad[None])[0] and sp.valid_mask(th[None])[0]
+    drop = float(M._constraint_logprior(setup, jnp.asarray(th)) - M._constraint_logprior(setup, jnp.asarray(bad)))
+    assert 9.9 < drop < 10.2
+    off = M.make_setup(sp, ordering_softness=0.0)
+    assert float(M._constraint_logprior(off, jnp.asarray(bad))) == 0.0
+    # stages 2/3: v_core / v_wall are inactive, only the density break is constrained
+    assert np.asarray(load_space(2).ordering_margins(0.5 * (load_space(2).lower + load_space(2).upper))).shape == (2,)
+
+
+def test_injection_draws_respect_the_orderings_and_fill_the_box():
+    from lumina_jax.inference.checks import injection_draws
+
+    sp = load_space(1)
+    setup = M.make_setup(sp)
+    th, u = injection_draws(setup, 400, seed=1)
+    assert th.shape == (400, 15) and np.all(sp.valid_mask(th))
+    assert np.all((u >= 0.02) & (u <= 0.98))
+    # parameters outside the orderings stay uniform; v_inner is pushed down by v_inner < v_break
+    i_l, i_v = setup.free.index("log_L"), setup.free.index("v_inner")
+    assert abs(u[:, i_l].mean() - 0.5) < 0.05 and u[:, i_v].mean() < 0.47
