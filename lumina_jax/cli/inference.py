@@ -168,6 +168,8 @@ def check_coverage(
     simulator: str = typer.Option("synth", "--simulator", help="synth (default) or emulator (self-consistency)."),
     out: Optional[Path] = typer.Option(None, "--out", help="JSON file written after every injection; an existing "
                                        "file from the same settings is resumed."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: per-parameter coverage and the P-P plot of the "
+                                        "truths' posterior quantiles."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Injection-recovery: prior draws simulated by the synthesizer, inferred with the emulator.
@@ -234,6 +236,9 @@ def check_coverage(
     res["settings"] = settings
     res["complete"] = True
     save(None, res)
+    if plot is not None:
+        checks.plot_coverage(res, list(setup.free), plot)
+        log(f"plot: {plot}")
     if json_out:
         typer.echo(json.dumps(res, indent=1))
     else:

@@ -67,9 +67,12 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         emu_error = s["likelihood"]["emulator_error"]
         tr = s["truth_recovery"]["per_parameter"]
         d = s["diagnostics"]
+        draws = fit.draws_theta[..., setup.free_index].reshape(-1, setup.n_free)
         rec = {"index": int(i), "u_true": u_true[i].tolist(), "max_rhat": float(d["max_rhat"]),
                "divergent_fraction": float(d["divergent_fraction"]),
                "in68": [bool(tr[n]["in68"]) for n in setup.free], "in95": [bool(tr[n]["in95"]) for n in setup.free],
+               # posterior quantile of the truth per parameter: uniform on [0, 1] for calibrated posteriors
+               "truth_quantile": np.mean(draws < thetas[i][setup.free_index], axis=0).tolist(),
                "f_sys_median": float(s["intervals"]["f_sys"]["median"])}
         records.append(rec)
         if on_record is not None:
@@ -104,6 +107,46 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
             out[f"mean_{key}_converged"] = float(inside[ok].mean()) if ok.any() else None
     out["injections"] = records
     return out
+
+
+def plot_coverage(res: dict, names, path) -> None:
+    """Per-parameter coverage with binomial error bars, and the P-P plot of the truths'
+    posterior quantiles (on the diagonal for calibrated posteriors; an S-shape means too
+    narrow, a reversed S too wide)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = res["n_injections"]
+    fig, ax = plt.subplots(1, 2, figsize=(13, 5), constrained_layout=True, gridspec_kw={"width_ratios": [1.6, 1]})
+    x = np.arange(len(names))
+    for k, (key, lev, c) in enumerate((("in68", 0.68, "C0"), ("in95", 0.95, "C1"))):
+        v = np.array([res["per_parameter"][m][key] for m in names])
+        err = np.sqrt(lev * (1 - lev) / n)
+        ax[0].errorbar(x + 0.15 * (2 * k - 1), v, yerr=np.sqrt(np.maximum(v * (1 - v), 1e-4) / n), fmt="o", color=c,
+                       label=f"{int(lev * 100)} % intervals (mean {res[f'mean_{key}']:.3f})")
+        ax[0].axhspan(lev - 2 * err, lev + 2 * err, color=c, alpha=0.12)
+    ax[0].set_xticks(x, names, rotation=60, ha="right")
+    ax[0].set_ylim(0, 1.02)
+    ax[0].set_ylabel("fraction of injections containing the truth")
+    ax[0].set_title(f"coverage over {n} injections (bands: nominal +- 2 binomial sd)")
+    ax[0].legend(loc="lower left")
+    q = np.array([r["truth_quantile"] for r in res["injections"] if "truth_quantile" in r])
+    grid = np.linspace(0, 1, 101)
+    if q.size:
+        for j in range(q.shape[1]):
+            ax[1].plot(grid, np.mean(q[:, j][:, None] <= grid[None], axis=0), color="0.6", lw=0.8)
+        ax[1].plot(grid, np.mean(q.ravel()[:, None] <= grid[None], axis=0), color="k", lw=2, label="all parameters")
+    band = 2 * np.sqrt(grid * (1 - grid) / max(len(q), 1))
+    ax[1].fill_between(grid, grid - band, grid + band, color="C2", alpha=0.2, label="uniform +- 2 sd (one parameter)")
+    ax[1].plot(grid, grid, color="C2", lw=1)
+    ax[1].set_xlabel("posterior quantile of the truth")
+    ax[1].set_ylabel("empirical CDF")
+    ax[1].set_title("P-P plot")
+    ax[1].legend(loc="upper left")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def injection_draws(setup: FitSetup, n: int, seed: int, margin: float = 0.02):

@@ -99,7 +99,25 @@ def test_coverage_resumes_and_covers_truths_when_emulator_is_the_physics():
     assert 7 / 18 <= full["mean_in68"] <= 17 / 18
     assert full["mean_in95"] >= 14 / 18
     assert full["max_rhat_median"] < 1.05
+    # the truth's posterior quantile agrees with the interval membership (same draws)
+    for r in full["injections"]:
+        q = np.asarray(r["truth_quantile"])
+        inside = (q > 0.16 + 0.01) & (q < 0.84 - 0.01)
+        outside = (q < 0.16 - 0.01) | (q > 0.84 + 0.01)
+        assert np.all(np.asarray(r["in68"])[inside]) and not np.any(np.asarray(r["in68"])[outside])
     resumed = checks.coverage(setup, emu, synth.spectrum, done=saved[2], **kw)
     assert resumed["injections"][3:] == full["injections"][3:]
     with pytest.raises(ValueError, match="other settings"):
         checks.coverage(setup, emu, synth.spectrum, done=saved[2], **{**kw, "seed": 4})
+
+
+def test_coverage_plot_is_written(tmp_path):
+    """The coverage / P-P plot from a result dict (made-up uniform truth quantiles)."""
+    names = ["a", "b"]
+    n = 20
+    q = (np.arange(n) + 0.5) / n
+    res = {"n_injections": n, "mean_in68": 0.7, "mean_in95": 0.95,
+           "per_parameter": {m: {"in68": 0.7, "in95": 0.95} for m in names},
+           "injections": [{"truth_quantile": [float(v), float(1 - v)]} for v in q]}
+    checks.plot_coverage(res, names, tmp_path / "cov.png")
+    assert (tmp_path / "cov.png").stat().st_size > 10_000
