@@ -121,6 +121,8 @@ def report(
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("mean fractional error", f"{100 * m['mean_fractional_error']:.3f} %")
+    t.add_row(f"  same, denominator floored at {m['flux_floor']:g} ({100 * m['fraction_bins_below_floor']:.2f} % of bins below)",
+              f"{100 * m['mean_fractional_error_floored']:.3f} %")
     t.add_row("median / p95 / max per-spectrum error",
               f"{100 * m['median_spectrum_fractional_error']:.3f} / {100 * m['p95_spectrum_fractional_error']:.3f}"
               f" / {100 * m['max_spectrum_fractional_error']:.3f} %")

@@ -253,6 +253,15 @@ def test_toy_training_reaches_stated_accuracy(toy_store, tmp_path):
     m = evaluate(emu, prep.theta[te], prep.flux[te])
     assert m["mean_fractional_error"] < 0.03, m["mean_fractional_error"]
     assert 0.55 <= m["fraction_within_1sigma"] <= 0.80, m["fraction_within_1sigma"]
+    # floored denominator, recomputed by hand from the emulator's own prediction
+    wl = np.asarray(emu.wavelength)
+    w = (wl >= 3300.0) & (wl <= 9700.0)
+    fp = np.asarray(jax.vmap(emu.spectrum)(jnp.asarray(prep.theta[te])))[:, w]
+    ft = np.asarray(prep.flux[te])[:, w]
+    hand = np.mean(np.abs(fp - ft) / np.maximum(np.abs(ft), 0.05))
+    np.testing.assert_allclose(m["mean_fractional_error_floored"], hand, rtol=1e-4)
+    assert m["mean_fractional_error_floored"] <= m["mean_fractional_error"] + 1e-12
+    assert m["fraction_bins_below_floor"] == pytest.approx(np.mean(np.abs(ft) < 0.05))
     save_emulator(emu, tmp_path / "toy_emu.h5", seen_hashes=seen)
 
 
