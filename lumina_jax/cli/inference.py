@@ -170,13 +170,19 @@ def check_coverage(
                                        "file from the same settings is resumed."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: per-parameter coverage and the P-P plot of the "
                                         "truths' posterior quantiles."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/M: fit only injections i with i %% M == K (run M "
+                                        "shards in parallel, each with its own --out, then --merge them)."),
+    merge: list[Path] = typer.Option([], "--merge", help="Coverage files of shards of this run (same settings) "
+                                     "whose injections count as done; repeatable."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Injection-recovery: prior draws simulated by the synthesizer, inferred with the emulator.
 
     Every injection is fitted exactly like `lumina-jax infer` (multi-start MAP, Laplace
     preconditioning, NUTS); the output is the fraction of 68 % / 95 % intervals that contain
-    the truth, per parameter and on average.  With --out the run can be interrupted and resumed."""
+    the truth, per parameter and on average.  With --out the run can be interrupted and resumed.
+    On several cores: `--shard 0/2 --out a.json` and `--shard 1/2 --out b.json` in parallel,
+    then `--merge a.json --merge b.json --out all.json` for the full report."""
     from lumina_jax.inference import api, checks
     from lumina_jax.inference.config import default_checkpoint, load_inference_config
     from lumina_jax.inference.model import make_setup
@@ -185,6 +191,15 @@ def check_coverage(
 
     if n < 1 or map_starts < 1:
         raise UserError("--n and --map-starts must be >= 1")
+    shard_km = None
+    if shard is not None:
+        try:
+            k_s, m_s = (int(x) for x in shard.split("/"))
+        except ValueError:
+            raise UserError(f"--shard must look like K/M (e.g. 0/2), got {shard!r}") from None
+        if not (m_s >= 1 and 0 <= k_s < m_s):
+            raise UserError(f"--shard K/M needs 0 <= K < M, got {shard!r}")
+        shard_km = (k_s, m_s)
     scfg = SamplerConfig(name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed)
     cfg = load_inference_config()
     emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
@@ -207,16 +222,30 @@ def check_coverage(
     settings = {"stage": stage, "n": n, "noise": noise, "sampler": sampler, "warmup": warmup, "samples": samples,
                 "chains": chains, "map_starts": map_starts, "seed": seed, "simulator": simulator,
                 "checkpoint": str(checkpoint or default_checkpoint(stage))}
-    done = []
-    if out is not None and out.exists():
+
+    def read_coverage(path):
         try:
-            prev = json.loads(out.read_text())
+            return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{out} exists but is not a coverage file ({e}); remove it or choose another --out")
+            raise UserError(f"{path} is not a readable coverage file ({e})") from None
+
+    done, emu_error_prev = [], None
+    for path in merge:
+        prev = read_coverage(path)
+        other = {k: v for k, v in (prev.get("settings") or {}).items() if k != "shard"}
+        if other != settings:
+            raise UserError(f"--merge {path} holds a run with other settings {prev.get('settings')}")
+        new = [r for r in prev.get("injections", []) if r["index"] not in {d["index"] for d in done}]
+        done += new
+        emu_error_prev = emu_error_prev or prev.get("emulator_error")
+        log(f"merged {path}: {len(new)} injections")
+    settings["shard"] = shard
+    if out is not None and out.exists():
+        prev = read_coverage(out)
         if prev.get("settings") != settings:
             raise UserError(f"{out} holds a run with other settings {prev.get('settings')}; remove it or choose "
                             "another --out")
-        done = prev.get("injections", [])
+        done += [r for r in prev.get("injections", []) if r["index"] not in {d["index"] for d in done}]
         log(f"resuming {out}: {len(done)}/{n} injections done")
 
     def save(records, final=None):
@@ -231,7 +260,8 @@ def check_coverage(
     res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, sampler=scfg, seed=seed,
                           map_starts=map_starts, emu_basis=emu_basis,
                           corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
-                          log=log, done=done, on_record=save)
+                          log=log, done=done, on_record=save, shard=shard_km)
+    res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["simulator"] = simulator
     res["settings"] = settings
     res["complete"] = True

@@ -30,7 +30,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
              sampler: SamplerConfig | None = None, seed: int = 0, window=None, map_starts: int = 32,
              emu_basis=None, corr_length=None, stride: int = 1, emu_rank: int | None = None,
              log: Callable[[str], None] = lambda s: None, done: list | None = None,
-             on_record: Callable[[list], None] | None = None) -> dict:
+             on_record: Callable[[list], None] | None = None, shard: tuple[int, int] | None = None) -> dict:
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``.
 
     Truths are drawn by :func:`injection_draws` (the box with valid velocity orderings).
@@ -38,7 +38,10 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     multi-start MAP, Laplace preconditioning, ``sampler``; default NumPyro NUTS with 4 chains
     x (300 warm-up + 300 draws)), one after the other, with ``log`` progress after each.
     ``done``: per-injection records of an interrupted run to resume from (``on_record(records)``
-    is called after every injection, e.g. to save them).  ``emu_basis`` / ``corr_length`` /
+    is called after every injection, e.g. to save them).  ``shard=(k, m)``: fit only the
+    injections ``i`` with ``i % m == k`` (the draws are those of the full run, so shards run
+    in parallel and their records, passed together as ``done``, make the full run).
+    ``emu_basis`` / ``corr_length`` /
     ``stride`` / ``emu_rank``: the emulator-error likelihood, as in ``run_fit``.
 
     Returns the fraction of injections whose central 68 % / 95 % intervals (per free
@@ -54,7 +57,10 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     for r in records:  # a resumed run must be the same injections
         if r["index"] >= n_injections or not np.allclose(r["u_true"], u_true[r["index"]]):
             raise ValueError("the records to resume from were made with other settings (seed / n / stage)")
-    todo = [i for i in range(n_injections) if i not in {r["index"] for r in records}]
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard}")
+    mine = [i for i in range(n_injections) if shard is None or i % shard[1] == shard[0]]
+    todo = [i for i in mine if i not in {r["index"] for r in records}]
     emu_error = None
     t0 = time.perf_counter()
     n_done0 = len(records)
@@ -79,17 +85,18 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
             on_record(records)
         n_new = len(records) - n_done0
         el = time.perf_counter() - t0
-        eta = el / n_new * (n_injections - len(records))
+        eta = el / n_new * (len(todo) - n_new)
         run68 = np.mean([r["in68"] for r in records])
         run95 = np.mean([r["in95"] for r in records])
-        log(f"coverage: {len(records)}/{n_injections} injections, {el:.0f} s elapsed, ~{eta:.0f} s left; running "
+        log(f"coverage: {len(records)}/{len(mine)} injections, {el:.0f} s elapsed, ~{eta:.0f} s left; running "
             f"mean in68 {run68:.3f}, in95 {run95:.3f}; this one: max R-hat {rec['max_rhat']:.3f}, "
             f"in68 {np.mean(rec['in68']):.2f}")
 
     records.sort(key=lambda r: r["index"])
     rhats = np.asarray([r["max_rhat"] for r in records])
     multi = sampler.num_chains > 1
-    out = {"n_injections": n_injections, "noise_frac": noise_frac, "emulator_error": emu_error,
+    out = {"n_injections": n_injections, "n_fitted": len(records), "shard": list(shard) if shard else None,
+           "noise_frac": noise_frac, "emulator_error": emu_error,
            "sampler": {**dataclasses.asdict(sampler), "laplace_preconditioned": sampler.precondition,
                        "map_starts": map_starts},
            "per_parameter": {},

@@ -109,6 +109,15 @@ def test_coverage_resumes_and_covers_truths_when_emulator_is_the_physics():
     assert resumed["injections"][3:] == full["injections"][3:]
     with pytest.raises(ValueError, match="other settings"):
         checks.coverage(setup, emu, synth.spectrum, done=saved[2], **{**kw, "seed": 4})
+    # shard 1/2 fits the odd injections only (here: only 5 is left), identical to the full run's;
+    # merged with the even records of the full run it gives the full run's figures without fitting
+    odd = checks.coverage(setup, emu, synth.spectrum, shard=(1, 2), done=full["injections"][1:4:2], **kw)
+    assert [r["index"] for r in odd["injections"]] == [1, 3, 5]
+    assert odd["injections"] == full["injections"][1::2] and odd["n_fitted"] == 3
+    merged = checks.coverage(setup, emu, synth.spectrum, done=full["injections"][0::2] + odd["injections"], **kw)
+    assert merged["injections"] == full["injections"] and merged["mean_in68"] == full["mean_in68"]
+    with pytest.raises(ValueError, match="shard"):
+        checks.coverage(setup, emu, synth.spectrum, shard=(2, 2), **kw)
 
 
 def test_coverage_plot_is_written(tmp_path):

@@ -103,3 +103,27 @@ def test_nested_sampling_run_reports_evidence_and_recovers_mock(tmp_path, toys, 
     assert s["truth_recovery"]["all_in95"], s["truth_recovery"]
     # the nested-sampling posterior is as narrow as NUTS's on the same mock (test above: sd(v) < 100 km/s)
     assert s["intervals"]["v"]["sd"] < 100.0
+
+
+def test_check_coverage_shards_merge_into_the_full_run(tmp_path, toys, monkeypatch, capsys):
+    """`check coverage --shard K/M` runs fit disjoint injections; `--merge` joins them without refitting."""
+    common = ["check", "coverage", "--n", "2", "--chains", "2", "--warmup", "50", "--samples", "50",
+              "--map-starts", "1", "--seed", "1"]
+    for k in (0, 1):
+        code, _, err = _run_cli(common + ["--shard", f"{k}/2", "--out", str(tmp_path / f"s{k}.json")],
+                                monkeypatch, capsys)
+        assert code == 0, err[-800:]
+        part = json.loads((tmp_path / f"s{k}.json").read_text())
+        assert [r["index"] for r in part["injections"]] == [k] and part["settings"]["shard"] == f"{k}/2"
+    code, stdout, err = _run_cli(common + ["--merge", str(tmp_path / "s0.json"), "--merge", str(tmp_path / "s1.json"),
+                                           "--out", str(tmp_path / "all.json"), "--json"], monkeypatch, capsys)
+    assert code == 0, err[-800:]
+    res = json.loads(stdout[stdout.index("{"):])
+    assert [r["index"] for r in res["injections"]] == [0, 1] and res["n_fitted"] == 2
+    parts = [json.loads((tmp_path / f"s{k}.json").read_text())["injections"][0] for k in (0, 1)]
+    assert res["injections"] == parts
+    code, _, err = _run_cli(common + ["--shard", "2/2"], monkeypatch, capsys)
+    assert code == 2 and "0 <= K < M" in err
+    code, _, err = _run_cli(common[:3] + ["3"] + common[4:] + ["--merge", str(tmp_path / "s0.json")],
+                            monkeypatch, capsys)
+    assert code == 2 and "other settings" in err
