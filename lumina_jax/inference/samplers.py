@@ -8,7 +8,9 @@ name               algorithm
 ``hmc``            NumPyro HMC with step-size and mass adaptation, fixed trajectory length
 ``blackjax-nuts``  BlackJAX NUTS with Stan-style window adaptation, vmapped over chains
 ``blackjax-mclmc`` BlackJAX *adjusted* MCLMC (MAMS, Robnik et al. 2025) with its L / step-size
-                   tuner and diagonal preconditioning, vmapped over chains
+                   tuner and diagonal preconditioning, vmapped over chains; the tuner aims at
+                   ~2 leapfrog steps per proposal, so ``mclmc_thin`` (16) proposals make one
+                   kept draw (a gradient budget per draw comparable with NUTS's)
 ``emcee``          emcee affine-invariant ensemble (stretch move), the original pipeline's
                    sampler, with a vectorised jitted log density; walkers count as chains
 ``blackjax-nss``   BlackJAX nested slice sampling (Yallup, Kroupa & Handley 2026) for the
@@ -56,6 +58,7 @@ class SamplerConfig:
     dense_mass: bool | None = None  # None: dense below DENSE_MAX_DIM unconstrained dimensions
     hmc_num_steps: int = 16
     mclmc_target_accept: float = 0.9
+    mclmc_thin: int = 16  # MCLMC proposals per kept draw (its tuner aims at ~2 leapfrog steps per proposal)
     emcee_walkers: int = 0  # 0: max(32, 2 n_z + 2)
     emcee_steps: int = 0  # 0: 10 x (num_warmup + num_samples)
     emcee_thin: int = 0  # 0: keep <= num_samples draws per walker
@@ -73,6 +76,8 @@ class SamplerConfig:
             raise UserError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
         if self.num_chains < 1 or self.num_samples < 10 or self.num_warmup < 0:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
+        if self.mclmc_thin < 1:
+            raise UserError(f"mclmc_thin must be >= 1, got {self.mclmc_thin}")
 
 
 @dataclasses.dataclass
@@ -246,10 +251,13 @@ def _blackjax_mclmc(cfg, logdensity, init):
         def step(st, k):
             st, info = kernel(k, st, logdensity, step_size=params.step_size,
                               inverse_mass_matrix=params.inverse_mass_matrix, integration_steps_params=(avg,))
-            return st, (st.position, st.logdensity, info.is_divergent, info.num_integration_steps,
-                        info.acceptance_rate)
+            return st, (info.is_divergent, info.num_integration_steps, info.acceptance_rate)
 
-        _, out = jax.lax.scan(step, state, jax.random.split(key, cfg.num_samples))
+        def draw(st, k):  # mclmc_thin proposals, keep the last state
+            st, (dv, ns, ac) = jax.lax.scan(step, st, jax.random.split(k, cfg.mclmc_thin))
+            return st, (st.position, st.logdensity, jnp.any(dv), jnp.sum(ns), jnp.mean(ac))
+
+        _, out = jax.lax.scan(draw, state, jax.random.split(key, cfg.num_samples))
         return out
 
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), init.shape[0] * 2).reshape(2, init.shape[0], 2)
@@ -258,8 +266,9 @@ def _blackjax_mclmc(cfg, logdensity, init):
     t1 = time.perf_counter()
     pos, ld, div, nsteps, acc = jax.block_until_ready(jax.jit(jax.vmap(sample))(keys[1], state, params))
     t2 = time.perf_counter()
-    info = {"mean_accept": float(jnp.mean(acc)), "mean_steps": float(jnp.mean(nsteps)),
-            "step_size": np.asarray(params.step_size).tolist(), "L": np.asarray(params.L).tolist()}
+    info = {"mean_accept": float(jnp.mean(acc)), "mean_steps_per_draw": float(jnp.mean(nsteps)),
+            "thin": cfg.mclmc_thin, "step_size": np.asarray(params.step_size).tolist(),
+            "L": np.asarray(params.L).tolist()}
     return SamplerRun(cfg.name, np.asarray(pos), np.asarray(ld), np.asarray(div, bool),
                       int(jnp.sum(n_tune) + jnp.sum(nsteps)), t1 - t0, t2 - t1, info)
 

@@ -1,0 +1,40 @@
+"""Every MCMC sampler behind ``--sampler`` against a correlated Gaussian of known moments."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lumina_jax  # noqa: F401  (float64)
+from lumina_jax.inference import diagnostics as diag
+from lumina_jax.inference.samplers import SamplerConfig, run_sampler
+
+MU = np.array([1.0, -2.0, 0.5, 3.0])
+SD = np.array([0.5, 2.0, 1.0, 3.0])
+CORR = np.array([[1.0, 0.6, 0.0, 0.0], [0.6, 1.0, -0.3, 0.0], [0.0, -0.3, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+COV = CORR * SD[:, None] * SD[None, :]
+PREC = np.linalg.inv(COV)
+
+
+def logdensity(z):
+    d = z - jnp.asarray(MU)
+    return -0.5 * d @ jnp.asarray(PREC) @ d
+
+
+@pytest.mark.parametrize("name", ["nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee"])
+def test_sampler_recovers_a_correlated_gaussian(name):
+    """Not preconditioned (scales 0.5-3, correlations 0.6 / -0.3): the draws' mean within
+    0.3 sd and sd within 20 % of the truth, the correlation within 0.2, R-hat < 1.05 on
+    unthinned chains of ESS >~ 100 (Monte-Carlo error of the mean ~ 0.1 sd)."""
+    cfg = SamplerConfig(name=name, num_chains=2, num_warmup=300, num_samples=400, seed=4)
+    init = jnp.asarray(MU) + 0.5 * jax.random.normal(jax.random.PRNGKey(0), (2, 4))
+    run = run_sampler(cfg, logdensity, init)
+    assert run.positions.ndim == 3 and run.positions.shape[2] == 4 and run.n_grad > 0
+    x = run.positions.reshape(-1, 4)
+    np.testing.assert_array_less(np.abs(x.mean(0) - MU) / SD, 0.3)
+    np.testing.assert_allclose(x.std(0), SD, rtol=0.2)
+    assert abs(np.corrcoef(x.T)[0, 1] - 0.6) < 0.2
+    d = diag.summarize_run(run, [f"z{i}" for i in range(4)], run.positions)
+    assert d["max_rhat"] < 1.05, d["max_rhat"]
