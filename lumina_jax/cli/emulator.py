@@ -152,3 +152,65 @@ def report(
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.add_typer(emulator_app, name="emulator")
+
+
+@emulator_app.command("calibrate")
+def calibrate(
+    checkpoint: Path = typer.Argument(..., help="emulator checkpoint (updated in place)"),
+    data: list[Path] = typer.Option(..., "--data", help="the campaign store(s) it was trained on, in the same order"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="likelihood bin stride (default: configs/inference.yaml)"),
+    n_max: int = typer.Option(2000, "--n-max", help="validation models used at most"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="compute and print, do not write the checkpoint"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Calibrate the emulator-error covariance the likelihood uses, on the validation models.
+
+    The factor makes the error's projection onto the parameter directions consistent with
+    the error model (projected chi-square; lumina_jax.inference.calibration) and is stored as
+    `error_cov_scale` in the checkpoint; `infer` and `check` apply it (likelihood.emulator_error_scale)."""
+    import numpy as np
+
+    from lumina_jax.emulator import load_emulator, prepare_spectra, theta_hashes
+    from lumina_jax.emulator._checkpoint import read_seen_hashes, write_error_cov_scale
+    from lumina_jax.emulator._data import load_training_sets
+    from lumina_jax.emulator._training import split_indices
+    from lumina_jax.inference.calibration import projected_error_scale
+    from lumina_jax.inference.config import load_inference_config
+    from lumina_jax.inference.model import make_setup
+    from lumina_jax.preprocess import Preprocessor
+
+    emu = load_emulator(checkpoint)
+    if emu.error_basis is None:
+        raise UserError(f"{checkpoint} carries no error correlation basis; retrain it first")
+    meta = json.loads(emu.metadata_json or "{}")
+    tc = meta.get("config") or {}
+    if not {"val_fraction", "test_fraction", "seed"} <= set(tc):
+        raise UserError(f"{checkpoint}: its metadata lacks the training split (val_fraction, test_fraction, seed)")
+    ts = load_training_sets(data)
+    if ts.space.names != emu.space.names:
+        raise UserError(f"the --data stores hold stage-{ts.space.stage} models; {checkpoint} is stage {emu.space.stage}")
+    prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))
+    _, val, _ = split_indices(prep.theta.shape[0], tc["val_fraction"], tc["test_fraction"], tc["seed"])
+    seen = read_seen_hashes(checkpoint)
+    if not np.all(np.isin(theta_hashes(prep.theta[val]), seen)):
+        raise UserError("the validation split of --data is not the one the checkpoint saw: pass the stores it was "
+                        "trained on, in the same order")
+    val = val[:n_max]
+    lk = load_inference_config()["likelihood"]
+    st = int(stride or lk.get("stride", 8))
+    setup = make_setup(emu.space, n_poly=0)
+    idx = setup.free_index
+    widths = (np.asarray(emu.space.upper) - np.asarray(emu.space.lower))[idx]
+    typer.echo(f"projected chi-square of {val.size} validation models (stride {st}) ...", err=True)
+    res = projected_error_scale(emu.spectrum_and_sigma, prep.theta[val], prep.flux[val], emu.wavelength,
+                                emu.error_basis, idx, widths, stride=st, emu_rank=lk.get("emulator_rank"))
+    res["checkpoint"] = str(checkpoint)
+    res["written"] = not dry_run
+    if not dry_run:
+        write_error_cov_scale(checkpoint, res["error_cov_scale"], res)
+    if as_json:
+        typer.echo(json.dumps(res))
+    else:
+        typer.echo(f"error_cov_scale {res['error_cov_scale']:.3f} (median projected chi2 / p = {res['median_q_over_p']:.3f}, "
+                   f"mean {res['mean_q_over_p']:.3f}, p = {res['p']}; per-bin chi2 median {res['chi2_per_bin_median']:.3f}) "
+                   f"from {res['n_models']} validation models" + ("" if dry_run else f"; written to {checkpoint}"))

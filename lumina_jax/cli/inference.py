@@ -166,6 +166,10 @@ def check_coverage(
     map_starts: int = typer.Option(32, "--map-starts", help="Adam starts of the MAP search per injection (as infer)."),
     seed: int = typer.Option(0, "--seed"),
     simulator: str = typer.Option("synth", "--simulator", help="synth (default) or emulator (self-consistency)."),
+    synth_config: Optional[Path] = typer.Option(None, "--synth-config",
+                                                help="synthesizer YAML of the injections (default: "
+                                                "configs/synth_campaign.yaml, the setting the shipped "
+                                                "emulators' training campaigns used)."),
     out: Optional[Path] = typer.Option(None, "--out", help="JSON file written after every injection; an existing "
                                        "file from the same settings is resumed."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: per-parameter coverage and the P-P plot of the "
@@ -210,7 +214,15 @@ def check_coverage(
                        log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
                        ordering_softness=float(lk["ordering_softness"]))
     if simulator == "synth":
-        synth = _SYNTH_OVERRIDE or api.get_synthesizer(emu.space)
+        if _SYNTH_OVERRIDE is not None:
+            synth = _SYNTH_OVERRIDE
+        else:
+            from lumina_jax.params import CONFIG_DIR
+
+            synth_config = synth_config or CONFIG_DIR / "synth_campaign.yaml"
+            if not synth_config.is_file():
+                raise UserError(f"--synth-config {synth_config} does not exist")
+            synth = api.get_synthesizer(emu.space, synth_config)
         simulate = synth.spectrum
     elif simulator == "emulator":
         import numpy as np
@@ -221,6 +233,7 @@ def check_coverage(
     log = (lambda m: typer.echo(m, err=True)) if json_out else typer.echo
     settings = {"stage": stage, "n": n, "noise": noise, "sampler": sampler, "warmup": warmup, "samples": samples,
                 "chains": chains, "map_starts": map_starts, "seed": seed, "simulator": simulator,
+                "synth_config": str(synth_config) if simulator == "synth" else None,
                 "checkpoint": str(checkpoint or default_checkpoint(stage))}
 
     def read_coverage(path):
@@ -260,6 +273,7 @@ def check_coverage(
     res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, sampler=scfg, seed=seed,
                           map_starts=map_starts, emu_basis=emu_basis,
                           corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
+                          emu_var_scale=api.emulator_error_scale(emu, lk, emu_basis, log),
                           log=log, done=done, on_record=save, shard=shard_km)
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["simulator"] = simulator
@@ -317,7 +331,8 @@ def _load_fit(results_dir, checkpoint):
     emu_basis = np.asarray(emu.error_basis, float) if use_basis else None
     data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool),
                                 corr_length=corr, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
-                                emu_rank=lk.get("emulator_rank"))
+                                emu_rank=lk.get("emulator_rank"),
+                                emu_var_scale=float(lk.get("emulator_error_cov_scale") or 1.0) if use_basis else 1.0)
     nb = summary["nuisance_best_fit"]
     nuis = {"log_scale": float(nb["log_scale"]), "f_sys": float(nb["f_sys"])}
     if "poly" in nb:

@@ -77,6 +77,7 @@ def save_emulator(emu: Emulator, path, *, seen_hashes=None) -> Path:
         f.attrs["settings_json"] = json.dumps(emu.settings.to_dict())
         f.attrs["metadata_json"] = emu.metadata_json
         f.attrs["sigma_scale"] = float(emu.sigma_scale)
+        f.attrs["error_cov_scale"] = float(emu.error_cov_scale)
         f.create_dataset("wavelength", data=emu.wavelength)
         g = f.create_group("pca")
         for name, arr in emu.pca._asdict().items():
@@ -134,6 +135,7 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
             sigma_scale = jnp.float32(f.attrs["sigma_scale"])
             meta = str(f.attrs.get("metadata_json", "{}"))
             error_basis = (jnp.asarray(f["error_basis"][...], jnp.float32) if "error_basis" in f else None)
+            cov_scale = float(f.attrs.get("error_cov_scale", 1.0))
     except (KeyError, ValueError, TypeError, OSError) as exc:
         raise DataFileError(f"{path}: corrupt emulator checkpoint ({type(exc).__name__}: {exc})") from None
     if wavelength.shape != settings.preprocess.grid.shape or not np.allclose(wavelength, settings.preprocess.grid):
@@ -143,9 +145,23 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
     if error_basis is not None and (error_basis.ndim != 2 or error_basis.shape[0] != wavelength.size
                                     or not bool(jnp.all(jnp.isfinite(error_basis)))):
         raise DataFileError(f"{path}: emulator error basis {tuple(error_basis.shape)} is malformed")
+    if not (np.isfinite(cov_scale) and cov_scale > 0):
+        raise DataFileError(f"{path}: error_cov_scale {cov_scale} must be a positive number")
     _check_compatible(path, emu_space, stage=stage, space=space)
     return Emulator(space=emu_space, settings=settings, weights=weights, pca=pca, sigma_scale=sigma_scale,
-                    metadata_json=meta, error_basis=error_basis)
+                    metadata_json=meta, error_basis=error_basis, error_cov_scale=cov_scale)
+
+
+def write_error_cov_scale(path, scale: float, info: dict) -> None:
+    """Set the likelihood's emulator-error variance factor of checkpoint ``path`` in place
+    (``error_cov_scale`` attribute, with ``info`` as JSON in ``error_cov_calibration_json``)."""
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"error_cov_scale must be a positive number, got {scale}")
+    with h5py.File(path, "r+") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise DataFileError(f"{path}: not a lumina-jax emulator checkpoint")
+        f.attrs["error_cov_scale"] = float(scale)
+        f.attrs["error_cov_calibration_json"] = json.dumps(info)
 
 
 def _check_compatible(path, emu_space: ParameterSpace, *, stage=None, space=None) -> None:

@@ -127,6 +127,9 @@ class Emulator:
             root of their eigenvalues) of the correlation matrix of the validation residuals
             in units of the calibrated sigma -- the emulator error's correlation in
             wavelength, used by the inference likelihood (see :func:`error_correlation_basis`).
+        error_cov_scale: variance factor of that correlated error model in the likelihood
+            (static float, 1.0 until ``lumina-jax emulator calibrate`` sets it: see
+            :func:`lumina_jax.inference.calibration.projected_error_scale`).
     """
 
     space: ParameterSpace
@@ -136,18 +139,19 @@ class Emulator:
     sigma_scale: Any = 1.0
     metadata_json: str = "{}"
     error_basis: Any = None
+    error_cov_scale: float = 1.0
 
     # ------------------------------------------------------------------ pytree
     def tree_flatten(self):
         return ((self.weights, self.pca, self.sigma_scale, self.error_basis),
-                (self.space, self.settings, self.metadata_json))
+                (self.space, self.settings, self.metadata_json, float(self.error_cov_scale)))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        space, settings, meta = aux
+        space, settings, meta, cov_scale = aux
         weights, pca, sigma_scale, error_basis = children
         return cls(space=space, settings=settings, weights=weights, pca=pca, sigma_scale=sigma_scale,
-                   metadata_json=meta, error_basis=error_basis)
+                   metadata_json=meta, error_basis=error_basis, error_cov_scale=cov_scale)
 
     # ------------------------------------------------------------------ info
     @property

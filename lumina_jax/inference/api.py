@@ -52,13 +52,13 @@ def get_emulator(path):
     return load_emulator(path)
 
 
-def get_synthesizer(space):
-    """``lumina_jax.synth.Synthesizer.default(space)`` (lazy import)."""
+def get_synthesizer(space, config=None):
+    """``lumina_jax.synth.Synthesizer.default(space, config)`` (lazy import; config: YAML path or None)."""
     try:
         from lumina_jax.synth import Synthesizer
     except ImportError as exc:
         raise UserError(f"the synthesizer (lumina_jax.synth) is not available: {exc}") from None
-    return Synthesizer.default(space)
+    return Synthesizer.default(space, config)
 
 
 def emulator_error_model(emulator, lk: dict, log: Callable[[str], None] = print):
@@ -82,6 +82,19 @@ def emulator_error_model(emulator, lk: dict, log: Callable[[str], None] = print)
         return basis, None
     log("emulator error: independent bins (the checkpoint carries no error correlation; retrain to get one)")
     return None, None
+
+
+def emulator_error_scale(emulator, lk: dict, emu_basis, log: Callable[[str], None] = print) -> float:
+    """Variance factor of the correlated emulator-error model: ``likelihood.emulator_error_scale``
+    from the config (a number, or ``checkpoint``, the default: the checkpoint's calibrated
+    ``error_cov_scale``).  1.0 when the likelihood does not use the empirical basis."""
+    if emu_basis is None:
+        return 1.0
+    v = lk.get("emulator_error_scale", "checkpoint")
+    s = float(getattr(emulator, "error_cov_scale", 1.0)) if v == "checkpoint" else float(v)
+    if s != 1.0:
+        log(f"emulator error covariance x {s:.3f} ({'calibrated, from the checkpoint' if v == 'checkpoint' else 'config'})")
+    return s
 
 
 @dataclasses.dataclass
@@ -180,7 +193,7 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
                   rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
                   max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
                   corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
-                  emu_rank=lk.get("emulator_rank"))
+                  emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log))
     out_dir = Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
     write_results(out, out_dir)
     return out, out_dir

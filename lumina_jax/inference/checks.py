@@ -28,7 +28,7 @@ from lumina_jax.inference.samplers import SamplerConfig
 
 def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int = 50, noise_frac: float = 0.02,
              sampler: SamplerConfig | None = None, seed: int = 0, window=None, map_starts: int = 32,
-             emu_basis=None, corr_length=None, stride: int = 1, emu_rank: int | None = None,
+             emu_basis=None, corr_length=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
              log: Callable[[str], None] = lambda s: None, done: list | None = None,
              on_record: Callable[[list], None] | None = None, shard: tuple[int, int] | None = None) -> dict:
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``.
@@ -42,7 +42,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     injections ``i`` with ``i % m == k`` (the draws are those of the full run, so shards run
     in parallel and their records, passed together as ``done``, make the full run).
     ``emu_basis`` / ``corr_length`` /
-    ``stride`` / ``emu_rank``: the emulator-error likelihood, as in ``run_fit``.
+    ``stride`` / ``emu_rank`` / ``emu_var_scale``: the emulator-error likelihood, as in ``run_fit``.
 
     Returns the fraction of injections whose central 68 % / 95 % intervals (per free
     parameter) contain the truth, per parameter and on average, the per-injection max R-hat
@@ -68,7 +68,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         obs = _one_observation(thetas[i], simulate, emulator, noise_frac, seed + 7919 * i, window)
         fit = run_fit(setup, emulator.spectrum_and_sigma, obs, dataclasses.replace(sampler, seed=seed + i),
                       map_starts=map_starts, truth=setup.space.to_dict(thetas[i]), corr_length=corr_length,
-                      emu_basis=emu_basis, stride=stride, emu_rank=emu_rank)
+                      emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
         s = fit.summary
         emu_error = s["likelihood"]["emulator_error"]
         tr = s["truth_recovery"]["per_parameter"]

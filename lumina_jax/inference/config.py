@@ -79,6 +79,10 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk.setdefault("ordering_softness", 200.0)
     if not (isinstance(lk["ordering_softness"], (int, float)) and lk["ordering_softness"] >= 0):
         raise UserError(f"{path}: likelihood.ordering_softness must be >= 0 km/s (0: off)")
+    lk.setdefault("emulator_error_scale", "checkpoint")
+    esc = lk["emulator_error_scale"]
+    if esc != "checkpoint" and not (isinstance(esc, (int, float)) and not isinstance(esc, bool) and esc > 0):
+        raise UserError(f"{path}: likelihood.emulator_error_scale must be 'checkpoint' or a positive number, got {esc!r}")
     lk.setdefault("emulator_error", "correlated")
     if lk["emulator_error"] not in EMULATOR_ERROR_MODES:
         raise UserError(f"{path}: likelihood.emulator_error must be one of {', '.join(EMULATOR_ERROR_MODES)}, "

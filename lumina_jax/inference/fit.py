@@ -53,7 +53,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
             map_starts: int = 32, truth: dict | None = None, meta: dict | None = None,
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
             log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
-            emu_basis=None, stride: int = 1, emu_rank: int | None = None) -> FitOutput:
+            emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0) -> FitOutput:
     """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma)).
 
     ``emu_basis`` ``[n_wave, r]`` (the emulator's empirical error correlation) or
@@ -61,7 +61,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     ``stride`` thins the used bins and ``emu_rank`` truncates the basis."""
     space = setup.space
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
-                                emu_basis=emu_basis, stride=stride, emu_rank=emu_rank)
+                                emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
     emu_error = describe_emulator_error(data, corr_length)
     fm = flatten_model(setup, spectrum_and_sigma, data)
     key = jax.random.PRNGKey(cfg.seed)
@@ -124,6 +124,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "evidence": ({k: run.info[k] for k in ("log_evidence", "log_evidence_sd", "runs")}
                      if cfg.name == "blackjax-nss" else None),
         "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "stride": stride,
+                       "emulator_error_cov_scale": float(emu_var_scale) if data.emu_diag is not None and corr_length is None else None,
                        "emulator_rank": None if data.emu_basis is None else int(data.emu_basis.shape[1]), "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
                        "ordering_softness": setup.ordering_softness,

@@ -78,7 +78,8 @@ def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
 
 
 def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | None = None,
-                         emu_basis=None, stride: int = 1, emu_rank: int | None = None) -> LikelihoodData:
+                         emu_basis=None, stride: int = 1, emu_rank: int | None = None,
+                         emu_var_scale: float = 1.0) -> LikelihoodData:
     """Build :class:`LikelihoodData` from NumPy arrays (boundary helper, not jitted).
 
     ``emu_basis`` ``[n_wave, R]``: empirical emulator-error correlation factor (rows with
@@ -88,7 +89,10 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
     length with Gaussian bumps; neither: independent bins.
     ``stride``: use every ``stride``-th bin of the mask (the smoothed spectra are oversampled
     by the Savitzky-Golay windows, 55-155 Å vs 5 Å bins, so little information is lost while the
-    short-range correlation the low-rank model leaves on the diagonal is thinned out)."""
+    short-range correlation the low-rank model leaves on the diagonal is thinned out).
+    ``emu_var_scale``: factor on the whole correlated emulator-error covariance (the
+    checkpoint's ``error_cov_scale``, calibrated on validation models by
+    :func:`lumina_jax.inference.calibration.projected_error_scale`); only with ``emu_basis``."""
     w = np.asarray(wavelength, float)
     m = np.asarray(mask, bool).copy()
     if stride < 1:
@@ -114,8 +118,10 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
         u_, sv, _ = np.linalg.svd(b[rows], full_matrices=False)  # same span, ordered by variance
         k = b.shape[1] if emu_rank is None else max(1, min(int(emu_rank), b.shape[1]))
         b = u_[:, :k] * sv[:k]
-        diag = jnp.asarray(np.clip(1.0 - np.sum(b * b, axis=1), 0.0, 1.0))
-        basis = jnp.asarray(b)
+        if not (np.isfinite(emu_var_scale) and emu_var_scale > 0):
+            raise ValueError(f"emu_var_scale must be a positive number, got {emu_var_scale}")
+        diag = jnp.asarray(emu_var_scale * np.clip(1.0 - np.sum(b * b, axis=1), 0.0, 1.0))
+        basis = jnp.asarray(np.sqrt(emu_var_scale) * b)
     elif corr_length:
         rows = np.flatnonzero(m)
         basis = jnp.asarray(emulator_error_basis(w, m, float(corr_length))[rows])

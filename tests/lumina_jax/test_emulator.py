@@ -132,6 +132,16 @@ def test_checkpoint_round_trip_keeps_error_basis(tmp_path, small_emu, space):
     emu2 = load_emulator(save_emulator(emu, tmp_path / "eb.h5"))
     np.testing.assert_array_equal(np.asarray(emu2.error_basis), b)
     assert load_emulator(save_emulator(small_emu, tmp_path / "none.h5")).error_basis is None
+    # the likelihood's calibrated covariance factor: 1 by default, set in place, kept through jit
+    from lumina_jax.emulator._checkpoint import write_error_cov_scale
+
+    assert emu2.error_cov_scale == 1.0
+    write_error_cov_scale(tmp_path / "eb.h5", 2.25, {"n_models": 3})
+    emu3 = load_emulator(tmp_path / "eb.h5")
+    assert emu3.error_cov_scale == 2.25
+    assert jax.tree_util.tree_unflatten(*reversed(jax.tree_util.tree_flatten(emu3))).error_cov_scale == 2.25
+    with pytest.raises(ValueError, match="positive"):
+        write_error_cov_scale(tmp_path / "eb.h5", -1.0, {})
     with h5py.File(tmp_path / "eb.h5", "a") as f:
         del f["error_basis"]
         f.create_dataset("error_basis", data=np.ones((7, 2), np.float32))
@@ -287,6 +297,15 @@ def test_cli_train_and_report(tmp_path, space):
     assert m["n_spectra"] == 40 and m["n_skipped_seen"] == 360  # only the held-out rows are scored
     assert len(m["per_wavelength_fractional_error"]) == len(m["wavelength"]) == 1281  # 3300..9700 step 5
     assert 0.0 <= m["fraction_within_1sigma"] <= m["fraction_within_2sigma"] <= 1.0
+    # calibrate the likelihood's error covariance on the validation rows, written in place
+    r = CliRunner().invoke(app, ["emulator", "calibrate", str(out), "--data", str(toy_store), "--json"])
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.output.strip().splitlines()[-1])
+    assert c["n_models"] == 40 and c["error_cov_scale"] > 0 and c["written"]
+    assert load_emulator(out).error_cov_scale == pytest.approx(c["error_cov_scale"])
+    other = write_store(tmp_path / "other.h5", space, th[::-1], g, toy_spectra(th[::-1], space, g))
+    r = CliRunner().invoke(app, ["emulator", "calibrate", str(out), "--data", str(other)])
+    assert r.exit_code != 0 and "not the one the checkpoint saw" in str(r.exception) + r.output
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -294,6 +294,15 @@ def test_empirical_emulator_error_likelihood_equals_dense_gaussian():
     d1 = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, emu_rank=2)
     assert d1.emu_basis.shape[1] == 2
     np.testing.assert_allclose(np.sum(np.asarray(d1.emu_basis) ** 2, axis=1) + np.asarray(d1.emu_diag), 1.0)
+    # the calibrated variance factor multiplies the whole emulator covariance (diagonal remainder and U U^T)
+    emu_cov = np.diag(ws**2 * (1 - np.sum(b * b, axis=1))) + (ws[:, None] * b) @ (ws[:, None] * b).T
+    cov_s = np.diag(s_obs**2 + (f_sys * m) ** 2) + 2.5 * emu_cov
+    ds = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, emu_var_scale=2.5)
+    got_s = float(L.log_likelihood(jnp.asarray(flux), jnp.asarray(sig), ds, log_scale, f_sys, coeffs))
+    assert got_s == pytest.approx(multivariate_normal(mean=m[mask], cov=cov_s[np.ix_(mask, mask)]).logpdf(y[mask]),
+                                  rel=1e-9)
+    with pytest.raises(ValueError, match="positive"):
+        L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, emu_var_scale=0.0)
     with pytest.raises(ValueError, match="does not match"):
         L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b[:-1])
     with pytest.raises(ValueError, match="not both"):
