@@ -242,7 +242,7 @@ def check_coverage(
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"{path} is not a readable coverage file ({e})") from None
 
-    done, emu_error_prev = [], None
+    done, emu_error_prev, merged_wall = [], None, 0.0
     for path in merge:
         prev = read_coverage(path)
         other = {k: v for k, v in (prev.get("settings") or {}).items() if k != "shard"}
@@ -251,6 +251,7 @@ def check_coverage(
         new = [r for r in prev.get("injections", []) if r["index"] not in {d["index"] for d in done}]
         done += new
         emu_error_prev = emu_error_prev or prev.get("emulator_error")
+        merged_wall += float(prev.get("wall_s") or 0.0)
         log(f"merged {path}: {len(new)} injections")
     settings["shard"] = shard
     if out is not None and out.exists():
@@ -276,6 +277,7 @@ def check_coverage(
                           emu_var_scale=api.emulator_error_scale(emu, lk, emu_basis, log),
                           log=log, done=done, on_record=save, shard=shard_km)
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
+    res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
     res["simulator"] = simulator
     res["settings"] = settings
     res["complete"] = True
