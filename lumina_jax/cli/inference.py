@@ -248,7 +248,8 @@ def check_coverage(
         other = {k: v for k, v in (prev.get("settings") or {}).items() if k != "shard"}
         if other != settings:
             raise UserError(f"--merge {path} holds a run with other settings {prev.get('settings')}")
-        new = [r for r in prev.get("injections", []) if r["index"] not in {d["index"] for d in done}]
+        have = {d["index"] for d in done}
+        new = [r for r in prev.get("injections", []) if r["index"] not in have]
         done += new
         emu_error_prev = emu_error_prev or prev.get("emulator_error")
         merged_wall += float(prev.get("wall_s") or 0.0)
@@ -259,7 +260,8 @@ def check_coverage(
         if prev.get("settings") != settings:
             raise UserError(f"{out} holds a run with other settings {prev.get('settings')}; remove it or choose "
                             "another --out")
-        done += [r for r in prev.get("injections", []) if r["index"] not in {d["index"] for d in done}]
+        have = {d["index"] for d in done}
+        done += [r for r in prev.get("injections", []) if r["index"] not in have]
         log(f"resuming {out}: {len(done)}/{n} injections done")
 
     def save(records, final=None):

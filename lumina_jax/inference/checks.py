@@ -41,8 +41,8 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     is called after every injection, e.g. to save them).  ``shard=(k, m)``: fit only the
     injections ``i`` with ``i % m == k`` (the draws are those of the full run, so shards run
     in parallel and their records, passed together as ``done``, make the full run).
-    ``emu_basis`` / ``corr_length`` /
-    ``stride`` / ``emu_rank`` / ``emu_var_scale``: the emulator-error likelihood, as in ``run_fit``.
+    ``emu_basis`` / ``corr_length`` / ``stride`` / ``emu_rank`` / ``emu_var_scale``: the
+    emulator-error likelihood, as in ``run_fit``.
 
     Returns the fraction of injections whose central 68 % / 95 % intervals (per free
     parameter) contain the truth, per parameter and on average, the per-injection max R-hat
@@ -60,7 +60,8 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (k, m) with 0 <= k < m, got {shard}")
     mine = [i for i in range(n_injections) if shard is None or i % shard[1] == shard[0]]
-    todo = [i for i in mine if i not in {r["index"] for r in records}]
+    have = {r["index"] for r in records}
+    todo = [i for i in mine if i not in have]
     emu_error = None
     t0 = time.perf_counter()
     n_done0 = len(records)
