@@ -259,7 +259,8 @@ def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):
 
 
 def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000, lr: float = 0.05,
-             n_polish: int = 8, polish_steps: int = 100, n_screen: int = 8192):
+             n_polish: int = 8, polish_steps: int = 100, n_screen: int = 8192, z_polish_steps: int = 1000,
+             newton_steps: int = 6):
     """Multi-start Adam maximisation of the log posterior in z space, then L-BFGS polish.
 
     Starts: the log posterior is first screened at ``n_screen`` points drawn uniformly in the
@@ -275,6 +276,12 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
     refined by ``polish_steps`` of L-BFGS (one after the other: a vmapped line search hung
     XLA:CPU).  On stage-1 mocks 16 x 600 Adam steps stopped 50-150 nats below the mode found
     by 32 x 2000 (+ L-BFGS), and the Laplace preconditioner built at such a point slowed NUTS.
+    Finally ``z_polish_steps`` of L-BFGS and up to ``newton_steps`` damped Newton steps (the
+    Hessian's curvatures floored at 0.1, backtracking) move the best point to the mode of
+    ``logdensity`` in z itself, which the samplers and the Laplace preconditioner see: the
+    u-space optimum leaves prior-dominated directions where the z density still has slope
+    (at 135-D it sat ~190 nats below the z mode; 1000 L-BFGS steps alone left a gradient norm
+    of 13).
     Returns (z_best [n_z], logdensity(z_best) (in z, as the samplers see it), z_all
     [n_starts, n_z], log posterior in u of every end point [n_starts]).
     """
@@ -316,18 +323,24 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
         return z, target(z)
 
     lbfgs = optax.lbfgs()
-    vg_state = optax.value_and_grad_from_state(neg)
 
-    def polish(z):
-        def step(carry, _):
-            z, st = carry
-            v, g = vg_state(z, state=st)
-            upd, st = lbfgs.update(g, st, z, value=v, grad=g, value_fn=neg)
-            z_new = optax.apply_updates(z, upd)
-            return (jnp.where(jnp.all(jnp.isfinite(z_new)), z_new, z), st), v
+    def lbfgs_max(fn, n):
+        neg_fn = lambda z: -fn(z)  # noqa: E731
+        vg_state = optax.value_and_grad_from_state(neg_fn)
 
-        (z, _), _ = jax.lax.scan(step, (z, lbfgs.init(z)), None, length=polish_steps)
-        return z, target(z)
+        def run(z):
+            def step(carry, _):
+                z, st = carry
+                v, g = vg_state(z, state=st)
+                upd, st = lbfgs.update(g, st, z, value=v, grad=g, value_fn=neg_fn)
+                z_new = optax.apply_updates(z, upd)
+                return (jnp.where(jnp.all(jnp.isfinite(z_new)), z_new, z), st), v
+
+            (z, _), _ = jax.lax.scan(step, (z, lbfgs.init(z)), None, length=n)
+            return z, fn(z)
+        return run
+
+    polish = lbfgs_max(target, polish_steps)
 
     zs, lds = jax.jit(jax.vmap(run_one))(z0)
     lds = jnp.where(jnp.isfinite(lds), lds, -jnp.inf)
@@ -339,4 +352,40 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
         zs = zs.at[top].set(jnp.where(better[:, None], zp, zs[top]))
         lds = lds.at[top].set(jnp.where(better, ldp, lds[top]))
     best = int(jnp.argmax(lds))
-    return zs[best], float(fm.logdensity(zs[best])), zs, lds
+    z_best, ld_best = zs[best], fm.logdensity(zs[best])
+    if z_polish_steps > 0:
+        z_p, ld_p = jax.jit(lbfgs_max(fm.logdensity, z_polish_steps))(z_best)
+        if bool(jnp.isfinite(ld_p)) and ld_p > ld_best:
+            z_best, ld_best = z_p, ld_p
+    if newton_steps > 0:
+        z_best, ld_best = _newton_ascent(fm.logdensity, z_best, ld_best, newton_steps)
+    return z_best, float(ld_best), zs, lds
+
+
+def _newton_ascent(fn, z, f0, n_steps: int, min_curvature: float = 0.1, gtol: float = 1e-6):
+    """Up to ``n_steps`` Newton steps on ``fn`` from ``z`` (value ``f0``): the step solves
+    ``(-H) dz = g`` with the eigenvalues of ``-H`` floored at ``min_curvature`` (always an
+    ascent direction), halved up to 20 times until ``fn`` increases; stops when the Newton
+    decrement ``g . dz`` falls below ``gtol`` or no halving helps.  Returns (z, fn(z))."""
+    vg = jax.jit(jax.value_and_grad(fn))
+    hess = jax.jit(jax.hessian(fn))
+    f0 = float(f0)
+    for _ in range(n_steps):
+        _, g = vg(z)
+        h = -np.asarray(hess(z), np.float64)
+        g = np.asarray(g, np.float64)
+        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
+            break
+        ev, vec = np.linalg.eigh(0.5 * (h + h.T))
+        dz = vec @ ((vec.T @ g) / np.maximum(ev, min_curvature))
+        if g @ dz < gtol:
+            break
+        for _ in range(20):
+            f1, _ = vg(z + dz)
+            if np.isfinite(float(f1)) and float(f1) > f0:
+                z, f0 = z + dz, float(f1)
+                break
+            dz = 0.5 * dz
+        else:
+            break
+    return z, f0

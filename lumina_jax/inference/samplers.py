@@ -38,6 +38,7 @@ from lumina_jax.errors import UserError
 
 SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee", "blackjax-nss")
 DENSE_MAX_DIM = 40
+EMCEE_MOVES = ("stretch", "de")
 
 
 def _dense(cfg, n_z: int) -> bool:
@@ -62,6 +63,7 @@ class SamplerConfig:
     emcee_walkers: int = 0  # 0: max(32, 2 n_z + 2)
     emcee_steps: int = 0  # 0: 10 x (num_warmup + num_samples)
     emcee_thin: int = 0  # 0: keep <= num_samples draws per walker
+    emcee_moves: str = "stretch"  # "stretch" (emcee default, the original pipeline's) or "de" (DE 0.8 + snooker 0.2)
     ns_live: int = 300  # nested sampling: live points per run
     ns_delete: int = 0  # particles replaced per NS step (0: ns_live // 10)
     ns_inner_steps: int = 0  # slice steps per new particle (0: 3 n_z)
@@ -78,6 +80,8 @@ class SamplerConfig:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
         if self.mclmc_thin < 1:
             raise UserError(f"mclmc_thin must be >= 1, got {self.mclmc_thin}")
+        if self.emcee_moves not in EMCEE_MOVES:
+            raise UserError(f"emcee_moves must be one of {', '.join(EMCEE_MOVES)}, got {self.emcee_moves!r}")
 
 
 @dataclasses.dataclass
@@ -128,10 +132,13 @@ def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
     """Run ``cfg.name`` from the mode ``z_map``; with ``cfg.precondition`` in Laplace-whitened
     coordinates (see :func:`laplace_factor`), positions mapped back to ``z``.
 
-    Chains start at ``z_map + L x0``, ``x0 ~ N(0, cfg.init_scale^2)`` (``L = I`` without
-    preconditioning).  Returns (run, info) with the Laplace standard deviations in ``info``."""
-    n_chains = n_chains or cfg.num_chains
+    Chains (emcee: every walker) start at ``z_map + L x0``, ``x0 ~ N(0, cfg.init_scale^2)``
+    (``L = I`` without preconditioning).  Returns (run, info) with the Laplace standard
+    deviations in ``info``."""
     z_map = jnp.asarray(z_map)
+    if cfg.name == "emcee":
+        n_chains = emcee_walkers(cfg, z_map.shape[0])
+    n_chains = n_chains or cfg.num_chains
     t0 = time.perf_counter()
     if cfg.precondition:
         lf = jnp.asarray(laplace_factor(logdensity, z_map))
@@ -152,7 +159,10 @@ def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
 
 
 def run_sampler(cfg: SamplerConfig, logdensity: Callable, init: jnp.ndarray) -> SamplerRun:
-    """Run ``cfg.name`` on ``logdensity`` from ``init`` [chains, n_z] (emcee: ball centre = init[0])."""
+    """Run ``cfg.name`` on ``logdensity`` from ``init`` [chains, n_z].
+
+    emcee takes ``init`` as its walkers when it has at least :func:`emcee_walkers` rows, and
+    otherwise starts them in a ball of radius 1e-3 around ``init[0]``."""
     if cfg.name == "blackjax-nss":
         raise UserError("blackjax-nss needs the prior / likelihood split: use run_nested (run_fit does)")
     fn = {"nuts": _numpyro, "hmc": _numpyro, "blackjax-nuts": _blackjax_nuts,
@@ -274,12 +284,17 @@ def _blackjax_mclmc(cfg, logdensity, init):
 
 
 # ------------------------------------------------------------------------------- emcee
+def emcee_walkers(cfg: SamplerConfig, n_z: int) -> int:
+    """emcee's walker count: ``cfg.emcee_walkers`` or max(32, 2 n_z + 2), rounded up to even."""
+    nw = cfg.emcee_walkers or max(32, 2 * n_z + 2)
+    return nw + nw % 2
+
+
 def _emcee(cfg, logdensity, init):
     import emcee
 
     n_z = init.shape[1]
-    nw = cfg.emcee_walkers or max(32, 2 * n_z + 2)
-    nw += nw % 2
+    nw = emcee_walkers(cfg, n_z)
     n_steps = cfg.emcee_steps or 10 * (cfg.num_warmup + cfg.num_samples)
     n_burn = n_steps // 2
     thin = cfg.emcee_thin or max(1, (n_steps - n_burn) // cfg.num_samples)
@@ -289,9 +304,13 @@ def _emcee(cfg, logdensity, init):
         v = np.asarray(vld(jnp.asarray(zs)))
         return np.where(np.isfinite(v), v, -np.inf)
 
-    rng = np.random.default_rng(cfg.seed)
-    p0 = np.asarray(init[0]) + 1e-3 * rng.standard_normal((nw, n_z))
-    sampler = emcee.EnsembleSampler(nw, n_z, log_prob, vectorize=True)
+    if init.shape[0] >= nw:
+        p0 = np.asarray(init[:nw])
+    else:
+        p0 = np.asarray(init[0]) + 1e-3 * np.random.default_rng(cfg.seed).standard_normal((nw, n_z))
+    moves = None if cfg.emcee_moves == "stretch" else [(emcee.moves.DEMove(), 0.8),
+                                                         (emcee.moves.DESnookerMove(), 0.2)]
+    sampler = emcee.EnsembleSampler(nw, n_z, log_prob, vectorize=True, moves=moves)
     sampler._random = np.random.RandomState(cfg.seed)  # emcee's own generator (no seed argument)
     t0 = time.perf_counter()
     state = sampler.run_mcmc(p0, n_burn, progress=cfg.progress)
@@ -303,7 +322,7 @@ def _emcee(cfg, logdensity, init):
     t2 = time.perf_counter()
     chain = np.swapaxes(sampler.get_chain(), 0, 1)  # [walkers, draws, n_z]
     lp = np.swapaxes(sampler.get_log_prob(), 0, 1)
-    info = {"walkers": nw, "steps": n_steps, "burn": n_burn, "thin": thin,
+    info = {"walkers": nw, "steps": n_steps, "burn": n_burn, "thin": thin, "moves": cfg.emcee_moves,
             "acceptance": float(np.mean(sampler.acceptance_fraction))}
     return SamplerRun(cfg.name, chain, lp, np.zeros(lp.shape, bool), nw * n_steps, t1 - t0, t2 - t1, info)
 

@@ -23,12 +23,14 @@ def logdensity(z):
     return -0.5 * d @ jnp.asarray(PREC) @ d
 
 
-@pytest.mark.parametrize("name", ["nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee"])
+@pytest.mark.parametrize("name", ["nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee", "emcee-de"])
 def test_sampler_recovers_a_correlated_gaussian(name):
     """Not preconditioned (scales 0.5-3, correlations 0.6 / -0.3): the draws' mean within
     0.3 sd and sd within 20 % of the truth, the correlation within 0.2, R-hat < 1.05 on
     unthinned chains of ESS >~ 100 (Monte-Carlo error of the mean ~ 0.1 sd)."""
-    cfg = SamplerConfig(name=name, num_chains=2, num_warmup=300, num_samples=400, seed=4)
+    moves = "de" if name == "emcee-de" else "stretch"
+    cfg = SamplerConfig(name=name.removesuffix("-de"), num_chains=2, num_warmup=300, num_samples=400, seed=4,
+                        emcee_moves=moves)
     init = jnp.asarray(MU) + 0.5 * jax.random.normal(jax.random.PRNGKey(0), (2, 4))
     run = run_sampler(cfg, logdensity, init)
     assert run.positions.ndim == 3 and run.positions.shape[2] == 4 and run.n_grad > 0
