@@ -18,11 +18,13 @@ def _echo(json_out: bool):
     return log
 
 
-def _sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, progress, ns_live=300):
+def _sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, progress, ns_live=300,
+                 emcee_moves="stretch"):
     from lumina_jax.inference.samplers import SamplerConfig
 
     return SamplerConfig(name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
-                         target_accept=target_accept, dense_mass=dense, progress=progress, ns_live=ns_live)
+                         target_accept=target_accept, dense_mass=dense, progress=progress, ns_live=ns_live,
+                         emcee_moves=emcee_moves)
 
 
 def infer(
@@ -39,6 +41,8 @@ def infer(
     chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2); "
                                "blackjax-nss: independent nested-sampling runs)."),
     ns_live: int = typer.Option(300, "--ns-live", help="Live points per nested-sampling run (blackjax-nss)."),
+    emcee_moves: str = typer.Option("stretch", "--emcee-moves", help="emcee proposal: stretch (emcee's default, "
+                                    "the original pipeline's) or de (differential evolution 0.8 + snooker 0.2)."),
     warmup: int = typer.Option(500, "--warmup", help="Warmup / adaptation steps per chain."),
     samples: int = typer.Option(1000, "--samples", help="Draws per chain."),
     seed: int = typer.Option(0, "--seed"),
@@ -69,7 +73,8 @@ def infer(
     log = _echo(json_out)
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
-        sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out, ns_live),
+        sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out, ns_live,
+                             emcee_moves),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit)

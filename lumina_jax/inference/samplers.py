@@ -63,6 +63,7 @@ class SamplerConfig:
     emcee_walkers: int = 0  # 0: max(32, 2 n_z + 2)
     emcee_steps: int = 0  # 0: 10 x (num_warmup + num_samples)
     emcee_thin: int = 0  # 0: keep <= num_samples draws per walker
+    emcee_burn: float = 0.5  # fraction of emcee_steps discarded as burn-in
     emcee_moves: str = "stretch"  # "stretch" (emcee default, the original pipeline's) or "de" (DE 0.8 + snooker 0.2)
     ns_live: int = 300  # nested sampling: live points per run
     ns_delete: int = 0  # particles replaced per NS step (0: ns_live // 10)
@@ -80,6 +81,8 @@ class SamplerConfig:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
         if self.mclmc_thin < 1:
             raise UserError(f"mclmc_thin must be >= 1, got {self.mclmc_thin}")
+        if not 0.0 <= self.emcee_burn < 1.0:
+            raise UserError(f"emcee_burn must be in [0, 1), got {self.emcee_burn}")
         if self.emcee_moves not in EMCEE_MOVES:
             raise UserError(f"emcee_moves must be one of {', '.join(EMCEE_MOVES)}, got {self.emcee_moves!r}")
 
@@ -296,7 +299,7 @@ def _emcee(cfg, logdensity, init):
     n_z = init.shape[1]
     nw = emcee_walkers(cfg, n_z)
     n_steps = cfg.emcee_steps or 10 * (cfg.num_warmup + cfg.num_samples)
-    n_burn = n_steps // 2
+    n_burn = int(cfg.emcee_burn * n_steps)
     thin = cfg.emcee_thin or max(1, (n_steps - n_burn) // cfg.num_samples)
     vld = jax.jit(jax.vmap(logdensity))
 
@@ -313,7 +316,7 @@ def _emcee(cfg, logdensity, init):
     sampler = emcee.EnsembleSampler(nw, n_z, log_prob, vectorize=True, moves=moves)
     sampler._random = np.random.RandomState(cfg.seed)  # emcee's own generator (no seed argument)
     t0 = time.perf_counter()
-    state = sampler.run_mcmc(p0, n_burn, progress=cfg.progress)
+    state = sampler.run_mcmc(p0, n_burn, progress=cfg.progress) if n_burn > 0 else p0
     t1 = time.perf_counter()
     sampler.reset()
     n_keep = max((n_steps - n_burn) // thin, 1)

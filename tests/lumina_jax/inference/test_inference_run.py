@@ -78,6 +78,12 @@ def test_corrupted_observed_file_gives_one_line_error(tmp_path, toys, monkeypatc
     assert code == 2 and err.startswith("error:") and "not sorted" in err and "Traceback" not in err
 
 
+def test_unknown_emcee_move_rejected_before_any_work(tmp_path, monkeypatch, capsys):
+    code, _, err = _run_cli(["infer", "--sampler", "emcee", "--emcee-moves", "walk", "--out", str(tmp_path / "r")],
+                            monkeypatch, capsys)
+    assert code == 2 and "emcee_moves must be one of stretch, de" in err and not (tmp_path / "r").exists()
+
+
 def test_checkpoint_for_wrong_stage_rejected(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", ToyEmulator(toy_space(stage=1)))
     code, _, err = _run_cli(["infer", "--stage", "2", "--out", str(tmp_path / "r")], monkeypatch, capsys)
