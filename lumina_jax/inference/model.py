@@ -261,7 +261,7 @@ def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):
 def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000, lr: float = 0.05,
              n_polish: int = 8, polish_steps: int = 100, n_screen: int = 8192, z_polish_steps: int = 1000,
              newton_steps: int = 6):
-    """Multi-start Adam maximisation of the log posterior in z space, then L-BFGS polish.
+    """Multi-start Adam climbs in the box coordinates u, L-BFGS polish, then the z-space mode.
 
     Starts: the log posterior is first screened at ``n_screen`` points drawn uniformly in the
     box (nuisances at their prior centre, the systematic at the geometric centre of its range,
