@@ -269,6 +269,15 @@ def check_coverage(
         done += [r for r in prev.get("injections", []) if r["index"] not in have]
         log(f"resuming {out}: {len(done)}/{n} injections done")
 
+    def after_injection(records):
+        # every injection compiles its own closures and JAX's caches keep them all alive (~0.3 GB
+        # per stage-1 injection: a 50-injection run died of LLVM "Cannot allocate memory" after
+        # 40).  This process is ours, so drop them (the library function leaves caches alone).
+        import jax
+
+        jax.clear_caches()
+        save(records)
+
     def save(records, final=None):
         if out is None:
             return
@@ -282,7 +291,7 @@ def check_coverage(
                           map_starts=map_starts, emu_basis=emu_basis,
                           corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
                           emu_var_scale=api.emulator_error_scale(emu, lk, emu_basis, log),
-                          log=log, done=done, on_record=save, shard=shard_km)
+                          log=log, done=done, on_record=after_injection, shard=shard_km)
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
     res["simulator"] = simulator

@@ -84,10 +84,6 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         records.append(rec)
         if on_record is not None:
             on_record(records)
-        # every injection compiles its own closures; JAX's caches keep them all alive (~0.3 GB per
-        # stage-1 injection: a 50-injection run died of LLVM "Cannot allocate memory" after 40)
-        del fit
-        jax.clear_caches()
         n_new = len(records) - n_done0
         el = time.perf_counter() - t0
         eta = el / n_new * (len(todo) - n_new)
