@@ -248,13 +248,17 @@ def check_coverage(
             raise UserError(f"{path} is not a readable coverage file ({e})") from None
 
     done, emu_error_prev, merged_wall = [], None, 0.0
+
+    def not_done(records):
+        have = {d["index"] for d in done}
+        return [r for r in records if r["index"] not in have]
+
     for path in merge:
         prev = read_coverage(path)
         other = {k: v for k, v in (prev.get("settings") or {}).items() if k != "shard"}
         if other != settings:
             raise UserError(f"--merge {path} holds a run with other settings {prev.get('settings')}")
-        have = {d["index"] for d in done}
-        new = [r for r in prev.get("injections", []) if r["index"] not in have]
+        new = not_done(prev.get("injections", []))
         done += new
         emu_error_prev = emu_error_prev or prev.get("emulator_error")
         merged_wall += float(prev.get("wall_s") or 0.0)
@@ -265,8 +269,7 @@ def check_coverage(
         if prev.get("settings") != settings:
             raise UserError(f"{out} holds a run with other settings {prev.get('settings')}; remove it or choose "
                             "another --out")
-        have = {d["index"] for d in done}
-        done += [r for r in prev.get("injections", []) if r["index"] not in have]
+        done += not_done(prev.get("injections", []))
         log(f"resuming {out}: {len(done)}/{n} injections done")
 
     def after_injection(records):

@@ -157,13 +157,12 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
                 if req.stage == 1 or f"stage{req.stage}" in mk:
                     raise UserError(f"mock parameter {n} = {truth_vec[i]:g} lies outside the sampling box")
         if req.stage > 1 and f"stage{req.stage}" not in mk:
-            clipped = [n for i, n in enumerate(space.names) if n in setup.free
-                       and not space.lows[i] <= truth_vec[i] <= space.highs[i]]
             # into the box's interior (5 % of the width from each wall): a truth on a wall can never lie
             # inside a central interval, so clipping to the wall itself made truth recovery meaningless
             lo_i, hi_i = np.asarray(space.lows, float), np.asarray(space.highs, float)
             inner = 0.05 * (hi_i - lo_i)
             out_i = (truth_vec < lo_i) | (truth_vec > hi_i)
+            clipped = [n for i, n in enumerate(space.names) if n in setup.free and out_i[i]]
             truth_vec = np.where(out_i, np.clip(truth_vec, lo_i + inner, hi_i - inner), truth_vec)
             if clipped:
                 log(f"mock: {len(clipped)} projected parameters lay outside the relaxed box and were moved to 5 % "
