@@ -62,6 +62,7 @@ class LikelihoodData(NamedTuple):
     emu_basis: jnp.ndarray | None = None  # [n_used, r] correlated emulator-error basis on ``rows``, or None
     emu_diag: jnp.ndarray | None = None   # [n_used] 1 - |emu_basis_i|^2: uncorrelated part of the emulator variance
     rows: jnp.ndarray | None = None       # [n_used] int indices of the used bins (correlated likelihood only)
+    emu_outer: jnp.ndarray | None = None  # [n_used, r(r+1)/2] packed products B_ij B_ik, j <= k (see woodbury_outer)
 
 
 def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
@@ -107,7 +108,7 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
     s = np.where(m, np.asarray(sigma_obs, float), 0.0)
     if emu_basis is not None and corr_length:
         raise ValueError("give either an empirical emulator-error basis or a correlation length, not both")
-    basis = diag = rows = None
+    basis = diag = rows = outer = None
     if emu_basis is not None:
         b = np.asarray(emu_basis, float)
         if b.ndim != 2 or b.shape[0] != w.size:
@@ -126,8 +127,10 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
         rows = np.flatnonzero(m)
         basis = jnp.asarray(emulator_error_basis(w, m, float(corr_length))[rows])
         diag = jnp.zeros(rows.size)
+    if basis is not None:
+        outer = jnp.asarray(woodbury_outer(np.asarray(basis)))
     return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x),
-                          basis, diag, None if rows is None else jnp.asarray(rows))
+                          basis, diag, None if rows is None else jnp.asarray(rows), outer)
 
 
 def describe_emulator_error(data: LikelihoodData, corr_length: float | None = None) -> str:
@@ -195,53 +198,82 @@ def _log_likelihood_lowrank(model_flux, model_sigma, data: LikelihoodData, log_s
     idx = data.rows  # gather the used bins: the O(n r^2) work runs over them only
     m, ws, y, s_obs = m[idx], ws[idx], data.y[idx], data.sigma_obs[idx]
     d = s_obs**2 + (f_sys * m) ** 2 + ws**2 * data.emu_diag
-    return woodbury_gaussian_logpdf(y - m, ws, d, data.emu_basis)
+    outer = data.emu_outer if data.emu_outer is not None else woodbury_outer(data.emu_basis)
+    return woodbury_gaussian_logpdf(y - m, ws, d, data.emu_basis, outer)
+
+
+def woodbury_outer(basis):
+    """Packed outer products of the rows of ``basis [n, r]``: ``[n, r(r+1)/2]`` with column
+    ``t`` = ``B[:, j_t] * B[:, k_t]`` over the upper triangle ``j_t <= k_t`` (``np.triu_indices``).
+
+    Precomputed once per data set, it turns the capacitance matrix
+    ``C = I + sum_i g_i B_i B_i^T`` into one matrix product ``g @ outer`` (a single GEMM for a
+    batch of chains instead of one small ``[r, n] x [n, r]`` product per chain)."""
+    j, k = np.triu_indices(basis.shape[1])
+    return basis[:, j] * basis[:, k]
+
+
+def _unpack_sym(packed, r: int):
+    """``[r(r+1)/2]`` upper-triangle values -> symmetric ``[r, r]``."""
+    j, k = np.triu_indices(r)
+    idx = np.zeros((r, r), int)
+    idx[j, k] = np.arange(j.size)
+    idx[k, j] = np.arange(j.size)
+    return packed[idx]
 
 
 @jax.custom_vjp
-def woodbury_gaussian_logpdf(r, ws, d, basis):
+def woodbury_gaussian_logpdf(r, ws, d, basis, outer):
     """log N(r; 0, Sigma) with Sigma = diag(d) + U U^T, U = diag(ws) basis.
 
-    r, ws, d: [n]; basis: [n, k] (treated as a constant: no gradient).  Hand-written
-    reverse-mode rule (no differentiation through the Cholesky factor, whose batched
-    backward pass is slow on CPU):
+    r, ws, d: [n]; basis: [n, k]; outer: :func:`woodbury_outer` of ``basis`` (both constants:
+    no gradient).  With ``g = ws^2 / d`` the capacitance matrix is
+    ``C = I + U^T D^-1 U = I + sum_i g_i B_i B_i^T`` (one product with ``outer``), and::
 
-        alpha = Sigma^-1 r,  Sigma^-1 U = D^-1 U C^-1,  C = I + U^T D^-1 U
-        dL/dr = -alpha,  dL/dd_i = (alpha_i^2 - (Sigma^-1)_ii) / 2,
-        dL/dws_i = [alpha_i (U^T alpha) - (D^-1 U C^-1)_i] . basis_i
+        Sigma^-1 r = r / d - (ws / d) * (B C^-1 B^T (ws r / d))
+        log det Sigma = sum log d + log det C
+
+    Hand-written reverse-mode rule (no differentiation through the Cholesky factor, whose
+    batched backward pass is slow on CPU), with ``alpha = Sigma^-1 r`` and
+    ``q_i = B_i^T C^-1 B_i`` (one more product with ``outer``)::
+
+        dL/dr = -alpha,  (Sigma^-1)_ii = 1/d_i - (ws_i / d_i)^2 q_i,
+        dL/dd_i = (alpha_i^2 - (Sigma^-1)_ii) / 2,
+        dL/dws_i = alpha_i B_i . (B^T (ws alpha)) - (ws_i / d_i) q_i
     """
-    return _woodbury_fwd(r, ws, d, basis)[0]
+    return _woodbury_parts(r, ws, d, basis, outer)[0]
 
 
-def _woodbury_parts(r, ws, d, basis):
-    u = ws[:, None] * basis
-    dinv_r = r / d
-    dinv_u = u / d[:, None]
-    cap = jnp.eye(basis.shape[1], dtype=u.dtype) + u.T @ dinv_u
+def _woodbury_parts(r, ws, d, basis, outer):
+    """(log density, alpha, Cholesky factor of C)."""
+    k = basis.shape[1]
+    cap = jnp.eye(k, dtype=r.dtype) + _unpack_sym((ws * ws / d) @ outer, k)
     chol = jnp.linalg.cholesky(cap)
-    return u, dinv_r, dinv_u, chol
-
-
-def _woodbury_fwd(r, ws, d, basis):
-    u, dinv_r, dinv_u, chol = _woodbury_parts(r, ws, d, basis)
-    v = u.T @ dinv_r
-    cv = jax.scipy.linalg.cho_solve((chol, True), v)  # C^-1 U^T D^-1 r
-    alpha = dinv_r - dinv_u @ cv
+    dinv_r = r / d
+    cv = jax.scipy.linalg.cho_solve((chol, True), basis.T @ (ws * dinv_r))  # C^-1 U^T D^-1 r
+    alpha = dinv_r - (ws / d) * (basis @ cv)
     logdet = jnp.sum(jnp.log(d)) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     val = -0.5 * (r @ alpha + logdet + r.shape[0] * LOG_2PI)
-    return val, (alpha, u, dinv_u, chol, d, basis)
+    return val, alpha, chol
+
+
+def _woodbury_fwd(r, ws, d, basis, outer):
+    val, alpha, chol = _woodbury_parts(r, ws, d, basis, outer)
+    return val, (alpha, chol, ws, d, basis, outer)
 
 
 def _woodbury_bwd(res, g):
-    alpha, u, dinv_u, chol, d, basis = res
-    # S = D^-1 U C^-1  [n, k]
-    s_mat = jax.scipy.linalg.cho_solve((chol, True), dinv_u.T).T
-    sigma_inv_diag = 1.0 / d - jnp.sum(s_mat * dinv_u, axis=1)  # 1/d_i - u_i^T C^-1 u_i / d_i^2
+    alpha, chol, ws, d, basis, outer = res
+    k = basis.shape[1]
+    cinv = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(k, dtype=chol.dtype))
+    j, kk = np.triu_indices(k)
+    q = outer @ (cinv[j, kk] * np.where(j == kk, 1.0, 2.0))  # q_i = B_i^T C^-1 B_i
+    wd = ws / d
+    sigma_inv_diag = 1.0 / d - wd * wd * q
     d_r = -alpha
     d_d = 0.5 * (alpha**2 - sigma_inv_diag)
-    d_u = alpha[:, None] * (u.T @ alpha)[None, :] - s_mat
-    d_ws = jnp.sum(d_u * basis, axis=1)
-    return g * d_r, g * d_ws, g * d_d, jnp.zeros_like(basis)
+    d_ws = alpha * (basis @ (basis.T @ (ws * alpha))) - wd * q
+    return g * d_r, g * d_ws, g * d_d, jnp.zeros_like(basis), jnp.zeros_like(outer)
 
 
 woodbury_gaussian_logpdf.defvjp(_woodbury_fwd, _woodbury_bwd)

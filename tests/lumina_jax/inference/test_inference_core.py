@@ -325,7 +325,9 @@ def test_woodbury_custom_gradient_equals_dense_autodiff():
         u = ws[:, None] * basis
         return mvn.logpdf(r, jnp.zeros(n), jnp.diag(d) + u @ u.T)
 
-    wood = lambda r, ws, d: L.woodbury_gaussian_logpdf(r, ws, d, basis)  # noqa: E731
+    outer = L.woodbury_outer(basis)  # the packed products B_ij B_ik that make C one matrix product
+    assert outer.shape == (n, k * (k + 1) // 2)
+    wood = lambda r, ws, d: L.woodbury_gaussian_logpdf(r, ws, d, basis, outer)  # noqa: E731
     assert float(wood(r, ws, d)) == pytest.approx(float(dense(r, ws, d)), rel=1e-10)
     for i in range(3):
         ga = jax.grad(wood, argnums=i)(r, ws, d)
