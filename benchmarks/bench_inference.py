@@ -55,7 +55,8 @@ def problem(emu, seed=1, noise=0.01, stride=8):
     return fm, setup
 
 
-def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0):
+def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
+          target_accept=0.8):
     fm, setup = problem(emu)
     t0 = time.perf_counter()
     z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
@@ -63,7 +64,8 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
     rows = []
     for name in samplers:
         cfg = SamplerConfig(name=name, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
-                            emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn)
+                            emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn,
+                            target_accept=target_accept)
         run, _ = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1))
         # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical units)
         d = diag.summarize_run(run, [f"z{i}" for i in range(fm.n_z)], run.positions)
@@ -91,6 +93,8 @@ def main(argv=None):
     ap.add_argument("--emcee-moves", default="stretch", choices=["stretch", "de"],
                     help="emcee proposal: stretch (emcee default, the original pipeline's) or de (DE + snooker)")
     ap.add_argument("--emcee-burn", type=float, default=0.5, help="fraction of emcee's steps discarded as burn-in")
+    ap.add_argument("--target-accept", type=float, default=0.8,
+                    help="NumPyro and BlackJAX NUTS / HMC target acceptance (infer --target-accept; raise it when NUTS diverges)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -114,7 +118,7 @@ def main(argv=None):
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
-                         emcee_burn=a.emcee_burn)
+                         emcee_burn=a.emcee_burn, target_accept=a.target_accept)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:
