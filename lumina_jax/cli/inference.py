@@ -67,7 +67,7 @@ def infer(
     config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default configs/inference.yaml)."),
 ) -> None:
     """Fit a spectrum (or the SN 2011fe-like synthesizer mock) through the emulator; write RESULTS_DIR."""
-    from lumina_jax.inference import api
+    from lumina_jax.inference import api, diagnostics
     from lumina_jax.inference.config import parse_prior, parse_window
 
     log = _echo(json_out)
@@ -102,7 +102,7 @@ def infer(
         if allow_unconverged:
             log("warning: " + msg)
         else:
-            typer.secho(f"error: {msg} (rerun with more --warmup/--samples, or --allow-unconverged)", err=True,
+            typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'])})", err=True,
                         fg=typer.colors.RED)
             raise typer.Exit(3)
 

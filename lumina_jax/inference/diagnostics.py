@@ -79,6 +79,17 @@ def convergence_problems(diag: dict, *, rhat_max: float = RHAT_MAX,
     return out
 
 
+def remedy(problems: list[str]) -> str:
+    """What to try for :func:`convergence_problems`' reasons: divergences call for smaller
+    steps (a higher ``--target-accept``), a high R-hat for longer chains."""
+    tips = []
+    if any("divergent" in p for p in problems):
+        tips.append("raise --target-accept (e.g. 0.9 or 0.95) for smaller steps")
+    if any("R-hat" in p for p in problems):
+        tips.append("run longer with more --warmup/--samples")
+    return "; ".join(tips + ["or pass --allow-unconverged"])
+
+
 def make_inference_data(posterior: dict, *, sample_stats: dict | None = None, observed: dict | None = None,
                         constant: dict | None = None, attrs: dict | None = None):
     """arviz InferenceData from {name: [chains, draws, ...]} dicts."""

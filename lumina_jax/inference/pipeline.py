@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from lumina_jax.errors import UserError
+from lumina_jax.inference.diagnostics import remedy
 from lumina_jax.inference.samplers import SamplerConfig
 from lumina_jax.params import CONFIG_DIR
 
@@ -93,8 +94,9 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
             steps["infer"](opts, s, ckpt, prev, res)
         summary = json.loads(summ.read_text())
         if not summary.get("converged") and not opts.allow_unconverged:
-            raise UserError(f"stage {s} did not converge ({'; '.join(summary.get('problems', []))}); "
-                            "stopping the pipeline (use --allow-unconverged to go on)")
+            problems = summary.get("problems", [])
+            raise UserError(f"stage {s} did not converge ({'; '.join(problems)}); stopping the pipeline "
+                            f"({remedy(problems)} to go on)")
         prev = res
         done.append(res)
     return done

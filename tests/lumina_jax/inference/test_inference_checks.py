@@ -72,7 +72,7 @@ def test_pipeline_stops_on_unconverged_stage(tmp_path):
         (res / "summary.json").write_text(json.dumps({"stage": s, "best_fit": {}, "converged": False,
                                                       "problems": ["max R-hat 1.2 > 1.01"]}))
     steps = {"generate": lambda *a: None, "train": lambda o, s, st, ck: ck.write_text("x"), "infer": infer}
-    with pytest.raises(UserError, match="did not converge"):
+    with pytest.raises(UserError, match="did not converge.*more --warmup/--samples"):
         run_pipeline(PipelineOptions(stages="1-3", workdir=tmp_path), steps=steps, log=lambda m: None)
 
 

@@ -391,3 +391,18 @@ def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3):
     assert np.max(np.abs(g) / np.sqrt(np.abs(np.diag(h)))) < 1e-3, g  # gradient << 1 posterior sd
     assert np.all(np.linalg.eigvalsh(h) < 0)
     np.testing.assert_allclose(np.asarray(fm.theta(z)), np.asarray(truth), rtol=0.02)
+
+
+def test_unconverged_run_is_told_the_matching_remedy():
+    """Divergences > 1 % -> raise --target-accept; R-hat > 1.01 -> longer chains; both -> both."""
+    from lumina_jax.inference import diagnostics as D
+
+    base = {"max_rhat": 1.003, "per_parameter": {"a": {"rhat": 1.003}}, "divergences": 0, "divergent_fraction": 0.0}
+    assert D.convergence_problems(base) == []
+    div = dict(base, divergences=40, divergent_fraction=0.02)
+    rh = dict(base, max_rhat=1.05, per_parameter={"a": {"rhat": 1.05}})
+    tip_div, tip_rh = D.remedy(D.convergence_problems(div)), D.remedy(D.convergence_problems(rh))
+    assert "--target-accept" in tip_div and "--warmup" not in tip_div
+    assert "--warmup" in tip_rh and "--target-accept" not in tip_rh
+    both = D.remedy(D.convergence_problems(dict(div, max_rhat=1.05, per_parameter={"a": {"rhat": 1.05}})))
+    assert "--target-accept" in both and "--warmup" in both and "--allow-unconverged" in both
