@@ -40,3 +40,10 @@ def test_sampler_recovers_a_correlated_gaussian(name):
     assert abs(np.corrcoef(x.T)[0, 1] - 0.6) < 0.2
     d = diag.summarize_run(run, [f"z{i}" for i in range(4)], run.positions)
     assert d["max_rhat"] < 1.05, d["max_rhat"]
+
+
+def test_mclmc_trajectory_length_below_the_tuner_floor_is_rejected():
+    from lumina_jax.errors import UserError
+
+    with pytest.raises(UserError, match="mclmc_steps must be >= 1.2"):
+        SamplerConfig(name="blackjax-mclmc", mclmc_steps=1.0)
