@@ -45,6 +45,7 @@ import jax.scipy.linalg  # noqa: F401
 import numpy as np
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+OUTER_MAX_ELEMENTS = 8_000_000  # store packed basis products up to 64 MB (float64); above, the direct products
 
 
 class LikelihoodData(NamedTuple):
@@ -62,7 +63,7 @@ class LikelihoodData(NamedTuple):
     emu_basis: jnp.ndarray | None = None  # [n_used, r] correlated emulator-error basis on ``rows``, or None
     emu_diag: jnp.ndarray | None = None   # [n_used] 1 - |emu_basis_i|^2: uncorrelated part of the emulator variance
     rows: jnp.ndarray | None = None       # [n_used] int indices of the used bins (correlated likelihood only)
-    emu_outer: jnp.ndarray | None = None  # [n_used, r(r+1)/2] packed products B_ij B_ik, j <= k (see woodbury_outer)
+    emu_outer: jnp.ndarray | None = None  # [n_used, r(r+1)/2] packed B_ij B_ik, j <= k (woodbury_outer), or None
 
 
 def emulator_error_basis(wavelength, mask, corr_length: float) -> np.ndarray:
@@ -127,8 +128,8 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
         rows = np.flatnonzero(m)
         basis = jnp.asarray(emulator_error_basis(w, m, float(corr_length))[rows])
         diag = jnp.zeros(rows.size)
-    if basis is not None:
-        outer = jnp.asarray(woodbury_outer(np.asarray(basis)))
+    if basis is not None and basis.shape[0] * basis.shape[1] * (basis.shape[1] + 1) // 2 <= OUTER_MAX_ELEMENTS:
+        outer = jnp.asarray(woodbury_outer(np.asarray(basis)))  # else (e.g. hundreds of bumps): direct products
     return LikelihoodData(jnp.asarray(y), jnp.asarray(s), jnp.asarray(m, dtype=jnp.float64), jnp.asarray(x),
                           basis, diag, None if rows is None else jnp.asarray(rows), outer)
 
@@ -198,8 +199,7 @@ def _log_likelihood_lowrank(model_flux, model_sigma, data: LikelihoodData, log_s
     idx = data.rows  # gather the used bins: the O(n r^2) work runs over them only
     m, ws, y, s_obs = m[idx], ws[idx], data.y[idx], data.sigma_obs[idx]
     d = s_obs**2 + (f_sys * m) ** 2 + ws**2 * data.emu_diag
-    outer = data.emu_outer if data.emu_outer is not None else woodbury_outer(data.emu_basis)
-    return woodbury_gaussian_logpdf(y - m, ws, d, data.emu_basis, outer)
+    return woodbury_gaussian_logpdf(y - m, ws, d, data.emu_basis, data.emu_outer)
 
 
 def woodbury_outer(basis):
@@ -223,12 +223,13 @@ def _unpack_sym(packed, r: int):
 
 
 @jax.custom_vjp
-def woodbury_gaussian_logpdf(r, ws, d, basis, outer):
+def woodbury_gaussian_logpdf(r, ws, d, basis, outer=None):
     """log N(r; 0, Sigma) with Sigma = diag(d) + U U^T, U = diag(ws) basis.
 
-    r, ws, d: [n]; basis: [n, k]; outer: :func:`woodbury_outer` of ``basis`` (both constants:
-    no gradient).  With ``g = ws^2 / d`` the capacitance matrix is
-    ``C = I + U^T D^-1 U = I + sum_i g_i B_i B_i^T`` (one product with ``outer``), and::
+    r, ws, d: [n]; basis: [n, k]; outer: :func:`woodbury_outer` of ``basis`` or None (then
+    the same sums are formed as ``[k, n] x [n, k]`` products; both constants: no gradient).
+    With ``g = ws^2 / d`` the capacitance matrix is ``C = I + U^T D^-1 U = I + sum_i g_i B_i
+    B_i^T`` (one product with ``outer``), and::
 
         Sigma^-1 r = r / d - (ws / d) * (B C^-1 B^T (ws r / d))
         log det Sigma = sum log d + log det C
@@ -247,7 +248,9 @@ def woodbury_gaussian_logpdf(r, ws, d, basis, outer):
 def _woodbury_parts(r, ws, d, basis, outer):
     """(log density, alpha, Cholesky factor of C)."""
     k = basis.shape[1]
-    cap = jnp.eye(k, dtype=r.dtype) + _unpack_sym((ws * ws / d) @ outer, k)
+    g = ws * ws / d
+    gram = _unpack_sym(g @ outer, k) if outer is not None else (basis * g[:, None]).T @ basis
+    cap = jnp.eye(k, dtype=r.dtype) + gram
     chol = jnp.linalg.cholesky(cap)
     dinv_r = r / d
     cv = jax.scipy.linalg.cho_solve((chol, True), basis.T @ (ws * dinv_r))  # C^-1 U^T D^-1 r
@@ -266,14 +269,17 @@ def _woodbury_bwd(res, g):
     alpha, chol, ws, d, basis, outer = res
     k = basis.shape[1]
     cinv = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(k, dtype=chol.dtype))
-    j, kk = np.triu_indices(k)
-    q = outer @ (cinv[j, kk] * np.where(j == kk, 1.0, 2.0))  # q_i = B_i^T C^-1 B_i
+    if outer is not None:  # q_i = B_i^T C^-1 B_i: upper triangle, off-diagonal terms twice
+        j, kk = np.triu_indices(k)
+        q = outer @ (cinv[j, kk] * jnp.asarray(np.where(j == kk, 1.0, 2.0), cinv.dtype))
+    else:
+        q = jnp.sum((basis @ cinv) * basis, axis=1)
     wd = ws / d
     sigma_inv_diag = 1.0 / d - wd * wd * q
     d_r = -alpha
     d_d = 0.5 * (alpha**2 - sigma_inv_diag)
     d_ws = alpha * (basis @ (basis.T @ (ws * alpha))) - wd * q
-    return g * d_r, g * d_ws, g * d_d, jnp.zeros_like(basis), jnp.zeros_like(outer)
+    return g * d_r, g * d_ws, g * d_d, jnp.zeros_like(basis), None if outer is None else jnp.zeros_like(outer)
 
 
 woodbury_gaussian_logpdf.defvjp(_woodbury_fwd, _woodbury_bwd)
