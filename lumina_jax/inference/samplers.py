@@ -85,7 +85,7 @@ class SamplerConfig:
         if self.mclmc_thin < 1:
             raise UserError(f"mclmc_thin must be >= 1, got {self.mclmc_thin}")
         if not self.mclmc_steps >= 1.2:
-            raise UserError(f"mclmc_steps must be >= 1.2 (BlackJAX's tuner floor), got {self.mclmc_steps}")
+            raise UserError(f"mclmc_steps must be >= 1.2 (BlackJAX's tuner needs > 1.1), got {self.mclmc_steps}")
         if not 0.0 <= self.emcee_burn < 1.0:
             raise UserError(f"emcee_burn must be in [0, 1), got {self.emcee_burn}")
         if self.emcee_moves not in EMCEE_MOVES:
@@ -251,22 +251,25 @@ def _blackjax_mclmc(cfg, logdensity, init):
     from blackjax.mcmc.adjusted_mclmc_dynamic import make_random_trajectory_length_fn
 
     steps_fn = make_random_trajectory_length_fn(True)
-    kernel = blackjax.adjusted_mclmc_dynamic.build_kernel(integration_steps_fn=steps_fn)
-    # the kernel's default integrator (isokinetic McLachlan) evaluates 2 gradients per step
+    # isokinetic McLachlan (coefficients b1 a1 b2 a1 b1): 2 gradient evaluations per step
+    kernel = blackjax.adjusted_mclmc_dynamic.build_kernel(integration_steps_fn=steps_fn,
+                                                          integrator=blackjax.mcmc.integrators.isokinetic_mclachlan)
     grads_per_step = 2
-    # the tuner spends (frac_tune1 + frac_tune2) * num_steps steps: make that num_warmup
+    # the tuner runs two step-size passes of frac_tune1 and one variance window of frac_tune2
+    # (0.1 each) of num_steps: 1.5 x num_warmup proposals
     n_tune_total = max(int(cfg.num_warmup / 0.2), 50)
     # every chain draws the same sequence of jittered trajectory lengths (the kernel takes it
     # from state.random_generator_arg): vmapped chains then finish each proposal together
-    # instead of all waiting for the longest one; momenta and accept draws stay per chain
+    # instead of all waiting for the longest one; momenta and accept draws stay per chain.
+    # Each chain stays a valid sampler (the lengths never depend on its state); the chains
+    # share only the length schedule
     k_len = jax.random.PRNGKey(cfg.seed + 7)
 
     def one_chain(key, x0):
-        kt, ks = jax.random.split(key)
         state = blackjax.adjusted_mclmc_dynamic.init(x0, logdensity, k_len)
         state, params, n_tune = blackjax.adjusted_mclmc_find_L_and_step_size(
             mclmc_kernel=kernel, logdensity_fn=logdensity, num_steps=n_tune_total, state=state,
-            rng_key=kt, target=cfg.mclmc_target_accept, diagonal_preconditioning=True,
+            rng_key=jax.random.split(key)[0], target=cfg.mclmc_target_accept, diagonal_preconditioning=True,
             target_num_integration_steps=cfg.mclmc_steps)
         return state, params, n_tune
 
