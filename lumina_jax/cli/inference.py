@@ -102,7 +102,7 @@ def infer(
         if allow_unconverged:
             log("warning: " + msg)
         else:
-            typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'])})", err=True,
+            typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'], sampler)})", err=True,
                         fg=typer.colors.RED)
             raise typer.Exit(3)
 
@@ -418,6 +418,8 @@ def pipeline(
     warmup: int = typer.Option(500, "--warmup"),
     samples: int = typer.Option(500, "--samples"),
     seed: int = typer.Option(0, "--seed"),
+    target_accept: float = typer.Option(0.8, "--target-accept", help="NUTS / HMC target acceptance (raise it "
+                                        "when a stage diverges)."),
     lumina_bin: Optional[Path] = typer.Option(None, "--lumina-bin"),
     lumina_ref: Optional[Path] = typer.Option(None, "--lumina-ref"),
     train_config: Optional[Path] = typer.Option(None, "--train-config", help="Emulator training YAML."),
@@ -433,7 +435,7 @@ def pipeline(
     from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
 
     opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,
-                           sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, 0.8, None, True),
+                           sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, None, True),
                            lumina_bin=lumina_bin, lumina_ref=lumina_ref, train_config=train_config,
                            allow_unconverged=allow_unconverged, batch_size=batch_size,
                            **({"synth_config": synth_config} if synth_config else {}),

@@ -79,15 +79,17 @@ def convergence_problems(diag: dict, *, rhat_max: float = RHAT_MAX,
     return out
 
 
-def remedy(problems: list[str]) -> str:
-    """What to try for :func:`convergence_problems`' reasons: divergences call for smaller
-    steps (a higher ``--target-accept``), a high R-hat for longer chains."""
+def remedy(problems: list[str], sampler: str = "nuts") -> str:
+    """What to try for :func:`convergence_problems`' reasons: divergences of the NUTS / HMC
+    samplers call for smaller steps (a higher ``--target-accept``, which only they read), a
+    high R-hat (or another sampler's divergences) for longer chains."""
     tips = []
-    if any("divergent" in p for p in problems):
+    step_sized = sampler in ("nuts", "hmc", "blackjax-nuts")
+    if step_sized and any("divergent" in p for p in problems):
         tips.append("raise --target-accept (e.g. 0.9 or 0.95) for smaller steps")
-    if any("R-hat" in p for p in problems):
+    if any("R-hat" in p for p in problems) or (not step_sized and any("divergent" in p for p in problems)):
         tips.append("run longer with more --warmup/--samples")
-    return "; ".join(tips + ["or pass --allow-unconverged"])
+    return "; ".join(tips + ["or pass --allow-unconverged" if tips else "pass --allow-unconverged"])
 
 
 def make_inference_data(posterior: dict, *, sample_stats: dict | None = None, observed: dict | None = None,

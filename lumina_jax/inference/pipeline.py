@@ -96,7 +96,7 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
         if not summary.get("converged") and not opts.allow_unconverged:
             problems = summary.get("problems", [])
             raise UserError(f"stage {s} did not converge ({'; '.join(problems)}); stopping the pipeline "
-                            f"({remedy(problems)} to go on)")
+                            f"({remedy(problems, opts.sampler.name)} to go on)")
         prev = res
         done.append(res)
     return done

@@ -327,14 +327,21 @@ def test_woodbury_custom_gradient_equals_dense_autodiff():
 
     outer = L.woodbury_outer(basis)  # the packed products B_ij B_ik that make C one matrix product
     assert outer.shape == (n, k * (k + 1) // 2)
-    wood = lambda r, ws, d: L.woodbury_gaussian_logpdf(r, ws, d, basis, outer)  # noqa: E731
-    assert float(wood(r, ws, d)) == pytest.approx(float(dense(r, ws, d)), rel=1e-10)
-    for i in range(3):
-        ga = jax.grad(wood, argnums=i)(r, ws, d)
-        gb = jax.grad(dense, argnums=i)(r, ws, d)
-        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-7, atol=1e-9 * float(jnp.max(jnp.abs(gb))))
-    gv = jax.vmap(jax.grad(wood))(jnp.stack([r, 2 * r]), jnp.stack([ws, ws]), jnp.stack([d, d]))
-    np.testing.assert_allclose(np.asarray(gv[1]), np.asarray(jax.grad(dense)(2 * r, ws, d)), rtol=1e-7)
+    for packed in (outer, None):  # None: the direct [k, n] x [n, k] products (large bases)
+        wood = lambda r, ws, d: L.woodbury_gaussian_logpdf(r, ws, d, basis, packed)  # noqa: E731
+        assert float(wood(r, ws, d)) == pytest.approx(float(dense(r, ws, d)), rel=1e-10)
+        for i in range(3):
+            ga = jax.grad(wood, argnums=i)(r, ws, d)
+            gb = jax.grad(dense, argnums=i)(r, ws, d)
+            np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-7,
+                                       atol=1e-9 * float(jnp.max(jnp.abs(gb))))
+        gv = jax.vmap(jax.grad(wood))(jnp.stack([r, 2 * r]), jnp.stack([ws, ws]), jnp.stack([d, d]))
+        np.testing.assert_allclose(np.asarray(gv[1]), np.asarray(jax.grad(dense)(2 * r, ws, d)), rtol=1e-7)
+    # float32 inputs keep float32 gradients
+    g32 = jax.grad(lambda w: L.woodbury_gaussian_logpdf(r.astype(jnp.float32), w, d.astype(jnp.float32),
+                                                        basis.astype(jnp.float32), outer.astype(jnp.float32)))(
+        ws.astype(jnp.float32))
+    assert g32.dtype == jnp.float32
 
 
 def test_ordering_constraint_is_a_soft_wall_of_the_stated_width():
@@ -406,3 +413,22 @@ def test_unconverged_run_is_told_the_matching_remedy():
     assert "--warmup" in tip_rh and "--target-accept" not in tip_rh
     both = D.remedy(D.convergence_problems(dict(div, max_rhat=1.05, per_parameter={"a": {"rhat": 1.05}})))
     assert "--target-accept" in both and "--warmup" in both and "--allow-unconverged" in both
+    # MCLMC and emcee do not read --target-accept: their divergences call for longer runs
+    tip_mclmc = D.remedy(D.convergence_problems(div), "blackjax-mclmc")
+    assert "--target-accept" not in tip_mclmc and "--warmup" in tip_mclmc
+
+
+def test_large_emulator_error_basis_skips_the_packed_products(monkeypatch):
+    """Above OUTER_MAX_ELEMENTS the data carry no packed products and the likelihood (direct
+    products) is unchanged."""
+    rng = np.random.default_rng(2)
+    w = np.arange(4000.0, 4300.0, 5.0)
+    b = 0.5 * rng.standard_normal((w.size, 6)) / np.sqrt(6)
+    y, s_obs, mask = 1.0 + 0.02 * rng.standard_normal(w.size), np.full(w.size, 0.01), np.ones(w.size, bool)
+    flux, sig = jnp.asarray(1.0 + 0.01 * np.cos(w / 30.0)), jnp.full(w.size, 0.02)
+    packed = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b)
+    monkeypatch.setattr(L, "OUTER_MAX_ELEMENTS", 10)
+    direct = L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b)
+    assert packed.emu_outer is not None and direct.emu_outer is None
+    a = float(L.log_likelihood(flux, sig, packed, 0.0, 0.01))
+    assert a == pytest.approx(float(L.log_likelihood(flux, sig, direct, 0.0, 0.01)), rel=1e-12)
