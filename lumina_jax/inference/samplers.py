@@ -82,6 +82,10 @@ class SamplerConfig:
             raise UserError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
         if self.num_chains < 1 or self.num_samples < 10 or self.num_warmup < 0:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
+        if not 0.0 < self.target_accept < 1.0:
+            raise UserError(f"target-accept must be in (0, 1), got {self.target_accept}")
+        if not 0.0 < self.mclmc_target_accept < 1.0:
+            raise UserError(f"mclmc_target_accept must be in (0, 1), got {self.mclmc_target_accept}")
         if self.mclmc_thin < 1:
             raise UserError(f"mclmc_thin must be >= 1, got {self.mclmc_thin}")
         if not self.mclmc_steps >= 1.2:

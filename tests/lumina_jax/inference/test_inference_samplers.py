@@ -47,3 +47,10 @@ def test_mclmc_trajectory_length_below_the_tuner_floor_is_rejected():
 
     with pytest.raises(UserError, match="mclmc_steps must be >= 1.2"):
         SamplerConfig(name="blackjax-mclmc", mclmc_steps=1.0)
+
+
+def test_target_acceptance_outside_0_1_is_rejected():
+    from lumina_jax.errors import UserError
+
+    with pytest.raises(UserError, match="target-accept must be in"):
+        SamplerConfig(name="nuts", target_accept=1.5)
