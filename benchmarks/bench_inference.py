@@ -11,8 +11,9 @@ Each problem: a mock observation from the emulator at a random interior point of
 checkpoint's correlated emulator error, stride 8, a free systematic and scale); every sampler
 runs exactly as in `infer`: from the same multi-start MAP, in the same Laplace-whitened
 coordinates, chains started from Laplace draws.  ESS/s counts the total wall time (warmup +
-sampling, JIT compilation included); emcee's evaluations are log-density calls, the others'
-gradient calls.  Goal: NUTS >= 10x emcee at 135-D with R-hat <= 1.01 for both.
+sampling, JIT compilation and the Laplace Hessian included; the MAP search is left out for all);
+the sampling-phase figure divides by the time after warmup (emcee: after burn-in) alone.
+emcee's evaluations are log-density calls, the others' gradient calls.  Goal: NUTS >= 10x emcee at 135-D with R-hat <= 1.01 for both.
 """
 
 from __future__ import annotations
@@ -70,12 +71,15 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
         # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical units)
         d = diag.summarize_run(run, [f"z{i}" for i in range(fm.n_z)], run.positions)
         rows.append({"sampler": name, "n_z": fm.n_z, "max_rhat": d["max_rhat"], "min_ess_bulk": d["min_ess_bulk"],
-                     "wall_s": run.wall_s, "n_grad": run.n_grad, "min_ess_bulk_per_s": d["min_ess_bulk_per_s"],
+                     "wall_s": run.wall_s, "wall_warmup_s": run.wall_warmup_s, "wall_sampling_s": run.wall_sampling_s,
+                     "n_grad": run.n_grad, "min_ess_bulk_per_s": d["min_ess_bulk_per_s"],
+                     "min_ess_bulk_per_sampling_s": d["min_ess_bulk"] / max(run.wall_sampling_s, 1e-9),
                      "min_ess_bulk_per_grad": d["min_ess_bulk_per_grad"], "divergences": d["divergences"],
                      "info": {k: v for k, v in run.info.items() if k not in ("step_size", "L")}})
         r = rows[-1]
         print(f"  {name:15s} n_z={r['n_z']:3d}  R-hat {r['max_rhat']:.3f}  min ESS {r['min_ess_bulk']:8.1f}  "
-              f"wall {r['wall_s']:7.1f} s  ESS/s {r['min_ess_bulk_per_s']:8.3f}  grads {r['n_grad']:9d}  "
+              f"wall {r['wall_s']:7.1f} s ({r['wall_warmup_s']:.0f} warmup)  ESS/s {r['min_ess_bulk_per_s']:8.3f} "
+              f"(sampling phase {r['min_ess_bulk_per_sampling_s']:.3f})  grads {r['n_grad']:9d}  "
               f"ESS/grad {r['min_ess_bulk_per_grad']:.2e}  div {r['divergences']}", flush=True)
     return rows
 
@@ -123,8 +127,11 @@ def main(argv=None):
         if base:
             for r in out[dim]:
                 r["speedup_vs_emcee"] = r["min_ess_bulk_per_s"] / max(base[0]["min_ess_bulk_per_s"], 1e-12)
-            print("  speed-up vs emcee (min bulk ESS/s): " + ", ".join(
-                f"{r['sampler']} {r['speedup_vs_emcee']:.1f}x" for r in out[dim] if r["sampler"] != "emcee"))
+                r["sampling_phase_speedup_vs_emcee"] = (r["min_ess_bulk_per_sampling_s"]
+                                                        / max(base[0]["min_ess_bulk_per_sampling_s"], 1e-12))
+            print("  speed-up vs emcee (min bulk ESS/s; sampling phase only): " + ", ".join(
+                f"{r['sampler']} {r['speedup_vs_emcee']:.1f}x; {r['sampling_phase_speedup_vs_emcee']:.1f}x"
+                for r in out[dim] if r["sampler"] != "emcee"))
         print(f"  ({time.perf_counter() - t:.0f} s)")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
