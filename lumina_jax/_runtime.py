@@ -10,11 +10,16 @@ the stage-1 log density: 0.25-0.27 ms either way).  ``tests/lumina_jax/test_runt
 runs the program that hung.
 
 Opt out with ``LUMINA_JAX_XLA_DEFAULTS=1``, or set the flag yourself in ``XLA_FLAGS``.
+
+The command line (not the library) also turns on JAX's persistent compilation cache
+(:func:`configure_compilation_cache`): a rerun of ``lumina-jax infer --stage 1`` skips ~25 s
+of its ~2 min of XLA compilation.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 FLAGS = {"--xla_cpu_enable_concurrency_optimized_scheduler": "false"}
 
@@ -28,3 +33,46 @@ def configure_xla_cpu() -> None:
         if name not in flags:
             flags = f"{flags} {name}={value}".strip()
     os.environ["XLA_FLAGS"] = flags
+
+
+CACHE_MAX_BYTES = 1 << 30  # least-recently-used entries are evicted beyond 1 GiB
+CACHE_MIN_COMPILE_S = 0.5  # programs compiled faster than this are not stored
+_OFF = ("0", "off", "false", "no", "none")
+
+
+def cache_root(environ=None) -> Path:
+    """The package's cache folder: ``$LUMINA_JAX_CACHE`` or the platformdirs user cache
+    (``~/.cache/lumina-jax`` on Linux); atomic data and compiled programs live below it."""
+    env = (os.environ if environ is None else environ).get("LUMINA_JAX_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lumina-jax"))
+
+
+def configure_compilation_cache(environ=None) -> str | None:
+    """Point JAX's persistent compilation cache at ``cache_root()/xla`` (call before the first
+    compilation; the CLI does, the library leaves JAX's settings alone).
+
+    ``LUMINA_JAX_XLA_CACHE=0`` switches it off; a ``JAX_COMPILATION_CACHE_DIR`` (or
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``) the user set wins.  The folder is capped at :data:`CACHE_MAX_BYTES` (LRU eviction).  A folder that
+    cannot be created leaves the cache off (compilation works as without it).  Returns the
+    folder in use, or None."""
+    import jax
+
+    environ = os.environ if environ is None else environ
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    if environ.get("LUMINA_JAX_XLA_CACHE", "").strip().lower() in _OFF:
+        return None
+    path = cache_root(environ) / "xla"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    return str(path)

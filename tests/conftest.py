@@ -1,5 +1,6 @@
 """Shared test settings."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ settings.register_profile(
     "ci", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci")
+
+# Tests that call the CLI's main() must not write compiled programs into the user's cache
+# (tests/lumina_jax/test_runtime.py checks the cache in a subprocess with a temporary folder).
+os.environ.setdefault("LUMINA_JAX_XLA_CACHE", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

