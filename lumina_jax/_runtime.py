@@ -53,12 +53,14 @@ def cache_root(environ=None) -> Path:
 
 def configure_compilation_cache(environ=None) -> str | None:
     """Point JAX's persistent compilation cache at ``cache_root()/xla`` (call before the first
-    compilation; the CLI does, the library leaves JAX's settings alone).
+    compilation; the CLI does, importing the library does not).
 
-    ``LUMINA_JAX_XLA_CACHE=0`` switches it off; a ``JAX_COMPILATION_CACHE_DIR`` (or
-    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``) the user set wins.  The folder is capped at :data:`CACHE_MAX_BYTES` (LRU eviction).  A folder that
-    cannot be created leaves the cache off (compilation works as without it).  Returns the
-    folder in use, or None."""
+    ``LUMINA_JAX_XLA_CACHE=0`` (or off / false / no) switches it off; a
+    ``JAX_COMPILATION_CACHE_DIR``, ``JAX_COMPILATION_CACHE_MAX_SIZE`` or
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` the user set wins.  The folder is capped at
+    :data:`CACHE_MAX_BYTES` (least-recently-used entries evicted); programs compiled in under
+    :data:`CACHE_MIN_COMPILE_S` are not stored.  A folder that cannot be created or written
+    leaves the cache off (compilation works as without it).  Returns the folder in use, or None."""
     import jax
 
     environ = os.environ if environ is None else environ
@@ -71,8 +73,11 @@ def configure_compilation_cache(environ=None) -> str | None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
+    if not os.access(path, os.W_OK | os.X_OK):
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
-    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return str(path)

@@ -12,9 +12,9 @@ settings.register_profile(
 )
 settings.load_profile("ci")
 
-# Tests that call the CLI's main() must not write compiled programs into the user's cache
+# Tests that call the CLI's main() must never write compiled programs into the user's cache
 # (tests/lumina_jax/test_runtime.py checks the cache in a subprocess with a temporary folder).
-os.environ.setdefault("LUMINA_JAX_XLA_CACHE", "0")
+os.environ["LUMINA_JAX_XLA_CACHE"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -81,6 +81,7 @@ CACHE_PROGRAM = textwrap.dedent("""
     f = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T + 1.0)
     print("value", float(f(jnp.ones((3, 3)))[0, 0]))
     print("hits", sum("cache_hits" in h for h in hits))
+    print("max", jax.config.jax_compilation_cache_max_size)
 """)
 
 
@@ -96,7 +97,7 @@ def _cache_run(env):
 def test_cli_compilation_cache_stores_and_reuses_programs(tmp_path):
     env = {"LUMINA_JAX_CACHE": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     first = _cache_run(env)
-    assert first["dir"] == str(tmp_path / "xla") and first["hits"] == "0"
+    assert first["dir"] == str(tmp_path / "xla") and first["hits"] == "0" and first["max"] == str(1 << 30)
     assert any((tmp_path / "xla").iterdir()), "nothing was written to the cache folder"
     second = _cache_run(env)  # a new process finds the compiled program: same value, one hit or more
     assert int(second["hits"]) >= 1 and second["value"] == first["value"]
@@ -108,3 +109,31 @@ def test_compilation_cache_off_switch_and_users_choice(tmp_path):
     mine = tmp_path / "mine"
     chosen = _cache_run({"LUMINA_JAX_CACHE": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": str(mine)})
     assert chosen["dir"] == str(mine) and not (tmp_path / "xla").exists()
+    capped = _cache_run({"LUMINA_JAX_CACHE": str(tmp_path), "JAX_COMPILATION_CACHE_MAX_SIZE": "12345"})
+    assert capped["max"] == "12345"
+
+
+def test_unusable_cache_folder_leaves_the_cache_off(tmp_path, monkeypatch):
+    import jax
+
+    from lumina_jax import _runtime
+
+    if jax.config.jax_compilation_cache_dir:
+        pytest.skip("JAX_COMPILATION_CACHE_DIR is set in this environment: the user's folder wins by design")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert _runtime.configure_compilation_cache({"LUMINA_JAX_CACHE": str(blocker)}) is None  # mkdir fails
+    monkeypatch.setattr(_runtime.os, "access", lambda *a: False)  # exists, not writable (any user, root too)
+    assert _runtime.configure_compilation_cache({"LUMINA_JAX_CACHE": str(tmp_path / "ro")}) is None
+    assert jax.config.jax_compilation_cache_dir is None
+
+
+def test_cli_main_turns_the_cache_on_before_running(monkeypatch):
+    import lumina_jax.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "configure_compilation_cache", lambda: calls.append("cache"))
+    monkeypatch.setattr(sys, "argv", ["lumina-jax", "--help"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 0 and calls == ["cache"]
