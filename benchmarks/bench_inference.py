@@ -13,7 +13,8 @@ runs exactly as in `infer`: from the same multi-start MAP, in the same Laplace-w
 coordinates, chains started from Laplace draws.  ESS/s counts the total wall time (warmup +
 sampling, JIT compilation and the Laplace Hessian included; the MAP search is left out for all);
 the sampling-phase figure divides by the time after warmup (emcee: after burn-in) alone.
-emcee's evaluations are log-density calls, the others' gradient calls.  Goal: NUTS >= 10x emcee at 135-D with R-hat <= 1.01 for both.
+emcee's evaluations are log-density calls, the others' gradient calls.  Goal: NUTS >= 10x
+emcee at 135-D with R-hat <= 1.01 for both.
 """
 
 from __future__ import annotations
