@@ -1,5 +1,5 @@
 """Sampler efficiency: minimum bulk ESS per second (and per gradient) of NumPyro NUTS, BlackJAX
-NUTS, BlackJAX adjusted MCLMC and emcee, with the same emulator, at stage 1 (15-D) and stage 3
+NUTS, BlackJAX ChEES-HMC, BlackJAX adjusted MCLMC and emcee, with the same emulator, at stage 1 (15-D) and stage 3
 (135-D: 128 active + 7 inactive fixed).
 
     python benchmarks/bench_inference.py                       # random-weight toy emulator
@@ -90,8 +90,9 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help="stage-1 emulator checkpoint (default: random-weight toy)")
     ap.add_argument("--checkpoint3", help="stage-3 emulator checkpoint for the 135-D run (default: toy)")
     ap.add_argument("--dims", default="15,135", help="which problems: 15, 135 or both")
-    ap.add_argument("--samplers", default="nuts,blackjax-nuts,blackjax-mclmc,emcee")
-    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--samplers", default="nuts,blackjax-nuts,blackjax-chees,blackjax-mclmc,emcee")
+    ap.add_argument("--chains", type=int, default=4, help="chains (blackjax-chees: at least 16; emcee: walkers "
+                    "max(32, 2 n_z + 2))")
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--emcee-steps", type=int, default=0, help="steps per walker (default 10 x (warmup+samples))")

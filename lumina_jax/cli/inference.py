@@ -36,10 +36,10 @@ def infer(
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Previous stage's results dir: sample its "
                                             "relaxed (+-10 %) box, fix inactive parameters at its best fit."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N})."),
-    sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-mclmc | emcee | "
+    sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-chees | blackjax-mclmc | emcee | "
                                 "blackjax-nss (nested sampling: also the evidence)"),
     chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2); "
-                               "blackjax-nss: independent nested-sampling runs)."),
+                               "blackjax-chees: at least 16; blackjax-nss: independent nested-sampling runs)."),
     ns_live: int = typer.Option(300, "--ns-live", help="Live points per nested-sampling run (blackjax-nss)."),
     emcee_moves: str = typer.Option("stretch", "--emcee-moves", help="emcee proposal: stretch (emcee's default, "
                                     "the original pipeline's) or de (differential evolution 0.8 + snooker 0.2)."),

@@ -81,10 +81,10 @@ def convergence_problems(diag: dict, *, rhat_max: float = RHAT_MAX,
 
 def remedy(problems: list[str], sampler: str = "nuts") -> str:
     """What to try for :func:`convergence_problems`' reasons: divergences of the NUTS / HMC
-    samplers call for smaller steps (a higher ``--target-accept``, which only they read), a
+    (and ChEES) samplers call for smaller steps (a higher ``--target-accept``, which only they read), a
     high R-hat (or another sampler's divergences) for longer chains."""
     tips = []
-    step_sized = sampler in ("nuts", "hmc", "blackjax-nuts")
+    step_sized = sampler in ("nuts", "hmc", "blackjax-nuts", "blackjax-chees")
     if step_sized and any("divergent" in p for p in problems):
         tips.append("raise --target-accept (e.g. 0.9 or 0.95) for smaller steps")
     if any("R-hat" in p for p in problems) or (not step_sized and any("divergent" in p for p in problems)):

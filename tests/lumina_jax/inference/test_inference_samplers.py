@@ -23,7 +23,7 @@ def logdensity(z):
     return -0.5 * d @ jnp.asarray(PREC) @ d
 
 
-@pytest.mark.parametrize("name", ["nuts", "hmc", "blackjax-nuts", "blackjax-mclmc", "emcee", "emcee-de"])
+@pytest.mark.parametrize("name", ["nuts", "hmc", "blackjax-nuts", "blackjax-chees", "blackjax-mclmc", "emcee", "emcee-de"])
 def test_sampler_recovers_a_correlated_gaussian(name):
     """Not preconditioned (scales 0.5-3, correlations 0.6 / -0.3): the draws' mean within
     0.3 sd and sd within 20 % of the truth, the correlation within 0.2, R-hat < 1.05 on
@@ -54,3 +54,18 @@ def test_target_acceptance_outside_0_1_is_rejected():
 
     with pytest.raises(UserError, match="target-accept must be in"):
         SamplerConfig(name="nuts", target_accept=1.5)
+
+
+def test_chees_runs_at_least_16_chains_in_lockstep():
+    """ChEES pools its adaptation over chains: ``--chains 2`` still runs 16, and every chain
+    takes the same (jittered) number of leapfrog steps per draw, so the gradient count is a
+    multiple of the chain count."""
+    from lumina_jax.inference.samplers import chain_count
+
+    assert chain_count(SamplerConfig(name="blackjax-chees", num_chains=4)) == 16
+    assert chain_count(SamplerConfig(name="blackjax-chees", num_chains=32)) == 32
+    assert chain_count(SamplerConfig(name="nuts", num_chains=4)) == 4
+    cfg = SamplerConfig(name="blackjax-chees", num_chains=2, num_warmup=50, num_samples=20, seed=1)
+    run = run_sampler(cfg, logdensity, jnp.asarray(MU)[None, :] + jnp.zeros((2, 4)))
+    assert run.positions.shape == (16, 20, 4) and run.logdensity.shape == (16, 20)
+    assert run.n_grad % 16 == 0 and run.n_grad >= 16 * 70
