@@ -23,7 +23,7 @@ import numpy as np
 from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, predicted_flux
 from lumina_jax.inference.model import FitSetup
 from lumina_jax.inference.observed import observation_from_model
-from lumina_jax.inference.samplers import SamplerConfig
+from lumina_jax.inference.samplers import SamplerConfig, chain_count
 
 
 def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int = 50, noise_frac: float = 0.02,
@@ -95,7 +95,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
 
     records.sort(key=lambda r: r["index"])
     rhats = np.asarray([r["max_rhat"] for r in records])
-    multi = sampler.num_chains > 1
+    multi = chain_count(sampler) > 1
     out = {"n_injections": n_injections, "n_fitted": len(records), "shard": list(shard) if shard else None,
            "noise_frac": noise_frac, "emulator_error": emu_error,
            "sampler": {**dataclasses.asdict(sampler), "laplace_preconditioned": sampler.precondition,

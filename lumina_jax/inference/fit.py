@@ -25,7 +25,7 @@ from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
 from lumina_jax.inference.model import FitSetup, find_map, flatten_model, prior_draws
 from lumina_jax.inference.observed import Observation
-from lumina_jax.inference.samplers import SamplerConfig, run_nested, run_preconditioned
+from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
 
 RMS_BAND = (3300.0, 9700.0)
 MAX_SAVED_VALUES = 2e7  # thin very long (emcee) chains before writing NetCDF
@@ -70,7 +70,9 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
     t_map = time.perf_counter() - t0
-    log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}")
+    n_ch = chain_count(cfg)
+    log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}"
+        + (f" ({n_ch} chains: its adaptation pools at least {cfg.chees_min_chains})" if n_ch != cfg.num_chains else ""))
     if cfg.name == "blackjax-nss":  # from the prior: no MAP start, no preconditioning
         run = run_nested(cfg, fm.logprior, fm.loglikelihood, lambda k, n: prior_draws(fm, k, n), log=log)
         pre = {"preconditioned": False, "hessian_s": 0.0}

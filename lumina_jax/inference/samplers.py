@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -187,8 +187,8 @@ def chain_count(cfg: SamplerConfig) -> int:
 
 
 def run_sampler(cfg: SamplerConfig, logdensity: Callable, init: jnp.ndarray) -> SamplerRun:
-    """Run ``cfg.name`` on ``logdensity`` from ``init`` [chains, n_z] (blackjax-chees: its
-    rows are reused in turn when there are fewer than :func:`chain_count`).
+    """Run ``cfg.name`` on ``logdensity`` from ``init`` [chains, n_z] (blackjax-chees: at least
+    :func:`chain_count` rows).
 
     emcee takes ``init`` as its walkers when it has at least :func:`emcee_walkers` rows, and
     otherwise starts them in a ball of radius 1e-3 around ``init[0]``."""
@@ -267,34 +267,47 @@ def _blackjax_nuts(cfg, logdensity, init):
                       int(jnp.sum(n_warm) + jnp.sum(nsteps)), t1 - t0, t2 - t1, info)
 
 
+class _CheesWarmInfo(NamedTuple):
+    num_integration_steps: jnp.ndarray  # [num_chains] leapfrog steps of one warm-up iteration
+
+
 def _blackjax_chees(cfg, logdensity, init):
-    """ChEES-HMC: ``blackjax.chees_adaptation`` (step size by dual averaging towards
-    ``target_accept`` -- 0.8 by default, not ChEES's 0.651: at 135-D 69 against 57-63 min-ESS/s
-    in one run each --, trajectory length by Adam on the cross-chain ChEES criterion, a
-    diagonal inverse mass pooled over all chains in the last half of the warm-up), then
-    ``blackjax.dynamic_hmc`` with the adapted values.  The jittered number of leapfrog steps
-    comes from a Halton sequence indexed by the step count, the same for every chain, so one
-    vmapped step costs one batched gradient per leapfrog step with no idle chains."""
+    """ChEES-HMC: ``blackjax.chees_adaptation`` (step size by dual averaging of the chains'
+    harmonic-mean acceptance towards ``target_accept`` -- 0.8 by default, not ChEES's 0.651;
+    trajectory length by Adam on the cross-chain ChEES criterion, floored by BlackJAX at
+    pi/2 sqrt(lambda_max) of the pooled covariance; a diagonal inverse mass pooled over all
+    chains in the last half of the warm-up), then ``blackjax.dynamic_hmc`` with the adapted
+    values.  The jittered number of leapfrog steps comes from a Halton sequence indexed by
+    the step count, the same for every chain, so one vmapped step costs one batched gradient
+    per leapfrog step with no idle chains.  ``init`` needs :func:`chain_count` rows or more
+    (one chain per row)."""
     import blackjax
     import optax
 
-    n_chains = chain_count(cfg)
-    init = init[jnp.arange(n_chains) % init.shape[0]]
+    n_chains = max(init.shape[0], chain_count(cfg))
+    if init.shape[0] < n_chains:
+        raise UserError(f"blackjax-chees runs at least {n_chains} chains and needs as many starting points, "
+                        f"got {init.shape[0]}")
+    n_warm_steps = max(cfg.num_warmup, 10)
     warm = blackjax.chees_adaptation(
         logdensity, n_chains, target_acceptance_rate=cfg.target_accept, mass_matrix_estimation="diagonal",
-        adaptation_info_fn=lambda state, info, adapt: (info.num_integration_steps, info.is_divergent))
+        adaptation_info_fn=lambda state, info, adapt: _CheesWarmInfo(info.num_integration_steps))
     k_warm, k_sample = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    fns = {}  # the kernel's step-count functions: plain Python closures over static settings
+    fns = {}  # the kernel's step-count functions: Python closures over static settings only
 
     @jax.jit
     def warmup(key, x0):
-        (state, params), winfo = warm.run(key, x0, 0.1, optax.adam(cfg.chees_learning_rate),
-                                          max(cfg.num_warmup, 10), max_sampling_steps=cfg.num_samples)
+        # max_sampling_steps + 1: with num_steps + max_sampling_steps a power of 2 the last
+        # Halton index has all its bits zero, i.e. a draw of 0 leapfrog steps
+        (state, params), winfo = warm.run(key, x0, 0.1, optax.adam(cfg.chees_learning_rate), n_warm_steps,
+                                          max_sampling_steps=cfg.num_samples + 1)
         fns.update({k: params.pop(k) for k in ("next_random_arg_fn", "integration_steps_fn")})
-        return state, params, jnp.sum(getattr(winfo, "_wrapped_info", winfo)[0])
+        return state, params, jnp.sum(winfo.num_integration_steps)
 
     t0 = time.perf_counter()
     state, params, n_warm = jax.block_until_ready(warmup(k_warm, init))
+    if set(fns) != {"next_random_arg_fn", "integration_steps_fn"}:  # filled while tracing ``warmup``
+        raise RuntimeError(f"blackjax.chees_adaptation returned unexpected parameters {sorted(fns)}")
     n_warm = int(n_warm)
     t1 = time.perf_counter()
     kernel = blackjax.dynamic_hmc(logdensity, **params, **fns)
@@ -313,6 +326,7 @@ def _blackjax_chees(cfg, logdensity, init):
     info = {"mean_accept": float(jnp.mean(acc)), "mean_steps": float(jnp.mean(nsteps)),
             "step_size": float(params["step_size"]), "trajectory_steps": float(params["integration_steps_params"][0]),
             "chains": n_chains}
+    info["steps_equal_across_chains"] = bool(np.all(np.asarray(nsteps) == np.asarray(nsteps)[:, :1]))
     return SamplerRun(cfg.name, swap(pos), swap(ld), swap(div).astype(bool), n_warm + int(jnp.sum(nsteps)),
                       t1 - t0, t2 - t1, info)
 

@@ -9,7 +9,7 @@ import pytest
 
 import lumina_jax  # noqa: F401  (float64)
 from lumina_jax.inference import diagnostics as diag
-from lumina_jax.inference.samplers import SamplerConfig, run_sampler
+from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_sampler
 
 MU = np.array([1.0, -2.0, 0.5, 3.0])
 SD = np.array([0.5, 2.0, 1.0, 3.0])
@@ -31,7 +31,7 @@ def test_sampler_recovers_a_correlated_gaussian(name):
     moves = "de" if name == "emcee-de" else "stretch"
     cfg = SamplerConfig(name=name.removesuffix("-de"), num_chains=2, num_warmup=300, num_samples=400, seed=4,
                         emcee_moves=moves)
-    init = jnp.asarray(MU) + 0.5 * jax.random.normal(jax.random.PRNGKey(0), (2, 4))
+    init = jnp.asarray(MU) + 0.5 * jax.random.normal(jax.random.PRNGKey(0), (chain_count(cfg), 4))
     run = run_sampler(cfg, logdensity, init)
     assert run.positions.ndim == 3 and run.positions.shape[2] == 4 and run.n_grad > 0
     x = run.positions.reshape(-1, 4)
@@ -40,6 +40,8 @@ def test_sampler_recovers_a_correlated_gaussian(name):
     assert abs(np.corrcoef(x.T)[0, 1] - 0.6) < 0.2
     d = diag.summarize_run(run, [f"z{i}" for i in range(4)], run.positions)
     assert d["max_rhat"] < 1.05, d["max_rhat"]
+    if name == "blackjax-chees":  # the adapted step size reaches its target (mean >= the harmonic mean targeted)
+        assert run.info["mean_accept"] >= cfg.target_accept - 0.03, run.info
 
 
 def test_mclmc_trajectory_length_below_the_tuner_floor_is_rejected():
@@ -57,15 +59,39 @@ def test_target_acceptance_outside_0_1_is_rejected():
 
 
 def test_chees_runs_at_least_16_chains_in_lockstep():
-    """ChEES pools its adaptation over chains: ``--chains 2`` still runs 16, and every chain
-    takes the same (jittered) number of leapfrog steps per draw, so the gradient count is a
-    multiple of the chain count."""
-    from lumina_jax.inference.samplers import chain_count
+    """ChEES pools its adaptation over chains: ``--chains 4`` still runs 16, every chain takes
+    the same (jittered) number of leapfrog steps per draw, and with warm-up + draws a power of
+    2 (12 + 20) no draw is a zero-length trajectory (a Halton index with all bits zero)."""
+    from lumina_jax.errors import UserError
 
     assert chain_count(SamplerConfig(name="blackjax-chees", num_chains=4)) == 16
     assert chain_count(SamplerConfig(name="blackjax-chees", num_chains=32)) == 32
     assert chain_count(SamplerConfig(name="nuts", num_chains=4)) == 4
-    cfg = SamplerConfig(name="blackjax-chees", num_chains=2, num_warmup=50, num_samples=20, seed=1)
-    run = run_sampler(cfg, logdensity, jnp.asarray(MU)[None, :] + jnp.zeros((2, 4)))
-    assert run.positions.shape == (16, 20, 4) and run.logdensity.shape == (16, 20)
-    assert run.n_grad % 16 == 0 and run.n_grad >= 16 * 70
+    cfg = SamplerConfig(name="blackjax-chees", num_chains=4, num_warmup=12, num_samples=20, seed=1)
+    init = jnp.asarray(MU) + jax.random.normal(jax.random.PRNGKey(2), (16, 4))
+    run = run_sampler(cfg, logdensity, init)
+    assert run.positions.shape == (16, 20, 4) and run.logdensity.shape == (16, 20) and run.diverging.shape == (16, 20)
+    assert run.info["steps_equal_across_chains"] and run.n_grad >= 16 * 32
+    moved = np.any(run.positions[:, 1:] != run.positions[:, :-1], axis=(0, 2))  # [draws - 1]: any chain moved
+    assert moved.all(), np.flatnonzero(~moved)
+    with pytest.raises(UserError, match="needs as many starting points"):
+        run_sampler(cfg, logdensity, init[:4])
+
+
+def test_run_preconditioned_gives_chees_16_distinct_laplace_starts(monkeypatch):
+    """``run_preconditioned`` draws one Laplace start per chain that ChEES runs (16 for
+    ``num_chains=4``), all distinct."""
+    from lumina_jax.inference import samplers
+
+    seen = {}
+
+    def spy(cfg, ld, init):
+        seen["init"] = np.asarray(init)
+        return samplers.SamplerRun(cfg.name, np.zeros((init.shape[0], 10, 4)), np.zeros((init.shape[0], 10)),
+                                   np.zeros((init.shape[0], 10), bool), 1, 0.0, 0.0, {})
+
+    monkeypatch.setattr(samplers, "run_sampler", spy)
+    cfg = SamplerConfig(name="blackjax-chees", num_chains=4)
+    samplers.run_preconditioned(cfg, logdensity, jnp.asarray(MU), jax.random.PRNGKey(0))
+    x0 = seen["init"]
+    assert x0.shape == (16, 4) and len(np.unique(x0, axis=0)) == 16
