@@ -41,10 +41,10 @@ from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
 from lumina_jax.params import load_space  # noqa: E402
 
 
-def problem(emu, seed=1, noise=0.01, stride=8):
+def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
     sp = emu.space
     rng = np.random.default_rng(seed)
-    setup = make_setup(sp, n_poly=0)
+    setup = make_setup(sp, n_poly=0, box_link=box_link)
     truth = setup.base_theta()
     idx = setup.free_index
     truth[idx] = sp.lower[idx] + rng.uniform(0.25, 0.75, idx.size) * (sp.upper[idx] - sp.lower[idx])
@@ -58,8 +58,8 @@ def problem(emu, seed=1, noise=0.01, stride=8):
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
-          target_accept=0.8):
-    fm, setup = problem(emu)
+          target_accept=0.8, box_link="logit"):
+    fm, setup = problem(emu, box_link=box_link)
     t0 = time.perf_counter()
     z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
     print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}", flush=True)
@@ -101,6 +101,8 @@ def main(argv=None):
     ap.add_argument("--emcee-burn", type=float, default=0.5, help="fraction of emcee's steps discarded as burn-in")
     ap.add_argument("--target-accept", type=float, default=0.8,
                     help="NumPyro and BlackJAX NUTS / HMC target acceptance (infer --target-accept; raise it when NUTS diverges)")
+    ap.add_argument("--box-link", default="logit", choices=["logit", "probit"],
+                    help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -120,11 +122,11 @@ def main(argv=None):
         else:
             emu = RandomMLPEmulator.build(load_space(stage), seed=stage)
             label = "random-weight toy MLP"
-        print(f"stage {stage} ({emu.space.dim}-D, {label}):", flush=True)
+        print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates):", flush=True)
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
-                         emcee_burn=a.emcee_burn, target_accept=a.target_accept)
+                         emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:

@@ -51,6 +51,10 @@ def infer(
                                         "diverges."),
     dense: Optional[bool] = typer.Option(None, "--dense/--diag", help="Dense or diagonal mass matrix "
                                          "(default: dense up to 40 dimensions)."),
+    box_link: Optional[str] = typer.Option(None, "--box-link", help="Unconstrained coordinates of the box "
+                                           "parameters: logit (default, config likelihood.box_link) or probit "
+                                           "(u = Phi(w), w ~ N(0, 1)); same prior and posterior, different "
+                                           "geometry for the sampler."),
     prior: List[str] = typer.Option([], "--prior", help="Informative prior NAME=MEAN,SD (repeatable), "
                                     "e.g. --prior t_exp=18,1"),
     n_poly: Optional[int] = typer.Option(None, "--n-poly", help="Order of the multiplicative Legendre warp."),
@@ -79,7 +83,7 @@ def infer(
                              emcee_moves),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
-        config_path=config, wave_unit=wave_unit, flux_unit=flux_unit)
+        config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link)
     res, out_dir = api.infer(req, log=log, emulator=_EMULATOR_OVERRIDE, synthesizer=_SYNTH_OVERRIDE)
     s = res.summary
     if plots:
@@ -219,7 +223,7 @@ def check_coverage(
     lk = cfg["likelihood"]
     setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
                        log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
-                       ordering_softness=float(lk["ordering_softness"]))
+                       ordering_softness=float(lk["ordering_softness"]), box_link=lk["box_link"])
     if simulator == "synth":
         if _SYNTH_OVERRIDE is not None:
             synth = _SYNTH_OVERRIDE
@@ -345,7 +349,8 @@ def _load_fit(results_dir, checkpoint):
     space = _space_of(summary, emu)
     lk = summary["likelihood"]
     setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
-                       f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)))
+                       f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)),
+                       box_link=lk.get("box_link", "logit"))
     obs = idata.observed_data
     wave = np.asarray(idata.constant_data["wavelength"])
     # the fit's emulator-error model, from what its summary recorded

@@ -120,6 +120,7 @@ class InferRequest:
     config_path: Path | None = None
     wave_unit: str | None = None
     flux_unit: str | None = None
+    box_link: str | None = None  # None: the config's likelihood.box_link
 
 
 def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
@@ -141,7 +142,7 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     priors.update(req.priors)
     setup = make_setup(space, fixed=fixed, priors=priors, n_poly=lk["n_poly"] if req.n_poly is None else req.n_poly,
                        f_sys_range=tuple(lk["f_sys_range"]), log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
-                       ordering_softness=float(lk["ordering_softness"]))
+                       ordering_softness=float(lk["ordering_softness"]), box_link=req.box_link or lk["box_link"])
     oc = cfg["observed"]
     truth = None
     meta = {"checkpoint": str(ckpt) if ckpt else "(in-memory emulator)"}

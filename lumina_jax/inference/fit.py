@@ -129,7 +129,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
                        "emulator_error_cov_scale": float(emu_var_scale) if data.emu_diag is not None and corr_length is None else None,
                        "emulator_rank": None if data.emu_basis is None else int(data.emu_basis.shape[1]), "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
-                       "ordering_softness": setup.ordering_softness,
+                       "ordering_softness": setup.ordering_softness, "box_link": setup.box_link,
                        "priors": {n: [m, s] for n, m, s in setup.priors},
                        "has_observational_errors": bool(obs.has_errors)},
         "observation": obs.meta,

@@ -3,8 +3,12 @@
 Latent sites (all samplers see the same unconstrained vector ``z``):
 
 - ``u`` [n_free]: the free physical parameters in the unit box of the stage's sampling
-  box, prior Uniform(0, 1) (NumPyro maps it to logit space, so the sampler never meets a
-  hard wall).  theta = lows + u (highs - lows); inactive parameters are fixed.
+  box, prior Uniform(0, 1); theta = lows + u (highs - lows); inactive parameters are fixed.
+  The sampler never meets a hard wall: with ``box_link="logit"`` (default) the site is
+  Uniform(0, 1) and NumPyro samples logit(u); with ``box_link="probit"`` the site's value is
+  w ~ Normal(0, 1) and u = Phi(w) (the normal CDF), the same uniform prior on u.  The probit
+  link maps a prior-dominated parameter to an exact standard normal, and a posterior pressed
+  against a wall gets a Gaussian tail in w instead of logit's exponential one.
 - ``log_scale``: flux normalisation, Normal(0, ``log_scale_sd``).
 - ``log_f_sys``: fractional systematic, Uniform(log f_min, log f_max) (log-uniform f_sys).
 - ``poly`` [K]: Legendre warp coefficients, Normal(0, ``poly_sd``) (absent when K = 0).
@@ -55,6 +59,7 @@ class FitSetup:
     log_scale_sd: float = 0.5
     poly_sd: float = 0.1
     ordering_softness: float = 200.0  # km/s; 0 switches the ordering constraint off
+    box_link: str = "logit"  # unconstrained coordinates of u: "logit" or "probit" (see the module docstring)
 
     @property
     def free_index(self) -> np.ndarray:
@@ -82,10 +87,13 @@ class FitSetup:
         return jnp.broadcast_to(base, vals.shape[:-1] + base.shape).at[..., idx].set(vals)
 
 
+BOX_LINKS = ("logit", "probit")
+
+
 def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] | None = None,
                priors: Mapping[str, tuple[float, float]] | None = None, n_poly: int = 0,
                f_sys_range=(1e-3, 0.3), log_scale_sd: float = 0.5, poly_sd: float = 0.1,
-               ordering_softness: float = 200.0) -> FitSetup:
+               ordering_softness: float = 200.0, box_link: str = "logit") -> FitSetup:
     """Validated :class:`FitSetup`.  Inactive names are fixed at ``fixed`` or the box centre."""
     fixed = dict(fixed or {})
     if free is None:
@@ -107,14 +115,19 @@ def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] |
         raise ParameterError(f"n_poly must be in 0..10, got {n_poly}")
     if ordering_softness < 0:
         raise ParameterError(f"ordering_softness must be >= 0 km/s, got {ordering_softness}")
+    if box_link not in BOX_LINKS:
+        raise ParameterError(f"box_link must be one of {', '.join(BOX_LINKS)}, got {box_link!r}")
     return FitSetup(space, free, tuple(fixed_full.items()), tuple(pri), int(n_poly),
                     (float(f_sys_range[0]), float(f_sys_range[1])), float(log_scale_sd), float(poly_sd),
-                    float(ordering_softness))
+                    float(ordering_softness), box_link)
 
 
 def _prior_sites(setup: FitSetup):
     """The model's sample sites (its prior without the informative factors): (u, log_scale, log_f_sys, poly)."""
-    u = numpyro.sample("u", dist.Uniform(0.0, 1.0).expand([setup.n_free]).to_event(1))
+    if setup.box_link == "probit":
+        u = jax.scipy.special.ndtr(numpyro.sample("u", dist.Normal(0.0, 1.0).expand([setup.n_free]).to_event(1)))
+    else:
+        u = numpyro.sample("u", dist.Uniform(0.0, 1.0).expand([setup.n_free]).to_event(1))
     log_scale = numpyro.sample("log_scale", dist.Normal(0.0, setup.log_scale_sd))
     lo, hi = np.log(setup.f_sys_range[0]), np.log(setup.f_sys_range[1])
     log_f_sys = numpyro.sample("log_f_sys", dist.Uniform(lo, hi))
@@ -208,9 +221,11 @@ def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: Likelihoo
     def logdensity(z):
         return -potential_energy(spectral_model, args, {}, unravel(z))
 
+    to_box = jax.scipy.special.ndtr if setup.box_link == "probit" else jax.nn.sigmoid
+
     def constrain(z):
         p = unravel(z)
-        out = {"u": jax.nn.sigmoid(p["u"]), "log_scale": p["log_scale"],
+        out = {"u": to_box(p["u"]), "log_scale": p["log_scale"],
                "log_f_sys": lo + (hi - lo) * jax.nn.sigmoid(p["log_f_sys"])}
         if "poly" in p:
             out["poly"] = p["poly"]
@@ -234,7 +249,9 @@ def prior_draws(fm: FlatModel, rng_key, n: int):
     """``n`` exact draws from ``fm.logprior`` as flat z vectors [n, n_z] (pure)."""
     s = fm.setup
     ks = jax.random.split(rng_key, 4)
-    parts = {"u": jax.scipy.special.logit(jax.random.uniform(ks[0], (n, s.n_free), minval=1e-12, maxval=1.0)),
+    u_draws = (jax.random.normal(ks[0], (n, s.n_free)) if s.box_link == "probit" else
+               jax.scipy.special.logit(jax.random.uniform(ks[0], (n, s.n_free), minval=1e-12, maxval=1.0)))
+    parts = {"u": u_draws,
              "log_scale": s.log_scale_sd * jax.random.normal(ks[1], (n,)),
              "log_f_sys": jax.scipy.special.logit(jax.random.uniform(ks[2], (n,), minval=1e-12, maxval=1.0))}
     if s.n_poly:
@@ -244,12 +261,13 @@ def prior_draws(fm: FlatModel, rng_key, n: int):
 
 def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):
     """Unconstrained flat vector from constrained values (inverse of ``constrain``)."""
-    from jax.scipy.special import logit
+    from jax.scipy.special import logit, ndtri
 
     s = fm.setup
+    from_box = ndtri if s.box_link == "probit" else logit
     lo, hi = np.log(s.f_sys_range[0]), np.log(s.f_sys_range[1])
     t = (np.log(f_sys) - lo) / (hi - lo)
-    parts = {"u": logit(jnp.clip(jnp.asarray(u), 1e-9, 1 - 1e-9)), "log_scale": jnp.asarray(log_scale, float),
+    parts = {"u": from_box(jnp.clip(jnp.asarray(u), 1e-9, 1 - 1e-9)), "log_scale": jnp.asarray(log_scale, float),
              "log_f_sys": logit(jnp.clip(jnp.asarray(t, float), 1e-9, 1 - 1e-9))}
     if s.n_poly:
         parts["poly"] = jnp.zeros(s.n_poly) if poly is None else jnp.asarray(poly)
@@ -287,8 +305,10 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
     """
     import optax
 
-    def target(z):  # log posterior density in u (logit Jacobian of the box coordinates removed)
+    def target(z):  # log posterior density in u (the Jacobian of the link to the box coordinates removed)
         zu = fm.unravel(z)["u"]
+        if fm.setup.box_link == "probit":  # log du/dw = log phi(w) = -w^2/2 + const
+            return fm.logdensity(z) + jnp.sum(0.5 * zu * zu)
         return fm.logdensity(z) + jnp.sum(jax.nn.softplus(-zu) + jax.nn.softplus(zu))
 
     k1, k2 = jax.random.split(rng_key)

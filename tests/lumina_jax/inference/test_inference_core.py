@@ -381,7 +381,39 @@ def test_injection_draws_respect_the_orderings_and_fill_the_box():
     assert abs(u[:, i_l].mean() - 0.5) < 0.05 and u[:, i_v].mean() < 0.47
 
 
-def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3):
+def test_probit_box_link_is_the_same_posterior_with_a_normal_jacobian(toy_emu, space3):
+    """``box_link="probit"``: the site's value is w with u = Phi(w); the flat density is the
+    same posterior in u times the Jacobian du/dw = phi(w) (logit: u (1 - u)), so the two
+    links differ at the same u by exactly the difference of their log-Jacobians; the prior
+    draws are standard normal in w (uniform in u); constrain / z_from_values invert."""
+    from scipy import stats
+
+    data = L.make_likelihood_data(toy_emu.wavelength, np.asarray(toy_emu.spectrum(jnp.array([1.0, 11000, 0.5]))),
+                                  np.full(toy_emu.wavelength.shape, 0.01), np.ones(toy_emu.wavelength.shape, bool))
+    fms = {k: M.flatten_model(M.make_setup(space3, n_poly=0, box_link=k), toy_emu.spectrum_and_sigma, data)
+           for k in ("logit", "probit")}
+    u = np.array([0.03, 0.6, 0.97])
+    zl = M.z_from_values(fms["logit"], u, 0.02, 0.01)
+    zp = M.z_from_values(fms["probit"], u, 0.02, 0.01)
+    w = stats.norm.ppf(u)
+    np.testing.assert_allclose(np.asarray(fms["probit"].unravel(zp)["u"]), w, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(fms["probit"].constrain(zp)["u"]), u, rtol=1e-9)
+    jac_logit = np.sum(np.log(u * (1 - u)))
+    jac_probit = np.sum(stats.norm.logpdf(w))
+    d = float(fms["probit"].logdensity(zp)) - float(fms["logit"].logdensity(zl))
+    assert d == pytest.approx(jac_probit - jac_logit, abs=1e-9)
+    draws = np.asarray(jax.vmap(lambda z: fms["probit"].unravel(z)["u"])(
+        M.prior_draws(fms["probit"], jax.random.PRNGKey(0), 4000)))
+    assert abs(draws.mean()) < 0.05 and abs(draws.std() - 1.0) < 0.03
+    assert float(fms["probit"].logprior(zp)) == pytest.approx(
+        jac_probit + stats.norm(0, 0.5).logpdf(0.02) + float(fms["logit"].logprior(zl)) - jac_logit
+        - stats.norm(0, 0.5).logpdf(0.02), abs=1e-9)
+    with pytest.raises(UserError, match="box_link must be one of"):
+        M.make_setup(space3, box_link="tanh")
+
+
+@pytest.mark.parametrize("box_link", ["logit", "probit"])
+def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3, box_link):
     """The u-space multi-start climb, then the z polish: the returned point is a stationary
     point of ``fm.logdensity`` (gradient ~ 0, Hessian negative definite) near the truth of a
     noiseless mock, and its reported value is that density there."""
@@ -389,7 +421,7 @@ def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3):
     wave = toy_emu.wavelength
     data = L.make_likelihood_data(wave, np.asarray(toy_emu.spectrum(truth)), np.full(wave.shape, 0.01),
                                   np.ones(wave.shape, bool))
-    setup = M.make_setup(space3, n_poly=0)
+    setup = M.make_setup(space3, n_poly=0, box_link=box_link)
     fm = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
     z, ld, _, _ = M.find_map(fm, jax.random.PRNGKey(3), n_starts=8, n_steps=300, n_screen=256)
     assert ld == pytest.approx(float(fm.logdensity(z)), rel=1e-12)
