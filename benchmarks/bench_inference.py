@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import lumina_jax  # noqa: E402,F401
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import make_likelihood_data  # noqa: E402
-from lumina_jax.inference.model import find_map, flatten_model, make_setup  # noqa: E402
+from lumina_jax.inference.model import BOX_LINKS, find_map, flatten_model, make_setup  # noqa: E402
 from lumina_jax.inference.observed import observation_from_model  # noqa: E402
 from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned  # noqa: E402
 from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv=None):
     ap.add_argument("--emcee-burn", type=float, default=0.5, help="fraction of emcee's steps discarded as burn-in")
     ap.add_argument("--target-accept", type=float, default=0.8,
                     help="NumPyro and BlackJAX NUTS / HMC target acceptance (infer --target-accept; raise it when NUTS diverges)")
-    ap.add_argument("--box-link", default="logit", choices=["logit", "probit"],
+    ap.add_argument("--box-link", default="logit", choices=list(BOX_LINKS),
                     help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")

@@ -79,9 +79,11 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk.setdefault("ordering_softness", 200.0)
     if not (isinstance(lk["ordering_softness"], (int, float)) and lk["ordering_softness"] >= 0):
         raise UserError(f"{path}: likelihood.ordering_softness must be >= 0 km/s (0: off)")
+    from lumina_jax.inference.model import BOX_LINKS
+
     lk.setdefault("box_link", "logit")
-    if lk["box_link"] not in ("logit", "probit"):
-        raise UserError(f"{path}: likelihood.box_link must be logit or probit, got {lk['box_link']!r}")
+    if lk["box_link"] not in BOX_LINKS:
+        raise UserError(f"{path}: likelihood.box_link must be one of {', '.join(BOX_LINKS)}, got {lk['box_link']!r}")
     lk.setdefault("emulator_error_scale", "checkpoint")
     esc = lk["emulator_error_scale"]
     if esc != "checkpoint" and not (isinstance(esc, (int, float)) and not isinstance(esc, bool) and esc > 0):

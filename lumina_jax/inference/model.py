@@ -87,7 +87,12 @@ class FitSetup:
         return jnp.broadcast_to(base, vals.shape[:-1] + base.shape).at[..., idx].set(vals)
 
 
-BOX_LINKS = ("logit", "probit")
+# box link: (to_box w -> u, from_box u -> w, log du/dw up to a constant), all elementwise
+_LINKS = {
+    "logit": (jax.nn.sigmoid, jax.scipy.special.logit, lambda w: -jax.nn.softplus(-w) - jax.nn.softplus(w)),
+    "probit": (jax.scipy.special.ndtr, jax.scipy.special.ndtri, lambda w: -0.5 * w * w),
+}
+BOX_LINKS = tuple(_LINKS)
 
 
 def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] | None = None,
@@ -221,7 +226,7 @@ def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: Likelihoo
     def logdensity(z):
         return -potential_energy(spectral_model, args, {}, unravel(z))
 
-    to_box = jax.scipy.special.ndtr if setup.box_link == "probit" else jax.nn.sigmoid
+    to_box = _LINKS[setup.box_link][0]
 
     def constrain(z):
         p = unravel(z)
@@ -249,9 +254,8 @@ def prior_draws(fm: FlatModel, rng_key, n: int):
     """``n`` exact draws from ``fm.logprior`` as flat z vectors [n, n_z] (pure)."""
     s = fm.setup
     ks = jax.random.split(rng_key, 4)
-    u_draws = (jax.random.normal(ks[0], (n, s.n_free)) if s.box_link == "probit" else
-               jax.scipy.special.logit(jax.random.uniform(ks[0], (n, s.n_free), minval=1e-12, maxval=1.0)))
-    parts = {"u": u_draws,
+    from_box = _LINKS[s.box_link][1]
+    parts = {"u": from_box(jax.random.uniform(ks[0], (n, s.n_free), minval=1e-12, maxval=1.0)),
              "log_scale": s.log_scale_sd * jax.random.normal(ks[1], (n,)),
              "log_f_sys": jax.scipy.special.logit(jax.random.uniform(ks[2], (n,), minval=1e-12, maxval=1.0))}
     if s.n_poly:
@@ -261,10 +265,10 @@ def prior_draws(fm: FlatModel, rng_key, n: int):
 
 def z_from_values(fm: FlatModel, u, log_scale=0.0, f_sys=0.01, poly=None):
     """Unconstrained flat vector from constrained values (inverse of ``constrain``)."""
-    from jax.scipy.special import logit, ndtri
+    from jax.scipy.special import logit
 
     s = fm.setup
-    from_box = ndtri if s.box_link == "probit" else logit
+    from_box = _LINKS[s.box_link][1]
     lo, hi = np.log(s.f_sys_range[0]), np.log(s.f_sys_range[1])
     t = (np.log(f_sys) - lo) / (hi - lo)
     parts = {"u": from_box(jnp.clip(jnp.asarray(u), 1e-9, 1 - 1e-9)), "log_scale": jnp.asarray(log_scale, float),
@@ -306,10 +310,7 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
     import optax
 
     def target(z):  # log posterior density in u (the Jacobian of the link to the box coordinates removed)
-        zu = fm.unravel(z)["u"]
-        if fm.setup.box_link == "probit":  # log du/dw = log phi(w) = -w^2/2 + const
-            return fm.logdensity(z) + jnp.sum(0.5 * zu * zu)
-        return fm.logdensity(z) + jnp.sum(jax.nn.softplus(-zu) + jax.nn.softplus(zu))
+        return fm.logdensity(z) - jnp.sum(_LINKS[fm.setup.box_link][2](fm.unravel(z)["u"]))
 
     k1, k2 = jax.random.split(rng_key)
     s = fm.setup
