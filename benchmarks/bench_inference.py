@@ -59,7 +59,7 @@ def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
           target_accept=0.8, box_link="logit"):
-    fm, setup = problem(emu, box_link=box_link)
+    fm, setup = problem(emu, seed=seed + 1, box_link=box_link)
     t0 = time.perf_counter()
     z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
     print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}", flush=True)
@@ -103,6 +103,8 @@ def main(argv=None):
                     help="NumPyro and BlackJAX NUTS / HMC target acceptance (infer --target-accept; raise it when NUTS diverges)")
     ap.add_argument("--box-link", default="logit", choices=list(BOX_LINKS),
                     help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the samplers and the MAP search; the mock (its point and noise) uses seed + 1")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -126,7 +128,8 @@ def main(argv=None):
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
-                         emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link)
+                         emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link,
+                         seed=a.seed)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:
