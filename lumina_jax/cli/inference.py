@@ -52,9 +52,9 @@ def infer(
     dense: Optional[bool] = typer.Option(None, "--dense/--diag", help="Dense or diagonal mass matrix "
                                          "(default: dense up to 40 dimensions)."),
     box_link: Optional[str] = typer.Option(None, "--box-link", help="Unconstrained coordinates of the box "
-                                           "parameters: logit (default, config likelihood.box_link) or probit "
-                                           "(u = Phi(w), w ~ N(0, 1)); same prior and posterior, different "
-                                           "geometry for the sampler."),
+                                           "parameters: logit or probit (u = Phi(w), w ~ N(0, 1)); same prior and "
+                                           "posterior, different geometry for the sampler.  Default: config "
+                                           "likelihood.box_link, logit at stage 1 and probit at stages 2-3."),
     prior: List[str] = typer.Option([], "--prior", help="Informative prior NAME=MEAN,SD (repeatable), "
                                     "e.g. --prior t_exp=18,1"),
     n_poly: Optional[int] = typer.Option(None, "--n-poly", help="Order of the multiplicative Legendre warp."),
@@ -199,9 +199,8 @@ def check_coverage(
     On several cores: `--shard 0/2 --out a.json` and `--shard 1/2 --out b.json` in parallel,
     then `--merge a.json --merge b.json --out all.json` for the full report."""
     from lumina_jax.inference import api, checks
-    from lumina_jax.inference.config import default_checkpoint, load_inference_config
+    from lumina_jax.inference.config import box_link_for, default_checkpoint, load_inference_config
     from lumina_jax.inference.model import make_setup
-
     from lumina_jax.inference.samplers import SamplerConfig
 
     if n < 1 or map_starts < 1:
@@ -223,7 +222,7 @@ def check_coverage(
     lk = cfg["likelihood"]
     setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
                        log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
-                       ordering_softness=float(lk["ordering_softness"]), box_link=lk["box_link"])
+                       ordering_softness=float(lk["ordering_softness"]), box_link=box_link_for(lk, stage))
     if simulator == "synth":
         if _SYNTH_OVERRIDE is not None:
             synth = _SYNTH_OVERRIDE

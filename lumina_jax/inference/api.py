@@ -15,7 +15,7 @@ import numpy as np
 
 from lumina_jax.errors import UserError
 from lumina_jax.inference import chaining
-from lumina_jax.inference.config import DEFAULT_RESULTS, default_checkpoint, load_inference_config
+from lumina_jax.inference.config import DEFAULT_RESULTS, box_link_for, default_checkpoint, load_inference_config
 from lumina_jax.inference.fit import FitOutput, run_fit, write_results
 from lumina_jax.inference.model import make_setup
 from lumina_jax.inference.observed import load_observation, observation_from_model
@@ -120,7 +120,7 @@ class InferRequest:
     config_path: Path | None = None
     wave_unit: str | None = None
     flux_unit: str | None = None
-    box_link: str | None = None  # None: the config's likelihood.box_link
+    box_link: str | None = None  # None: the config's likelihood.box_link for this stage
 
 
 def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
@@ -142,7 +142,7 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     priors.update(req.priors)
     setup = make_setup(space, fixed=fixed, priors=priors, n_poly=lk["n_poly"] if req.n_poly is None else req.n_poly,
                        f_sys_range=tuple(lk["f_sys_range"]), log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
-                       ordering_softness=float(lk["ordering_softness"]), box_link=req.box_link or lk["box_link"])
+                       ordering_softness=float(lk["ordering_softness"]), box_link=req.box_link or box_link_for(lk, req.stage))
     oc = cfg["observed"]
     truth = None
     meta = {"checkpoint": str(ckpt) if ckpt else "(in-memory emulator)"}

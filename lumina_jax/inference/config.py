@@ -82,8 +82,18 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     from lumina_jax.inference.model import BOX_LINKS
 
     lk.setdefault("box_link", "logit")
-    if lk["box_link"] not in BOX_LINKS:
-        raise UserError(f"{path}: likelihood.box_link must be one of {', '.join(BOX_LINKS)}, got {lk['box_link']!r}")
+    links = lk["box_link"]
+    if isinstance(links, dict):
+        bad = sorted(set(links) - set(_STAGE_KEYS))
+        if bad:
+            raise UserError(f"{path}: likelihood.box_link: unknown stage key(s) {bad}; use {', '.join(_STAGE_KEYS)}")
+        values = list(links.values())
+    else:
+        values = [links]
+    for v in values:
+        if v not in BOX_LINKS:
+            raise UserError(f"{path}: likelihood.box_link must be one of {', '.join(BOX_LINKS)} (or a mapping "
+                            f"{{stage1: ..., stage2: ..., stage3: ...}} of them), got {v!r}")
     lk.setdefault("emulator_error_scale", "checkpoint")
     esc = lk["emulator_error_scale"]
     if esc != "checkpoint" and not (isinstance(esc, (int, float)) and not isinstance(esc, bool) and esc > 0):
@@ -96,6 +106,17 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
 
 
 EMULATOR_ERROR_MODES = ("correlated", "independent")
+_STAGE_KEYS = ("stage1", "stage2", "stage3")
+
+
+def box_link_for(likelihood: dict[str, Any], stage: int) -> str:
+    """The box link of ``stage`` from a validated ``likelihood`` section: ``box_link`` is one
+    link for every stage or a mapping ``{stage1: ..., stage2: ..., stage3: ...}`` (a stage it
+    leaves out gets logit)."""
+    links = likelihood.get("box_link", "logit")
+    if isinstance(links, dict):
+        return links.get(f"stage{int(stage)}", "logit")
+    return links
 
 
 def parse_prior(text: str) -> tuple[str, tuple[float, float]]:

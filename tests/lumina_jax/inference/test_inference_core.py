@@ -412,6 +412,46 @@ def test_probit_box_link_is_the_same_posterior_with_a_normal_jacobian(toy_emu, s
         M.make_setup(space3, box_link="tanh")
 
 
+def test_box_link_config_is_per_stage_and_reaches_the_fit(tmp_path, monkeypatch):
+    """``likelihood.box_link``: one link for all stages or a {stageN: link} mapping; the shipped
+    config samples stage 1 in logit and stages 2-3 in probit coordinates, and ``infer`` builds
+    its setup with the link of the request's stage."""
+    from lumina_jax.inference import api
+    from lumina_jax.inference.config import box_link_for, load_inference_config
+
+    shipped = load_inference_config()["likelihood"]
+    assert [box_link_for(shipped, s) for s in (1, 2, 3)] == ["logit", "probit", "probit"]
+    p = tmp_path / "c.yaml"
+    p.write_text("likelihood: {box_link: probit}\n")
+    assert {box_link_for(load_inference_config(p)["likelihood"], s) for s in (1, 2, 3)} == {"probit"}
+    p.write_text("likelihood: {box_link: {stage1: probit}}\n")
+    lk = load_inference_config(p)["likelihood"]
+    assert [box_link_for(lk, s) for s in (1, 2, 3)] == ["probit", "logit", "logit"]
+    for bad, msg in [("{stage4: probit}", "unknown stage key"), ("{stage2: tanh}", "must be one of"),
+                     ("tanh", "must be one of")]:
+        p.write_text(f"likelihood: {{box_link: {bad}}}\n")
+        with pytest.raises(UserError, match=msg):
+            load_inference_config(p)
+
+    seen = []
+
+    class _Stop(Exception):
+        pass
+
+    def spy(*args, **kw):
+        seen.append(kw["box_link"])
+        raise _Stop
+
+    monkeypatch.setattr(api, "make_setup", spy)
+    p.write_text("likelihood: {box_link: {stage1: probit}}\n")
+    emu = ToyEmulator(toy_space(stage=1))
+    for req in (api.InferRequest(stage=1, config_path=p), api.InferRequest(stage=1),
+                api.InferRequest(stage=1, config_path=p, box_link="logit")):
+        with pytest.raises(_Stop):
+            api.infer(req, emulator=emu, log=lambda m: None)
+    assert seen == ["probit", "logit", "logit"]
+
+
 @pytest.mark.parametrize("box_link", ["logit", "probit"])
 def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3, box_link):
     """The u-space multi-start climb, then the z polish: the returned point is a stationary
