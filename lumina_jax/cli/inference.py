@@ -438,7 +438,8 @@ def pipeline(
     batch_size: int = typer.Option(32, "--batch-size", help="Synth models per batched call."),
     allow_unconverged: bool = typer.Option(False, "--allow-unconverged"),
 ) -> None:
-    """generate -> train -> infer for each stage, each stage seeded by the previous result; resumable."""
+    """generate -> train -> calibrate (the emulator-error covariance factor) -> infer for each stage, each stage
+    seeded by the previous result; resumable."""
     from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
 
     opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,

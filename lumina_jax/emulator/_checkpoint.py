@@ -164,6 +164,16 @@ def write_error_cov_scale(path, scale: float, info: dict) -> None:
         f.attrs["error_cov_calibration_json"] = json.dumps(info)
 
 
+def is_error_cov_calibrated(path) -> bool:
+    """Whether ``lumina-jax emulator calibrate`` has written checkpoint ``path``'s
+    ``error_cov_scale`` (its calibration record is present)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "error_cov_calibration_json" in f.attrs
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot read the emulator checkpoint ({exc})") from None
+
+
 def _check_compatible(path, emu_space: ParameterSpace, *, stage=None, space=None) -> None:
     if stage is not None and int(stage) != emu_space.stage:
         raise UserError(f"{path} is a stage-{emu_space.stage} emulator, but stage {stage} was requested")

@@ -1,9 +1,11 @@
-"""``lumina-jax pipeline``: generate -> train -> infer for each stage, resumable at each step.
+"""``lumina-jax pipeline``: generate -> train -> calibrate -> infer for each stage, resumable at each step.
 
 Layout under ``workdir``::
 
     stage{N}/train.h5       training campaign (runners.campaign.generate; resumed when present)
-    stage{N}/emulator.ckpt  emulator checkpoint (`lumina-jax train`; skipped when present)
+    stage{N}/emulator.ckpt  emulator checkpoint (`lumina-jax train`; skipped when present), then
+                            its likelihood covariance factor (`lumina-jax emulator calibrate`;
+                            skipped when the checkpoint records one)
     stage{N}/results/       inference results (skipped when summary.json exists and converged)
 
 Stage N > first is generated ``--from`` stage N-1's results, so its emulator is trained in
@@ -59,11 +61,14 @@ def parse_stages(text: str) -> list[int]:
 
 def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
                  steps: dict[str, Callable] | None = None) -> list[Path]:
-    """Run the stages; ``steps`` may replace "generate", "train", "infer" (tests)."""
+    """Run the stages; ``steps`` may replace "generate", "train", "calibrated", "calibrate",
+    "infer" (tests)."""
     stages = parse_stages(opts.stages)
     steps = dict(steps or {})
     steps.setdefault("generate", _generate)
     steps.setdefault("train", _train)
+    steps.setdefault("calibrated", _calibrated)
+    steps.setdefault("calibrate", _calibrate)
     steps.setdefault("infer", _infer)
     wd = Path(opts.workdir)
     prev: Path | None = None
@@ -87,6 +92,10 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
             log(f"stage {s}: train emulator -> {ckpt}")
             steps["train"](opts, s, store, ckpt)
         summ = res / "summary.json"
+        if not steps["calibrated"](ckpt):
+            log(f"stage {s}: calibrate the emulator-error covariance of {ckpt} on its validation models"
+                + (f" (the results in {res} were fitted before; delete them to refit)" if summ.is_file() else ""))
+            steps["calibrate"](opts, s, store, ckpt)
         if summ.is_file() and (json.loads(summ.read_text()).get("converged") or opts.allow_unconverged):
             log(f"stage {s}: results exist, skipping infer ({res})")
         else:
@@ -133,6 +142,20 @@ def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
         raise UserError(f"training the stage-{stage} emulator failed (exit {rc})")
     if not ckpt.exists():
         raise UserError(f"training finished but {ckpt} was not written")
+
+
+def _calibrated(ckpt: Path) -> bool:
+    from lumina_jax.emulator._checkpoint import is_error_cov_calibrated
+
+    return is_error_cov_calibrated(ckpt)
+
+
+def _calibrate(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
+    from lumina_jax.cli import app
+
+    rc = app(["emulator", "calibrate", str(ckpt), "--data", str(store)], standalone_mode=False)
+    if isinstance(rc, int) and rc != 0:
+        raise UserError(f"calibrating the stage-{stage} emulator failed (exit {rc})")
 
 
 def _infer(opts: PipelineOptions, stage: int, ckpt: Path, prev: Path | None, res: Path) -> None:

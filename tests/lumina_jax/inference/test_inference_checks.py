@@ -54,16 +54,26 @@ def test_pipeline_runs_each_step_once_and_resumes(tmp_path):
         res.mkdir(parents=True, exist_ok=True)
         (res / "summary.json").write_text(json.dumps({"stage": s, "best_fit": {}, "converged": True}))
 
-    steps = {"generate": gen, "train": train, "infer": infer}
+    def calibrate(opts, s, store, ckpt):
+        calls.append(("calibrate", s))
+        ckpt.write_text("ckpt calibrated")
+
+    steps = {"generate": gen, "train": train, "infer": infer, "calibrate": calibrate,
+             "calibrated": lambda ckpt: "calibrated" in ckpt.read_text()}
     opts = PipelineOptions(stages="1-2", workdir=tmp_path)
     run_pipeline(opts, steps=steps, log=lambda m: None)
-    assert calls == [("generate", 1, None), ("train", 1), ("infer", 1),
-                     ("generate", 2, "results"), ("train", 2), ("infer", 2)]
+    assert calls == [("generate", 1, None), ("train", 1), ("calibrate", 1), ("infer", 1),
+                     ("generate", 2, "results"), ("train", 2), ("calibrate", 2), ("infer", 2)]
     calls.clear()
     (tmp_path / "stage2" / "emulator.ckpt").unlink()  # interrupted during stage-2 training
-    run_pipeline(opts, steps=steps, log=lambda m: None)
-    # stores are resumed (cheap when complete); finished training and inference are skipped
-    assert calls == [("generate", 1, None), ("generate", 2, "results"), ("train", 2)]
+    (tmp_path / "stage1" / "emulator.ckpt").write_text("ckpt")  # an emulator trained before calibration existed
+    logs = []
+    run_pipeline(opts, steps=steps, log=logs.append)
+    # stores are resumed (cheap when complete); finished training and inference are skipped;
+    # an uncalibrated checkpoint is calibrated, and the log says its results predate that
+    assert calls == [("generate", 1, None), ("calibrate", 1), ("generate", 2, "results"), ("train", 2),
+                     ("calibrate", 2)]
+    assert any("fitted before; delete them to refit" in m for m in logs)
 
 
 def test_pipeline_stops_on_unconverged_stage(tmp_path):
@@ -71,7 +81,8 @@ def test_pipeline_stops_on_unconverged_stage(tmp_path):
         res.mkdir(parents=True, exist_ok=True)
         (res / "summary.json").write_text(json.dumps({"stage": s, "best_fit": {}, "converged": False,
                                                       "problems": ["max R-hat 1.2 > 1.01"]}))
-    steps = {"generate": lambda *a: None, "train": lambda o, s, st, ck: ck.write_text("x"), "infer": infer}
+    steps = {"generate": lambda *a: None, "train": lambda o, s, st, ck: ck.write_text("x"), "infer": infer,
+             "calibrated": lambda ckpt: True}
     with pytest.raises(UserError, match="did not converge.*more --warmup/--samples"):
         run_pipeline(PipelineOptions(stages="1-3", workdir=tmp_path), steps=steps, log=lambda m: None)
 
