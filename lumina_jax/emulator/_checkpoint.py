@@ -164,12 +164,13 @@ def write_error_cov_scale(path, scale: float, info: dict) -> None:
         f.attrs["error_cov_calibration_json"] = json.dumps(info)
 
 
-def is_error_cov_calibrated(path) -> bool:
-    """Whether ``lumina-jax emulator calibrate`` has written checkpoint ``path``'s
-    ``error_cov_scale`` (its calibration record is present)."""
+def needs_error_cov_calibration(path) -> bool:
+    """Whether checkpoint ``path`` carries an emulator-error correlation basis whose
+    ``error_cov_scale`` ``lumina-jax emulator calibrate`` has not written yet (no calibration
+    record).  Without a basis there is nothing to calibrate."""
     try:
         with h5py.File(path, "r") as f:
-            return "error_cov_calibration_json" in f.attrs
+            return "error_basis" in f and "error_cov_calibration_json" not in f.attrs
     except OSError as exc:
         raise DataFileError(f"{path}: cannot read the emulator checkpoint ({exc})") from None
 

@@ -5,7 +5,7 @@ Layout under ``workdir``::
     stage{N}/train.h5       training campaign (runners.campaign.generate; resumed when present)
     stage{N}/emulator.ckpt  emulator checkpoint (`lumina-jax train`; skipped when present), then
                             its likelihood covariance factor (`lumina-jax emulator calibrate`;
-                            skipped when the checkpoint records one)
+                            skipped when the checkpoint records one or has no error basis)
     stage{N}/results/       inference results (skipped when summary.json exists and converged)
 
 Stage N > first is generated ``--from`` stage N-1's results, so its emulator is trained in
@@ -61,13 +61,13 @@ def parse_stages(text: str) -> list[int]:
 
 def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
                  steps: dict[str, Callable] | None = None) -> list[Path]:
-    """Run the stages; ``steps`` may replace "generate", "train", "calibrated", "calibrate",
+    """Run the stages; ``steps`` may replace "generate", "train", "needs_calibration", "calibrate",
     "infer" (tests)."""
     stages = parse_stages(opts.stages)
     steps = dict(steps or {})
     steps.setdefault("generate", _generate)
     steps.setdefault("train", _train)
-    steps.setdefault("calibrated", _calibrated)
+    steps.setdefault("needs_calibration", _needs_calibration)
     steps.setdefault("calibrate", _calibrate)
     steps.setdefault("infer", _infer)
     wd = Path(opts.workdir)
@@ -92,7 +92,7 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
             log(f"stage {s}: train emulator -> {ckpt}")
             steps["train"](opts, s, store, ckpt)
         summ = res / "summary.json"
-        if not steps["calibrated"](ckpt):
+        if steps["needs_calibration"](ckpt):
             log(f"stage {s}: calibrate the emulator-error covariance of {ckpt} on its validation models"
                 + (f" (the results in {res} were fitted before; delete them to refit)" if summ.is_file() else ""))
             steps["calibrate"](opts, s, store, ckpt)
@@ -144,10 +144,10 @@ def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
         raise UserError(f"training finished but {ckpt} was not written")
 
 
-def _calibrated(ckpt: Path) -> bool:
-    from lumina_jax.emulator._checkpoint import is_error_cov_calibrated
+def _needs_calibration(ckpt: Path) -> bool:
+    from lumina_jax.emulator._checkpoint import needs_error_cov_calibration
 
-    return is_error_cov_calibrated(ckpt)
+    return needs_error_cov_calibration(ckpt)
 
 
 def _calibrate(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:

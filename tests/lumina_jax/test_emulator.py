@@ -133,11 +133,12 @@ def test_checkpoint_round_trip_keeps_error_basis(tmp_path, small_emu, space):
     np.testing.assert_array_equal(np.asarray(emu2.error_basis), b)
     assert load_emulator(save_emulator(small_emu, tmp_path / "none.h5")).error_basis is None
     # the likelihood's calibrated covariance factor: 1 by default, set in place, kept through jit
-    from lumina_jax.emulator._checkpoint import is_error_cov_calibrated, write_error_cov_scale
+    from lumina_jax.emulator._checkpoint import needs_error_cov_calibration, write_error_cov_scale
 
-    assert emu2.error_cov_scale == 1.0 and not is_error_cov_calibrated(tmp_path / "eb.h5")
+    assert emu2.error_cov_scale == 1.0 and needs_error_cov_calibration(tmp_path / "eb.h5")
+    assert not needs_error_cov_calibration(tmp_path / "none.h5")  # no basis: nothing to calibrate
     write_error_cov_scale(tmp_path / "eb.h5", 2.25, {"n_models": 3})
-    assert is_error_cov_calibrated(tmp_path / "eb.h5")  # what `pipeline` checks before calibrating
+    assert not needs_error_cov_calibration(tmp_path / "eb.h5")  # what `pipeline` checks before calibrating
     emu3 = load_emulator(tmp_path / "eb.h5")
     assert emu3.error_cov_scale == 2.25
     assert jax.tree_util.tree_unflatten(*reversed(jax.tree_util.tree_flatten(emu3))).error_cov_scale == 2.25

@@ -59,7 +59,7 @@ def test_pipeline_runs_each_step_once_and_resumes(tmp_path):
         ckpt.write_text("ckpt calibrated")
 
     steps = {"generate": gen, "train": train, "infer": infer, "calibrate": calibrate,
-             "calibrated": lambda ckpt: "calibrated" in ckpt.read_text()}
+             "needs_calibration": lambda ckpt: "calibrated" not in ckpt.read_text()}
     opts = PipelineOptions(stages="1-2", workdir=tmp_path)
     run_pipeline(opts, steps=steps, log=lambda m: None)
     assert calls == [("generate", 1, None), ("train", 1), ("calibrate", 1), ("infer", 1),
@@ -82,7 +82,7 @@ def test_pipeline_stops_on_unconverged_stage(tmp_path):
         (res / "summary.json").write_text(json.dumps({"stage": s, "best_fit": {}, "converged": False,
                                                       "problems": ["max R-hat 1.2 > 1.01"]}))
     steps = {"generate": lambda *a: None, "train": lambda o, s, st, ck: ck.write_text("x"), "infer": infer,
-             "calibrated": lambda ckpt: True}
+             "needs_calibration": lambda ckpt: False}
     with pytest.raises(UserError, match="did not converge.*more --warmup/--samples"):
         run_pipeline(PipelineOptions(stages="1-3", workdir=tmp_path), steps=steps, log=lambda m: None)
 
