@@ -127,9 +127,16 @@ def _generate(opts: PipelineOptions, stage: int, store: Path, prev: Path | None)
                              batch_size=opts.batch_size, checkpoint_every=200))
 
 
-def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
+def _run_command(args: list[str], what: str) -> None:
+    """Run one ``lumina-jax`` command in-process; a non-zero exit becomes a UserError naming ``what``."""
     from lumina_jax.cli import app
 
+    rc = app(args, standalone_mode=False)
+    if isinstance(rc, int) and rc != 0:
+        raise UserError(f"{what} failed (exit {rc})")
+
+
+def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
     args = ["train", "--data", str(store), "--out", str(ckpt)]
     if opts.train_config:
         args += ["--config", str(opts.train_config)]
@@ -137,9 +144,7 @@ def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
         args += ["--epochs", str(opts.epochs)]
     if opts.patience:
         args += ["--patience", str(opts.patience)]
-    rc = app(args, standalone_mode=False)
-    if isinstance(rc, int) and rc != 0:
-        raise UserError(f"training the stage-{stage} emulator failed (exit {rc})")
+    _run_command(args, f"training the stage-{stage} emulator")
     if not ckpt.exists():
         raise UserError(f"training finished but {ckpt} was not written")
 
@@ -151,11 +156,7 @@ def _needs_calibration(ckpt: Path) -> bool:
 
 
 def _calibrate(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
-    from lumina_jax.cli import app
-
-    rc = app(["emulator", "calibrate", str(ckpt), "--data", str(store)], standalone_mode=False)
-    if isinstance(rc, int) and rc != 0:
-        raise UserError(f"calibrating the stage-{stage} emulator failed (exit {rc})")
+    _run_command(["emulator", "calibrate", str(ckpt), "--data", str(store)], f"calibrating the stage-{stage} emulator")
 
 
 def _infer(opts: PipelineOptions, stage: int, ckpt: Path, prev: Path | None, res: Path) -> None:
