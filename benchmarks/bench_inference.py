@@ -41,7 +41,9 @@ from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
 from lumina_jax.params import load_space  # noqa: E402
 
 
-def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
+def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit", used_bins_only=True):
+    """(flat model, setup) of the mock; ``used_bins_only=False`` evaluates the emulator on its whole grid
+    (as before ``Emulator.on_bins``; for the speed comparison of bench_likelihood)."""
     sp = emu.space
     rng = np.random.default_rng(seed)
     setup = make_setup(sp, n_poly=0, box_link=box_link)
@@ -53,7 +55,7 @@ def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
     basis = getattr(emu, "error_basis", None)
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, stride=stride,
                                 emu_basis=None if basis is None else np.asarray(basis, float))
-    fm = flatten_model(setup, emu.spectrum_and_sigma, data)
+    fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=getattr(emu, "on_bins", None) if used_bins_only else None)
     return fm, setup
 
 

@@ -23,6 +23,7 @@ from lumina_jax.emulator._data import TrainingSet as TrainingSet, load_training_
 from lumina_jax.emulator._model import (
     DEFAULT_HIDDEN as DEFAULT_HIDDEN,
     Emulator as Emulator,
+    EmulatorOnBins as EmulatorOnBins,
     EmulatorNet as EmulatorNet,
     EmulatorSettings as EmulatorSettings,
     init_emulator as init_emulator,
@@ -37,6 +38,7 @@ from lumina_jax.emulator._training import (
 
 __all__ = [
     "Emulator",
+    "EmulatorOnBins",
     "EmulatorNet",
     "EmulatorSettings",
     "TrainConfig",

@@ -198,7 +198,8 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
                   rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
                   max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
                   corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
-                  emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log))
+                  emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log),
+                  on_bins=getattr(emulator, "on_bins", None))
     out_dir = Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
     write_results(out, out_dir)
     return out, out_dir

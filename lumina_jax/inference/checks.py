@@ -69,7 +69,8 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         obs = _one_observation(thetas[i], simulate, emulator, noise_frac, seed + 7919 * i, window)
         fit = run_fit(setup, emulator.spectrum_and_sigma, obs, dataclasses.replace(sampler, seed=seed + i),
                       map_starts=map_starts, truth=setup.space.to_dict(thetas[i]), corr_length=corr_length,
-                      emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
+                      emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale,
+                      on_bins=getattr(emulator, "on_bins", None))
         s = fit.summary
         emu_error = s["likelihood"]["emulator_error"]
         tr = s["truth_recovery"]["per_parameter"]

@@ -53,8 +53,12 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
             map_starts: int = 32, truth: dict | None = None, meta: dict | None = None,
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
             log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
-            emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0) -> FitOutput:
+            emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
+            on_bins: Callable | None = None) -> FitOutput:
     """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma)).
+
+    ``on_bins``: the same model restricted to grid bins (``Emulator.on_bins``), so that the
+    sampled density evaluates only the likelihood's bins (see ``model.flatten_model``).
 
     ``emu_basis`` ``[n_wave, r]`` (the emulator's empirical error correlation) or
     ``corr_length`` select the correlated emulator-error likelihood (see ``likelihood.py``);
@@ -63,7 +67,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
                                 emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
     emu_error = describe_emulator_error(data, corr_length)
-    fm = flatten_model(setup, spectrum_and_sigma, data)
+    fm = flatten_model(setup, spectrum_and_sigma, data, on_bins=on_bins)
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)
     t0 = time.perf_counter()

@@ -134,6 +134,26 @@ def make_likelihood_data(wavelength, y, sigma_obs, mask, corr_length: float | No
                           basis, diag, None if rows is None else jnp.asarray(rows), outer)
 
 
+def used_bins(data: LikelihoodData) -> np.ndarray:
+    """Indices ``[n_used]`` of the grid bins that enter the likelihood (boundary helper)."""
+    return np.asarray(data.rows) if data.rows is not None else np.flatnonzero(np.asarray(data.mask) > 0)
+
+
+def restrict_to_bins(data: LikelihoodData, rows) -> LikelihoodData:
+    """The same likelihood on the grid bins ``rows`` only: every per-bin array ``[len(rows)]``.
+
+    ``rows`` must be :func:`used_bins` of ``data``, so the log-likelihood of a model evaluated on
+    those bins equals that of the full-grid model (the warp's ``x`` is kept per bin, so the
+    calibration polynomial is unchanged).  Pair it with a model that predicts these bins only,
+    e.g. :meth:`lumina_jax.emulator.Emulator.on_bins`."""
+    rows = np.asarray(rows)
+    if not np.array_equal(rows, used_bins(data)):
+        raise ValueError("rows must be the bins the likelihood uses (likelihood.used_bins(data))")
+    take = lambda a: jnp.asarray(np.asarray(a)[rows])  # noqa: E731
+    return data._replace(y=take(data.y), sigma_obs=take(data.sigma_obs), mask=take(data.mask), x=take(data.x),
+                         rows=None if data.rows is None else jnp.arange(rows.size))
+
+
 def describe_emulator_error(data: LikelihoodData, corr_length: float | None = None) -> str:
     """One-line description of the emulator-error model of ``data`` (for summaries and logs)."""
     if data.emu_basis is None:

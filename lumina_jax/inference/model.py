@@ -36,7 +36,7 @@ import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 
 from lumina_jax.errors import ParameterError
-from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood
+from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, restrict_to_bins, used_bins
 from lumina_jax.params import ParameterSpace
 
 
@@ -207,14 +207,24 @@ class FlatModel:
 
 
 def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: LikelihoodData,
-                  rng_key=None) -> FlatModel:
+                  rng_key=None, *, on_bins: Callable | None = None) -> FlatModel:
     """Flat unconstrained log density of :func:`spectral_model`.
 
     The density is NumPyro's potential energy of the model (transforms and Jacobians by
     NumPyro); the flat layout and the constraining map are built here without tracing the
     model (cheap, pure).  ``rng_key`` is unused (kept for API symmetry).
+
+    ``on_bins`` (optional): ``rows -> (theta -> (flux, sigma) [len(rows)])``, the same model on
+    a subset of its grid, e.g. :meth:`lumina_jax.emulator.Emulator.on_bins`.  The density then
+    evaluates the model and the likelihood on the likelihood's used bins only
+    (:func:`~lumina_jax.inference.likelihood.used_bins`; at stride 8, 200 of 1601): the same
+    value, ~1.3-1.6x faster per gradient.
     """
     from numpyro.infer.util import potential_energy
+
+    if on_bins is not None:
+        rows = used_bins(data)
+        spectrum_and_sigma, data = on_bins(rows), restrict_to_bins(data, rows)
 
     template = {"u": jnp.zeros(setup.n_free), "log_scale": jnp.zeros(()), "log_f_sys": jnp.zeros(())}
     if setup.n_poly:

@@ -90,6 +90,27 @@ def test_jit_equals_eager_vmap_and_grad(small_emu, space):
     assert np.any(np.asarray(grad) != 0)
 
 
+def test_on_bins_equals_the_full_grid_model_at_those_bins(small_emu, space):
+    """Emulator.on_bins(rows) is spectrum_and_sigma restricted to ``rows``: values, vmap, jit and
+    gradients; bad ``rows`` are rejected at the boundary."""
+    rows = np.arange(3, 1601, 8)
+    sub = small_emu.on_bins(rows)
+    th = jnp.asarray(_thetas(space, 4, seed=5))
+    f, s = jax.vmap(small_emu.spectrum_and_sigma)(th)
+    fb, sb = jax.jit(jax.vmap(sub))(th)
+    assert fb.shape == sb.shape == (4, rows.size) and fb.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(fb), np.asarray(f)[:, rows], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(sb), np.asarray(s)[:, rows], rtol=1e-5)
+    wts = jnp.asarray(np.random.default_rng(0).normal(size=rows.size))
+    for k in (0, 1):
+        g_full = jax.grad(lambda t: jnp.sum(wts * small_emu.spectrum_and_sigma(t)[k][rows]))(th[0])
+        g_sub = jax.grad(lambda t: jnp.sum(wts * sub(t)[k]))(th[0])
+        np.testing.assert_allclose(np.asarray(g_sub), np.asarray(g_full), rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(g_full))))
+    for bad in (np.array([0, 1601]), np.array([-1, 2]), np.zeros((2, 2), int), np.array([0.5, 1.0]), np.array([], int)):
+        with pytest.raises(ValueError, match="rows"):
+            small_emu.on_bins(bad)
+
+
 def test_gradients_of_flux_and_sigma_match_finite_differences(space):
     """d/dtheta of the flux and of the calibrated sigma by autodiff equal central differences
     (the sigma head must not block gradients through the trunk at inference)."""

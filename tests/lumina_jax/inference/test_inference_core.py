@@ -309,6 +309,38 @@ def test_empirical_emulator_error_likelihood_equals_dense_gaussian():
         L.make_likelihood_data(w, y, s_obs, mask, emu_basis=b, corr_length=50.0)
 
 
+@pytest.mark.parametrize("error_model", ["empirical", "independent"])
+def test_density_on_the_used_bins_equals_the_full_grid_density(error_model):
+    """flatten_model(..., on_bins=emu.on_bins) evaluates the emulator and the likelihood on the
+    likelihood's bins only: same log density and gradient as the full-grid model (stride 8,
+    a window and a mask hole, the calibration warp on)."""
+    from lumina_jax.emulator import EmulatorSettings, init_emulator
+
+    sp = load_space(1)
+    emu = init_emulator(sp, EmulatorSettings(hidden=(32, 32), n_components=8, n_sigma=4), jax.random.PRNGKey(2))
+    rng = np.random.default_rng(4)
+    w = emu.wavelength
+    y = 1.0 + 0.05 * rng.standard_normal(w.size)
+    mask = (w > 3300.0) & (w < 9700.0) & ~((w > 6800.0) & (w < 7000.0))
+    basis = None
+    if error_model == "empirical":
+        basis = rng.standard_normal((w.size, 6))
+        basis *= 0.8 / np.linalg.norm(basis, axis=1, keepdims=True)
+    data = L.make_likelihood_data(w, y, np.full(w.size, 0.01), mask, emu_basis=basis, stride=8)
+    setup = M.make_setup(sp, n_poly=2)
+    full = M.flatten_model(setup, emu.spectrum_and_sigma, data)
+    sub = M.flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=emu.on_bins)
+    z = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (3, full.n_z))
+    v_full, g_full = jax.vmap(jax.value_and_grad(full.logdensity))(z)
+    v_sub, g_sub = jax.jit(jax.vmap(jax.value_and_grad(sub.logdensity)))(z)
+    np.testing.assert_allclose(np.asarray(v_sub), np.asarray(v_full), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g_sub), np.asarray(g_full), rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(g_full))))
+    rows = L.used_bins(data)
+    assert rows.size == int(np.sum(np.asarray(data.mask))) and rows.size < w.size // 7
+    with pytest.raises(ValueError, match="bins the likelihood uses"):
+        L.restrict_to_bins(data, rows[1:])
+
+
 def test_woodbury_custom_gradient_equals_dense_autodiff():
     """The hand-written reverse rule of the Woodbury log-density equals jax.grad of the dense
     multivariate normal with Sigma = diag(d) + (ws B)(ws B)^T, for r, ws and d."""
