@@ -5,7 +5,9 @@ name               algorithm
 =================  ==========================================================================
 ``nuts``           NumPyro NUTS, diagonal (or dense) mass, several chains, chain_method
                    ``vectorized`` (one jitted program for all chains)
-``hmc``            NumPyro HMC with step-size and mass adaptation, fixed trajectory length
+``hmc``            NumPyro HMC with step-size and mass adaptation; the trajectory length is
+                   drawn uniformly on (0, 2 ``hmc_trajectory_length``] every iteration (a
+                   fixed length resonates with a Gaussian's period and can stall a chain)
 ``blackjax-nuts``  BlackJAX NUTS with Stan-style window adaptation, vmapped over chains
 ``blackjax-chees`` BlackJAX ChEES-HMC (Hoffman, Radul & Sountsov 2021): jittered-length HMC
                    whose step size, trajectory length and diagonal mass are adapted across
@@ -63,7 +65,7 @@ class SamplerConfig:
     target_accept: float = 0.8
     max_tree_depth: int = 10
     dense_mass: bool | None = None  # None: dense below DENSE_MAX_DIM unconstrained dimensions
-    hmc_num_steps: int = 16
+    hmc_trajectory_length: float = float(np.pi)  # mean HMC trajectory length (adapted-metric units), jittered
     chees_min_chains: int = 16  # blackjax-chees runs max(num_chains, this) chains: its adaptation pools them
     chees_learning_rate: float = 0.025  # Adam step on the log trajectory length
     mclmc_target_accept: float = 0.9
@@ -89,6 +91,8 @@ class SamplerConfig:
             raise UserError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
         if self.num_chains < 1 or self.num_samples < 10 or self.num_warmup < 0:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
+        if not self.hmc_trajectory_length > 0:
+            raise UserError(f"hmc_trajectory_length must be > 0, got {self.hmc_trajectory_length}")
         if not 0.0 < self.target_accept < 1.0:
             raise UserError(f"target-accept must be in (0, 1), got {self.target_accept}")
         if self.chees_min_chains < 2 or not self.chees_learning_rate > 0:
@@ -208,8 +212,9 @@ def _numpyro(cfg, logdensity, init):
         kernel = NUTS(potential_fn=pot, target_accept_prob=cfg.target_accept,
                       max_tree_depth=cfg.max_tree_depth, dense_mass=_dense(cfg, init.shape[1]))
     else:
-        kernel = HMC(potential_fn=pot, target_accept_prob=cfg.target_accept, dense_mass=_dense(cfg, init.shape[1]),
-                     num_steps=cfg.hmc_num_steps, trajectory_length=None)
+        kernel = _jittered_hmc_class(HMC)(
+            potential_fn=pot, target_accept_prob=cfg.target_accept, dense_mass=_dense(cfg, init.shape[1]),
+            trajectory_length=cfg.hmc_trajectory_length)
     mcmc = MCMC(kernel, num_warmup=max(cfg.num_warmup, 1), num_samples=cfg.num_samples,
                 num_chains=init.shape[0], chain_method="vectorized", progress_bar=cfg.progress)
     key = jax.random.PRNGKey(cfg.seed)
@@ -228,6 +233,33 @@ def _numpyro(cfg, logdensity, init):
             "step_size": np.asarray(mcmc.last_state.adapt_state.step_size).tolist()}
     return SamplerRun(cfg.name, pos, -np.asarray(ex["potential_energy"]), np.asarray(ex["diverging"], bool),
                       warm_steps + int(steps.sum()), t1 - t0, t2 - t1, info)
+
+
+def _jittered_hmc_class(hmc_cls):
+    """NumPyro ``HMC`` whose trajectory length is drawn uniformly on (0, 2 L] at every iteration
+    (``L`` the kernel's ``trajectory_length``; step size and mass adapted as usual, the number
+    of steps ``ceil(length / step)``).
+
+    With one fixed length, HMC in a well-adapted metric travels the same fraction of every
+    Gaussian direction's period (2 pi) each draw, and near a multiple of it returns almost where
+    it started: on a 4-D correlated Gaussian 16 fixed steps gave 2 x 400 draws a bulk ESS of
+    20-30 and R-hat 1.07-1.08; jittered, 620-800 with ~4 steps per draw.  A length drawn
+    independently of the state keeps every iteration a valid HMC transition (Neal 2011, sec.
+    5.4.2.2).  Vectorised chains share the length of each iteration."""
+
+    class JitteredHMC(hmc_cls):
+        def sample(self, state, model_args, model_kwargs):
+            # vectorised chains: the state (its keys too) carries a leading chain axis, and all
+            # chains take the same length (drawn with chain 0's key), so the vmapped leapfrog
+            # loop ends for all of them together; momenta and accept draws stay each chain's own
+            split = jax.random.split if state.rng_key.ndim == 1 else jax.vmap(jax.random.split)
+            keys = split(state.rng_key)
+            key, sub = keys[..., 0, :], keys[..., 1, :]
+            u = jax.random.uniform(sub.reshape(-1, sub.shape[-1])[0])
+            length = jnp.broadcast_to(2.0 * self._trajectory_length * (1.0 - u), state.rng_key.shape[:-1])  # (0, 2L]
+            return super().sample(state._replace(trajectory_length=length, rng_key=key), model_args, model_kwargs)
+
+    return JitteredHMC
 
 
 # ---------------------------------------------------------------------------- BlackJAX
