@@ -1,4 +1,4 @@
-"""Sampler efficiency: minimum bulk ESS per second (and per gradient) of NumPyro NUTS, BlackJAX
+"""Sampler efficiency: minimum bulk ESS per second (and per gradient) of NumPyro NUTS and HMC, BlackJAX
 NUTS, BlackJAX ChEES-HMC, BlackJAX adjusted MCLMC and emcee, with the same emulator, at stage 1 (15-D) and stage 3
 (135-D: 128 active + 7 inactive fixed).
 
@@ -44,6 +44,14 @@ from lumina_jax.params import load_space  # noqa: E402
 def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit", used_bins_only=True):
     """(flat model, setup) of the mock; ``used_bins_only=False`` evaluates the emulator on its whole grid
     (as before ``Emulator.on_bins``; for the speed comparison of bench_likelihood)."""
+    setup, data = mock_data(emu, seed=seed, noise=noise, stride=stride, box_link=box_link)
+    fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=getattr(emu, "on_bins", None) if used_bins_only else None)
+    return fm, setup
+
+
+def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
+    """(setup, likelihood data) of the benchmark mock: the emulator at a random interior point of
+    the box (u in [0.25, 0.75]) with ``noise`` per pixel, the ``infer`` likelihood at ``stride``."""
     sp = emu.space
     rng = np.random.default_rng(seed)
     setup = make_setup(sp, n_poly=0, box_link=box_link)
@@ -55,8 +63,7 @@ def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit", used_bins_only=
     basis = getattr(emu, "error_basis", None)
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, stride=stride,
                                 emu_basis=None if basis is None else np.asarray(basis, float))
-    fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=getattr(emu, "on_bins", None) if used_bins_only else None)
-    return fm, setup
+    return setup, data
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
@@ -92,7 +99,7 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help="stage-1 emulator checkpoint (default: random-weight toy)")
     ap.add_argument("--checkpoint3", help="stage-3 emulator checkpoint for the 135-D run (default: toy)")
     ap.add_argument("--dims", default="15,135", help="which problems: 15, 135 or both")
-    ap.add_argument("--samplers", default="nuts,blackjax-nuts,blackjax-chees,blackjax-mclmc,emcee")
+    ap.add_argument("--samplers", default="nuts,hmc,blackjax-nuts,blackjax-chees,blackjax-mclmc,emcee")
     ap.add_argument("--chains", type=int, default=4, help="chains (blackjax-chees: at least 16; emcee: walkers "
                     "max(32, 2 n_z + 2))")
     ap.add_argument("--warmup", type=int, default=500)
