@@ -218,7 +218,7 @@ def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: Likelihoo
     a subset of its grid, e.g. :meth:`lumina_jax.emulator.Emulator.on_bins`.  The density then
     evaluates the model and the likelihood on the likelihood's used bins only
     (:func:`~lumina_jax.inference.likelihood.used_bins`; at stride 8, 200 of 1601): the same
-    value, ~1.3-1.6x faster per gradient.
+    value, 1.2-1.6x faster per gradient (more with more PCA components).
     """
     from numpyro.infer.util import potential_energy
 

@@ -243,7 +243,7 @@ def _jittered_hmc_class(hmc_cls):
     With one fixed length, HMC in a well-adapted metric travels the same fraction of every
     Gaussian direction's period (2 pi) each draw, and near a multiple of it returns almost where
     it started: on a 4-D correlated Gaussian 16 fixed steps gave 2 x 400 draws a bulk ESS of
-    20-30 and R-hat 1.07-1.08; jittered, 620-800 with ~4 steps per draw.  A length drawn
+    20-30 and R-hat 1.07-1.08; jittered, 630-750 with ~4 steps per draw.  A length drawn
     independently of the state keeps every iteration a valid HMC transition (Neal 2011, sec.
     5.4.2.2).  Vectorised chains share the length of each iteration."""
 
