@@ -123,7 +123,7 @@ def _resolve_emulator(summary, checkpoint):
 
     if _EMULATOR_OVERRIDE is not None:
         return _EMULATOR_OVERRIDE
-    path = checkpoint or summary.get("checkpoint")
+    path = str(checkpoint) if checkpoint else summary.get("checkpoint")  # --checkpoint arrives as a Path
     if not path or path.startswith("("):
         raise UserError("no emulator checkpoint recorded in the results; pass --checkpoint")
     return api.get_emulator(path)

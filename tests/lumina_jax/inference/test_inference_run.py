@@ -133,3 +133,19 @@ def test_check_coverage_shards_merge_into_the_full_run(tmp_path, toys, monkeypat
     code, _, err = _run_cli(common[:3] + ["3"] + common[4:] + ["--merge", str(tmp_path / "s0.json")],
                             monkeypatch, capsys)
     assert code == 2 and "other settings" in err
+
+
+def test_checkpoint_option_is_resolved_from_a_path(monkeypatch, tmp_path):
+    """`check gradient|ppc --checkpoint FILE` hands typer's Path to the loader (it once crashed on
+    ``Path.startswith``); without it the results' recorded checkpoint is used, a toy one refused."""
+    from lumina_jax.errors import UserError
+    from lumina_jax.inference import api
+
+    seen = []
+    monkeypatch.setattr(api, "get_emulator", lambda path: seen.append(path) or "emu")
+    ck = tmp_path / "stage3.ckpt"
+    assert cli_inf._resolve_emulator({"checkpoint": "(random toy)"}, ck) == "emu"
+    assert cli_inf._resolve_emulator({"checkpoint": "recorded.ckpt"}, None) == "emu"
+    assert seen == [str(ck), "recorded.ckpt"]
+    with pytest.raises(UserError, match="pass --checkpoint"):
+        cli_inf._resolve_emulator({"checkpoint": "(random toy)"}, None)
