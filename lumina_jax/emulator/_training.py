@@ -82,7 +82,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     warmup_epochs: int = 20
     end_lr_factor: float = 0.01
-    weight_decay: float = 1e-5
+    weight_decay: float = 0.1  # decoupled (AdamW): each step shrinks weights by lr x weight_decay
     grad_clip: float = 10.0
     feature_weight: float = 1.0
     pca_floor: float = 0.01
