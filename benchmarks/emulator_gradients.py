@@ -2,7 +2,7 @@
 smoothed, normalised flux through the emulator versus through the synthesizer (``jax.jvp``).
 
     python benchmarks/emulator_gradients.py --checkpoint runs/pipeline/stage3/emulator.ckpt \
-        [--checkpoint other.ckpt ...] [--points 16] [--directions 4] [--json out.json]
+        [--checkpoint other.ckpt ...] [--points 16] [--directions 4] [--synth-config YAML] [--json out.json]
 
 The gradient samplers follow the emulator's derivatives, so their accuracy matters as much as
 the accuracy of its values.  At ``--points`` parameter vectors drawn uniformly from the inner
@@ -48,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wl-min", type=float, default=3300.0)
     ap.add_argument("--wl-max", type=float, default=9700.0)
+    ap.add_argument("--synth-config", help="synthesizer YAML (default configs/synth.yaml; the pipeline's training "
+                    "campaigns use configs/synth_campaign.yaml, the function the emulator was fitted to)")
     ap.add_argument("--json", help="write the results to this file")
     a = ap.parse_args(argv)
     emus = [load_emulator(c) for c in a.checkpoint]
@@ -65,7 +67,7 @@ def main(argv=None):
     dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
     wave = emus[0].wavelength
     band = (wave >= a.wl_min) & (wave <= a.wl_max)
-    synth = Synthesizer.default(space)
+    synth = Synthesizer.default(space, a.synth_config)
 
     def theta_of(theta0, du):  # unit-box step on the free parameters -> physical theta
         return jnp.asarray(theta0).at[idx].add(du * width)

@@ -87,6 +87,7 @@ class TrainConfig:
     feature_weight: float = 1.0
     pca_floor: float = 0.01
     sigma_weight: float = 1.0
+    jvp_weight: float = 1.0  # weight of the derivative (Sobolev) term when derivative data are given
     calibration_window: tuple[float, float] = (3300.0, 9700.0)
     calibration_target: float = 0.6827
     error_rank: int = 64
@@ -142,7 +143,7 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
             if k in flat:
                 flat[k] = int(flat[k])
         for k in ("pca_variance", "val_fraction", "test_fraction", "learning_rate", "end_lr_factor",
-                  "weight_decay", "grad_clip", "feature_weight", "pca_floor", "sigma_weight", "calibration_target", "error_variance",
+                  "weight_decay", "grad_clip", "feature_weight", "pca_floor", "sigma_weight", "jvp_weight", "calibration_target", "error_variance",
                   "sigma_refit_lr"):
             if k in flat:
                 flat[k] = float(flat[k])
@@ -242,6 +243,42 @@ def _loss_terms(net, params, x, z_true, y_true, pca_w, comps_scaled, mean, feat_
     return l_pca, l_feat, l_nll, d
 
 
+class JvpData(NamedTuple):
+    """Directional derivatives of the forward model at training rows (Sobolev training).
+
+    theta: ``[M, dim]`` physical parameters, each a row of the training set (matched exactly);
+    v: ``[M, dim]`` directions in unit-box coordinates; dflux: ``[M, n_wave]`` derivative of the
+    preprocessed (smoothed, normalised) flux along ``v``: ``d F(theta0 + s v (upper - lower)) / ds``
+    at ``s = 0``, on the emulator grid.  Rows that fall in the validation or test split are
+    dropped (they would leak held-out information)."""
+
+    theta: np.ndarray
+    v: np.ndarray
+    dflux: np.ndarray
+
+
+def _jvp_targets(jvp: JvpData, data: Prepared, tr: np.ndarray, pca: PCA, softening: float):
+    """(train-row index [M'], direction [M', dim], standardised PCA-coefficient derivative [M', K]);
+    raises when a derivative row is not a row of the training set."""
+    theta = np.asarray(jvp.theta, np.float64)
+    v = np.asarray(jvp.v, np.float64)
+    df = np.asarray(jvp.dflux, np.float64)
+    if theta.ndim != 2 or v.shape != theta.shape or df.ndim != 2 or df.shape[0] != theta.shape[0]:
+        raise UserError(f"derivative data: theta {theta.shape}, v {v.shape}, dflux {df.shape} do not match")
+    if df.shape[1] != data.y.shape[1] or not (np.all(np.isfinite(df)) and np.all(np.isfinite(v))):
+        raise UserError(f"derivative data: dflux must be finite on the {data.y.shape[1]}-bin emulator grid")
+    where = {int(h): i for i, h in enumerate(theta_hashes(data.theta))}
+    rows = np.array([where.get(int(h), -1) for h in theta_hashes(theta)])
+    if np.any(rows < 0):
+        raise UserError(f"derivative data: {int(np.sum(rows < 0))} of {rows.size} rows are not training-set rows")
+    keep = np.isin(rows, tr)
+    rows, v, df = rows[keep], v[keep], df[keep]
+    f = data.flux[rows]
+    dy = df / np.sqrt(softening**2 + f**2)  # y = asinh(F / a)
+    dz = dy @ np.asarray(pca.components, np.float64).T / np.asarray(pca.scale, np.float64)
+    return rows, v, dz
+
+
 class History(NamedTuple):
     epochs: int
     best_epoch: int
@@ -257,6 +294,7 @@ def train_emulator(
     *,
     on_epoch: Callable[[int, float, float, int], None] | None = None,
     data_label: str = "",
+    jvp: JvpData | None = None,
 ) -> tuple[Emulator, History, np.ndarray]:
     """Fit an emulator to a campaign's finished models.
 
@@ -265,6 +303,10 @@ def train_emulator(
         cfg: settings.
         on_epoch: optional callback ``(epoch, train_loss, val_loss, best_epoch)`` (progress display).
         data_label: recorded in the metadata (e.g. the store path).
+        jvp: optional directional derivatives of the forward model at training rows; adds
+            ``cfg.jvp_weight`` x the same PCA-weighted squared error on the network's derivative
+            along them (Sobolev training), so that its slopes -- what gradient samplers follow --
+            are fitted as well as its values.
 
     Returns:
         (emulator with calibrated sigma, training history, uint64 hashes of the train+val rows).
@@ -304,6 +346,17 @@ def train_emulator(
     tr_j, va_j = jnp.asarray(tr), jnp.asarray(va)
     bs = int(min(cfg.batch_size, tr.size))
     n_batches = max(1, tr.size // bs)
+    if jvp is not None:
+        j_rows, j_v, j_dz = _jvp_targets(jvp, data, tr, pca, cfg.preprocess.softening)
+        if j_rows.size == 0:
+            raise UserError("derivative data: none of the rows is in the training split")
+        JX = X[jnp.asarray(j_rows)]
+        JV = jnp.asarray(2.0 * j_v, f32)  # x = 2 u - 1
+        JZ = jnp.asarray(j_dz, f32)
+        jbs = int(min(bs, j_rows.size))
+    else:
+        JX = JV = JZ = jnp.zeros((1, 1), f32)
+        jbs = 0
     total_steps = cfg.max_epochs * n_batches
     warm = min(cfg.warmup_epochs * n_batches, max(total_steps - 1, 1))
     schedule = optax.warmup_cosine_decay_schedule(
@@ -314,22 +367,28 @@ def train_emulator(
     params = emu0.weights
     opt_state = tx.init(params)
 
-    def loss_fn(p, x, z, y):
+    def loss_fn(p, x, z, y, jidx):
         l_pca, l_feat, l_nll, _ = _loss_terms(net, p, x, z, y, *consts)
         fit = l_pca + cfg.feature_weight * l_feat
-        return fit + cfg.sigma_weight * l_nll, fit
+        total = fit + cfg.sigma_weight * l_nll
+        if jbs:
+            dz = jax.jvp(lambda xx: net.apply(p, xx)[0], (JX[jidx],), (JV[jidx],))[1]
+            total = total + cfg.jvp_weight * jnp.mean(jnp.sum(pca_w * (dz - JZ[jidx]) ** 2, axis=-1))
+        return total, fit
 
     @jax.jit
     def run_epoch(params, opt_state, key, X, Z, Y):
-        perm = jax.random.permutation(key, tr_j)[: n_batches * bs].reshape(n_batches, bs)
+        k_perm, k_jvp = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, tr_j)[: n_batches * bs].reshape(n_batches, bs)
+        jperm = jax.random.randint(k_jvp, (n_batches, max(jbs, 1)), 0, JX.shape[0])
 
         def step(carry, idx):
             p, o = carry
-            (_, fit), g = jax.value_and_grad(loss_fn, has_aux=True)(p, X[idx], Z[idx], Y[idx])
+            (_, fit), g = jax.value_and_grad(loss_fn, has_aux=True)(p, X[idx[0]], Z[idx[0]], Y[idx[0]], idx[1])
             upd, o = tx.update(g, o, p)
             return (optax.apply_updates(p, upd), o), fit
 
-        (params, opt_state), fits = jax.lax.scan(step, (params, opt_state), perm)
+        (params, opt_state), fits = jax.lax.scan(step, (params, opt_state), (perm, jperm))
         return params, opt_state, jnp.mean(fits)
 
     @jax.jit
@@ -400,6 +459,7 @@ def train_emulator(
         "sigma_refit": refit,
         "error_basis_rank": 0 if err_basis is None else int(err_basis.shape[1]),
         "val_mean_fractional_error": frac_err_val,
+        "n_derivative_rows": 0 if jvp is None else int(j_rows.size),
         "train_seconds": round(hist.seconds, 1),
         "config": cfg.to_dict(),
     }

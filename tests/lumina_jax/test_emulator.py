@@ -408,3 +408,73 @@ def test_sigma_refit_on_held_out_residuals_tracks_a_known_heteroscedastic_error(
     m = evaluate(emu, prep.theta[te], ft)
     assert m["sigma_error_rank_correlation"] > 0.5
     assert 0.7 < m["per_spectrum_rms_z_median"] < 1.6
+
+
+def _toy_flux_derivative(space, th, v, wl, prep, h=1e-4):
+    """Central difference of the toy model's preprocessed flux along unit-box directions ``v``
+    (the preprocessing is exact: the same code as the training path)."""
+    from lumina_jax.emulator import prepare_spectra
+    from lumina_jax.emulator._data import TrainingSet
+
+    width = space.upper - space.lower
+
+    def flux(t):
+        return prepare_spectra(TrainingSet(space, t, wl, toy_spectra(t, space, wl), np.arange(len(t))), prep).flux
+
+    return (flux(th + h * v * width) - flux(th - h * v * width)) / (2 * h)
+
+
+def test_derivative_training_fits_the_forward_models_slopes(tmp_path, space):
+    """Sobolev training (``train_emulator(jvp=...)``): 200 toy models in 15-D, derivatives of the
+    preprocessed flux along two random directions at every training row.  The same network and
+    epochs fitted with the derivatives get the slopes at 40 unseen points closer to the model's
+    finite-difference ones (median relative error at most 0.8x that of the value-only fit;
+    measured 0.17 vs 0.27), at no cost in held-out value accuracy (at most 1.2x; measured 1.2 vs
+    1.9 %); derivative rows that are not training rows are refused."""
+    from scipy.stats import qmc
+
+    from lumina_jax.emulator import prepare_spectra
+    from lumina_jax.emulator._training import JvpData, split_indices
+    from lumina_jax.preprocess import Preprocessor
+
+    n = 200
+    th = np.asarray(space.from_unit(0.05 + 0.9 * qmc.LatinHypercube(d=space.dim, seed=3).random(n)))
+    wl = np.arange(1500.0, 11000.0, 9.75)
+    store = write_store(tmp_path / "sob.h5", space, th, wl, toy_spectra(th, space, wl))
+    ts = load_training_set(store)
+    cfg = load_train_config(None, hidden=(64, 64), max_epochs=300, patience=300, batch_size=32,
+                            learning_rate=3e-3, warmup_epochs=5, sigma_refit_steps=0, error_rank=0)
+    prep = Preprocessor(cfg.preprocess)
+    data = prepare_spectra(ts, prep)
+    tr, _, te = split_indices(data.theta.shape[0], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([tr, tr])  # two directions per training row
+    v = rng.normal(size=(rows.size, space.dim))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    jvp = JvpData(data.theta[rows], v, _toy_flux_derivative(space, data.theta[rows], v, wl, prep))
+    emu_plain, _, _ = train_emulator(ts, cfg)
+    emu_sob, _, _ = train_emulator(ts, cfg, jvp=jvp)
+    assert json.loads(emu_sob.metadata_json)["n_derivative_rows"] == rows.size
+
+    th_new = np.asarray(space.from_unit(rng.uniform(0.1, 0.9, (40, space.dim))))
+    v_new = rng.normal(size=th_new.shape)
+    v_new /= np.linalg.norm(v_new, axis=1, keepdims=True)
+    d_true = _toy_flux_derivative(space, th_new, v_new, wl, prep)
+    band = (prep.grid >= 3300) & (prep.grid <= 9700)
+    width = jnp.asarray(space.upper - space.lower)
+
+    def slope_error(emu):
+        d = jax.vmap(lambda t, u: jax.jvp(emu.spectrum, (t,), (u * width,))[1])(jnp.asarray(th_new),
+                                                                                 jnp.asarray(v_new))
+        d = np.asarray(d, float)[:, band]
+        return np.median(np.linalg.norm(d - d_true[:, band], axis=1) / np.linalg.norm(d_true[:, band], axis=1))
+
+    def value_error(emu):
+        f = np.asarray(jax.vmap(emu.spectrum)(jnp.asarray(data.theta[te])), float)[:, band]
+        return np.mean(np.abs(f - data.flux[te][:, band]) / np.abs(data.flux[te][:, band]))
+
+    e_plain, e_sob = slope_error(emu_plain), slope_error(emu_sob)
+    assert e_sob < 0.8 * e_plain, (e_sob, e_plain)
+    assert value_error(emu_sob) < 1.2 * value_error(emu_plain), (value_error(emu_sob), value_error(emu_plain))
+    with pytest.raises(UserError, match="not training-set rows"):
+        train_emulator(ts, cfg, jvp=JvpData(th_new[:3], v_new[:3], d_true[:3]))
