@@ -30,6 +30,7 @@ from lumina_jax.emulator._model import (
 )
 from lumina_jax.emulator._report import evaluate as evaluate
 from lumina_jax.emulator._training import (
+    JvpData as JvpData,
     TrainConfig as TrainConfig,
     load_train_config as load_train_config,
     prepare_spectra as prepare_spectra,
@@ -41,6 +42,7 @@ __all__ = [
     "EmulatorOnBins",
     "EmulatorNet",
     "EmulatorSettings",
+    "JvpData",
     "TrainConfig",
     "TrainingSet",
     "evaluate",

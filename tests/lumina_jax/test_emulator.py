@@ -433,8 +433,8 @@ def test_derivative_training_fits_the_forward_models_slopes(tmp_path, space):
     1.9 %); derivative rows that are not training rows are refused."""
     from scipy.stats import qmc
 
-    from lumina_jax.emulator import prepare_spectra
-    from lumina_jax.emulator._training import JvpData, split_indices
+    from lumina_jax.emulator import JvpData, prepare_spectra
+    from lumina_jax.emulator._training import split_indices
     from lumina_jax.preprocess import Preprocessor
 
     n = 200
