@@ -333,14 +333,17 @@ class Preprocessor:
         """Any spectrum -> ``[n]`` smoothed flux on :attr:`grid`, mean 1 over the norm window.
 
         NaN where the input has no valid coverage (outside its range or masked)."""
-        wavelength = jnp.asarray(wavelength)
-        flux = jnp.asarray(flux)
+        # decided on the input as given: inside jit, jnp.asarray of a NumPy grid is already a
+        # tracer, which used to send on-grid spectra down the resampling path (whose jitted
+        # gradient has NaNs)
         same_grid = (
-            wavelength.shape == self.grid.shape
-            and mask is None
+            mask is None
             and not isinstance(wavelength, jax.core.Tracer)
+            and np.shape(wavelength) == self.grid.shape
             and np.allclose(np.asarray(wavelength), self.grid)
         )
+        wavelength = jnp.asarray(wavelength)
+        flux = jnp.asarray(flux)
         if same_grid:
             return self._normalised_jit(None, flux, None)
         return self._normalised_jit(wavelength, flux, mask)

@@ -243,6 +243,64 @@ def gradient_agreement(setup: FitSetup, emulator, synthesizer, data: LikelihoodD
             "norm_ratio": float(np.linalg.norm(g_emu) / max(np.linalg.norm(g_syn), 1e-300)), "per_parameter": per}
 
 
+def gradient_agreement_draws(setup: FitSetup, emulator, synthesizer, data: LikelihoodData, thetas,
+                             nuisances: dict) -> dict:
+    """d logL / d u through the emulator and through the synthesizer at posterior draws.
+
+    At the fit's own mode the emulator's likelihood gradient is ~0 by construction, so
+    :func:`gradient_agreement` there says how far the physics would move the mode; at draws
+    (away from the mode in every direction) both gradients are large and their agreement
+    measures the emulator's slopes.  ``thetas [n, dim]`` physical; ``nuisances``: per-draw
+    arrays ``log_scale``, ``f_sys`` and ``poly_k`` (as :func:`~lumina_jax.inference.plots.full_theta_draws`).
+    Same conventions as :func:`gradient_agreement` (emulator sigma on both paths, unit-box u).
+    Returns the per-draw cosine and norm ratio |g_emu| / |g_syn| and their median / 10th pct."""
+    idx = setup.free_index
+    width = np.asarray(setup.space.upper[idx] - setup.space.lower[idx])
+    polys = sorted((k for k in nuisances if k.startswith("poly_")), key=lambda k: int(k.split("_")[1]))
+
+    def make(flux_fn):
+        def ll(theta, log_scale, f_sys, coeffs):
+            flux, sigma = flux_fn(theta)
+            return log_likelihood(flux, sigma, data, log_scale, f_sys, coeffs)
+
+        return jax.jit(jax.grad(ll))
+
+    def syn_path(theta):
+        w, lum = synthesizer.spectrum(theta)
+        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), emulator.spectrum_and_sigma(theta)[1]
+
+    def ll_syn(theta, log_scale, f_sys, coeffs):
+        flux, sigma = syn_path(theta)
+        return log_likelihood(flux, sigma, data, log_scale, f_sys, coeffs)
+
+    def fd_syn(theta, *rest, fd_step=1e-3):  # preprocessing not traceable by JAX: central differences
+        g = np.zeros(theta.shape[0])
+        for j, i in enumerate(idx):
+            e = jnp.zeros_like(theta).at[i].set(fd_step * width[j])
+            g[i] = float(ll_syn(theta + e, *rest) - ll_syn(theta - e, *rest)) / (2 * fd_step * width[j])
+        return g
+
+    g_emu_fn, g_syn_fn = make(emulator.spectrum_and_sigma), make(syn_path)
+    method = "autodiff"
+    cos, ratio = [], []
+    for i, th in enumerate(np.asarray(thetas, float)):
+        args = (jnp.asarray(th), float(nuisances["log_scale"][i]), float(nuisances["f_sys"][i]),
+                jnp.asarray([float(nuisances[k][i]) for k in polys], dtype=float))
+        ge = np.asarray(g_emu_fn(*args))[idx] * width
+        if method == "autodiff":
+            try:
+                gs = np.asarray(g_syn_fn(*args))[idx] * width
+            except Exception:  # noqa: BLE001  (e.g. a NumPy preprocessing step)
+                method = "finite-difference"
+        if method != "autodiff":
+            gs = np.asarray(fd_syn(*args))[idx] * width
+        cos.append(float(ge @ gs / max(np.linalg.norm(ge) * np.linalg.norm(gs), 1e-300)))
+        ratio.append(float(np.linalg.norm(ge) / max(np.linalg.norm(gs), 1e-300)))
+    return {"n_draws": len(cos), "cosine_median": float(np.median(cos)), "cosine_p10": float(np.percentile(cos, 10)),
+            "norm_ratio_median": float(np.median(ratio)), "synthesizer_gradient_method": method,
+            "cosine": cos, "norm_ratio": ratio}
+
+
 def ppc_physics(emulator, synthesizer, thetas, nuisances: dict, data: LikelihoodData, wavelength,
                 band=(3300.0, 9700.0)) -> dict:
     """Residual RMS over ``band`` of posterior draws ``thetas`` [n, dim] simulated by the synthesizer
