@@ -190,14 +190,50 @@ def _one_observation(theta, simulate, emulator, noise_frac, seed, window):
                                   noise_frac=noise_frac, seed=seed, window=window, source="coverage injection")
 
 
-def _loglik_fn(data, nuis, flux_fn):
-    coeffs = jnp.asarray(nuis.get("poly", []), dtype=float)
-
+def _synth_path(emulator, synthesizer):
+    """theta -> (the synthesizer's flux after the emulator's preprocessing, the emulator's sigma):
+    only the mean differs from the emulator's own path."""
     def f(theta):
-        flux, sigma = flux_fn(theta)
-        return log_likelihood(flux, sigma, data, nuis["log_scale"], nuis["f_sys"], coeffs)
+        w, lum = synthesizer.spectrum(theta)
+        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), emulator.spectrum_and_sigma(theta)[1]
 
     return f
+
+
+def _u_gradients(setup: FitSetup, data: LikelihoodData, flux_fn, thetas, nuisances: list[tuple],
+                 fd_step: float = 1e-3):
+    """d logL / d u of the free parameters (u: unit box) at each ``thetas[i]`` with nuisances
+    ``(log_scale, f_sys, poly coefficients)``: ``([n, k], method)``.  One jitted ``jax.grad``
+    for all points; central differences when ``flux_fn`` is not traceable by JAX."""
+    idx = setup.free_index
+    width = np.asarray(setup.space.upper[idx] - setup.space.lower[idx])
+
+    def ll(theta, log_scale, f_sys, coeffs):
+        flux, sigma = flux_fn(theta)
+        return log_likelihood(flux, sigma, data, log_scale, f_sys, coeffs)
+
+    def central(args):
+        theta = args[0]
+        g = []
+        for j, i in enumerate(idx):
+            e = jnp.zeros_like(theta).at[i].set(fd_step * width[j])
+            g.append(float(ll(theta + e, *args[1:]) - ll(theta - e, *args[1:])) / (2 * fd_step * width[j]))
+        return np.asarray(g)
+
+    grad = jax.jit(jax.grad(ll))
+    points = [(jnp.asarray(th, dtype=float), float(ls), float(fs), jnp.asarray(c, dtype=float))
+              for th, (ls, fs, c) in zip(np.asarray(thetas, float), nuisances)]
+    try:
+        out, method = [np.asarray(grad(*a))[idx] for a in points], "autodiff"
+    except Exception:  # noqa: BLE001  (e.g. a NumPy preprocessing step)
+        out, method = [central(a) for a in points], "finite-difference"
+    return np.asarray(out) * width, method
+
+
+def _agreement(g_emu, g_syn):
+    """(cosine, |g_emu| / |g_syn|) of two gradient vectors."""
+    n_e, n_s = np.linalg.norm(g_emu), np.linalg.norm(g_syn)
+    return float(g_emu @ g_syn / max(n_e * n_s, 1e-300)), float(n_e / max(n_s, 1e-300))
 
 
 def gradient_agreement(setup: FitSetup, emulator, synthesizer, data: LikelihoodData, theta_mode, nuisance: dict,
@@ -206,41 +242,14 @@ def gradient_agreement(setup: FitSetup, emulator, synthesizer, data: LikelihoodD
 
     The synthesizer path uses the emulator's sigma (so only the mean differs) and the
     emulator's preprocessing; u is the unit-box coordinate of the free parameters."""
-    idx = setup.free_index
-    width = setup.space.upper[idx] - setup.space.lower[idx]
-    theta_mode = jnp.asarray(theta_mode, dtype=float)
-
-    def emu_path(theta):
-        return emulator.spectrum_and_sigma(theta)
-
-    def syn_path(theta):
-        w, lum = synthesizer.spectrum(theta)
-        flux = emulator.preprocess(w, lum, None)
-        return jnp.nan_to_num(jnp.asarray(flux)), emulator.spectrum_and_sigma(theta)[1]
-
-    def grad_u(fn, method):
-        ll = _loglik_fn(data, nuisance, fn)
-        if method == "autodiff":
-            g = jax.grad(ll)(theta_mode)[idx]
-        else:
-            g = []
-            for j, i in enumerate(idx):
-                h = fd_step * width[j]
-                e = jnp.zeros_like(theta_mode).at[i].set(h)
-                g.append((ll(theta_mode + e) - ll(theta_mode - e)) / (2 * h))
-            g = jnp.asarray(g)
-        return np.asarray(g) * width
-
-    g_emu = grad_u(emu_path, "autodiff")
-    try:
-        g_syn, method = grad_u(syn_path, "autodiff"), "autodiff"
-    except Exception:  # preprocessing not traceable by JAX: finite differences
-        g_syn, method = grad_u(syn_path, "finite-difference"), "finite-difference"
-    cos = float(g_emu @ g_syn / max(np.linalg.norm(g_emu) * np.linalg.norm(g_syn), 1e-300))
+    nuis = [(nuisance["log_scale"], nuisance["f_sys"], np.asarray(nuisance.get("poly", []), float))]
+    g_emu = _u_gradients(setup, data, emulator.spectrum_and_sigma, [theta_mode], nuis, fd_step)[0][0]
+    g_syn, method = _u_gradients(setup, data, _synth_path(emulator, synthesizer), [theta_mode], nuis, fd_step)
+    g_syn = g_syn[0]
+    cos, ratio = _agreement(g_emu, g_syn)
     per = {n: {"emulator": float(a), "synthesizer": float(b), "ratio": float(a / b) if b != 0 else None}
            for n, a, b in zip(setup.free, g_emu, g_syn)}
-    return {"cosine_similarity": cos, "synthesizer_gradient_method": method,
-            "norm_ratio": float(np.linalg.norm(g_emu) / max(np.linalg.norm(g_syn), 1e-300)), "per_parameter": per}
+    return {"cosine_similarity": cos, "synthesizer_gradient_method": method, "norm_ratio": ratio, "per_parameter": per}
 
 
 def gradient_agreement_draws(setup: FitSetup, emulator, synthesizer, data: LikelihoodData, thetas,
@@ -254,48 +263,12 @@ def gradient_agreement_draws(setup: FitSetup, emulator, synthesizer, data: Likel
     arrays ``log_scale``, ``f_sys`` and ``poly_k`` (as :func:`~lumina_jax.inference.plots.full_theta_draws`).
     Same conventions as :func:`gradient_agreement` (emulator sigma on both paths, unit-box u).
     Returns the per-draw cosine and norm ratio |g_emu| / |g_syn| and their median / 10th pct."""
-    idx = setup.free_index
-    width = np.asarray(setup.space.upper[idx] - setup.space.lower[idx])
     polys = sorted((k for k in nuisances if k.startswith("poly_")), key=lambda k: int(k.split("_")[1]))
-
-    def make(flux_fn):
-        def ll(theta, log_scale, f_sys, coeffs):
-            flux, sigma = flux_fn(theta)
-            return log_likelihood(flux, sigma, data, log_scale, f_sys, coeffs)
-
-        return jax.jit(jax.grad(ll))
-
-    def syn_path(theta):
-        w, lum = synthesizer.spectrum(theta)
-        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), emulator.spectrum_and_sigma(theta)[1]
-
-    def ll_syn(theta, log_scale, f_sys, coeffs):
-        flux, sigma = syn_path(theta)
-        return log_likelihood(flux, sigma, data, log_scale, f_sys, coeffs)
-
-    def fd_syn(theta, *rest, fd_step=1e-3):  # preprocessing not traceable by JAX: central differences
-        g = np.zeros(theta.shape[0])
-        for j, i in enumerate(idx):
-            e = jnp.zeros_like(theta).at[i].set(fd_step * width[j])
-            g[i] = float(ll_syn(theta + e, *rest) - ll_syn(theta - e, *rest)) / (2 * fd_step * width[j])
-        return g
-
-    g_emu_fn, g_syn_fn = make(emulator.spectrum_and_sigma), make(syn_path)
-    method = "autodiff"
-    cos, ratio = [], []
-    for i, th in enumerate(np.asarray(thetas, float)):
-        args = (jnp.asarray(th), float(nuisances["log_scale"][i]), float(nuisances["f_sys"][i]),
-                jnp.asarray([float(nuisances[k][i]) for k in polys], dtype=float))
-        ge = np.asarray(g_emu_fn(*args))[idx] * width
-        if method == "autodiff":
-            try:
-                gs = np.asarray(g_syn_fn(*args))[idx] * width
-            except Exception:  # noqa: BLE001  (e.g. a NumPy preprocessing step)
-                method = "finite-difference"
-        if method != "autodiff":
-            gs = np.asarray(fd_syn(*args))[idx] * width
-        cos.append(float(ge @ gs / max(np.linalg.norm(ge) * np.linalg.norm(gs), 1e-300)))
-        ratio.append(float(np.linalg.norm(ge) / max(np.linalg.norm(gs), 1e-300)))
+    nuis = [(nuisances["log_scale"][i], nuisances["f_sys"][i], [nuisances[k][i] for k in polys])
+            for i in range(len(thetas))]
+    g_emu, _ = _u_gradients(setup, data, emulator.spectrum_and_sigma, thetas, nuis)
+    g_syn, method = _u_gradients(setup, data, _synth_path(emulator, synthesizer), thetas, nuis)
+    cos, ratio = (list(x) for x in zip(*(_agreement(a, b) for a, b in zip(g_emu, g_syn))))
     return {"n_draws": len(cos), "cosine_median": float(np.median(cos)), "cosine_p10": float(np.percentile(cos, 10)),
             "norm_ratio_median": float(np.median(ratio)), "synthesizer_gradient_method": method,
             "cosine": cos, "norm_ratio": ratio}
