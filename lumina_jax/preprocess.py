@@ -281,9 +281,13 @@ def normalise(flux, grid, cfg: PreprocessConfig):
     """Divide ``flux [..., n]`` by its mean over ``cfg.norm_window`` (NaN bins ignored)."""
     g = jnp.asarray(grid)
     inwin = (g >= cfg.norm_window[0]) & (g <= cfg.norm_window[1])
-    use = inwin & jnp.isfinite(flux)
-    mean = jnp.sum(jnp.where(use, flux, 0.0), axis=-1, keepdims=True) / jnp.sum(use, axis=-1, keepdims=True)
-    return flux / mean
+    finite = jnp.isfinite(flux)
+    safe = jnp.where(finite, flux, 0.0)
+    use = inwin & finite
+    mean = jnp.sum(jnp.where(use, safe, 0.0), axis=-1, keepdims=True) / jnp.sum(use, axis=-1, keepdims=True)
+    # divide the NaN-free copy: d(flux / mean) / d mean at a NaN bin would be NaN x 0 = NaN and
+    # poison the gradient of every bin (spectra resampled with partial coverage have NaN edges)
+    return jnp.where(finite, safe / mean, flux)
 
 
 def to_asinh(flux, softening: float = 0.05):
