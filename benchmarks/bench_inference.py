@@ -34,27 +34,27 @@ import numpy as np  # noqa: E402
 import lumina_jax  # noqa: E402,F401
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import make_likelihood_data  # noqa: E402
-from lumina_jax.inference.model import BOX_LINKS, find_map, flatten_model, make_setup  # noqa: E402
+from lumina_jax.inference.model import BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, make_setup, z_names  # noqa: E402
 from lumina_jax.inference.observed import observation_from_model  # noqa: E402
 from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned  # noqa: E402
 from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
 from lumina_jax.params import load_space  # noqa: E402
 
 
-def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit", used_bins_only=True):
+def problem(emu, seed=1, noise=0.01, stride=8, box_link="logit", used_bins_only=True, f_sys_prior="half-normal"):
     """(flat model, setup) of the mock; ``used_bins_only=False`` evaluates the emulator on its whole grid
     (as before ``Emulator.on_bins``; for the speed comparison of bench_likelihood)."""
-    setup, data = mock_data(emu, seed=seed, noise=noise, stride=stride, box_link=box_link)
+    setup, data = mock_data(emu, seed=seed, noise=noise, stride=stride, box_link=box_link, f_sys_prior=f_sys_prior)
     fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=getattr(emu, "on_bins", None) if used_bins_only else None)
     return fm, setup
 
 
-def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
+def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit", f_sys_prior="half-normal"):
     """(setup, likelihood data) of the benchmark mock: the emulator at a random interior point of
     the box (u in [0.25, 0.75]) with ``noise`` per pixel, the ``infer`` likelihood at ``stride``."""
     sp = emu.space
     rng = np.random.default_rng(seed)
-    setup = make_setup(sp, n_poly=0, box_link=box_link)
+    setup = make_setup(sp, n_poly=0, box_link=box_link, f_sys_prior=f_sys_prior)
     truth = setup.base_theta()
     idx = setup.free_index
     truth[idx] = sp.lower[idx] + rng.uniform(0.25, 0.75, idx.size) * (sp.upper[idx] - sp.lower[idx])
@@ -67,8 +67,9 @@ def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit"):
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
-          target_accept=0.8, box_link="logit"):
-    fm, setup = problem(emu, seed=seed + 1, box_link=box_link)
+          target_accept=0.8, box_link="logit", f_sys_prior="half-normal"):
+    fm, setup = problem(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
+    names = z_names(fm)
     t0 = time.perf_counter()
     z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
     print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}", flush=True)
@@ -78,19 +79,25 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
                             emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn,
                             target_accept=target_accept)
         run, _ = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1))
-        # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical units)
-        d = diag.summarize_run(run, [f"z{i}" for i in range(fm.n_z)], run.positions)
+        # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical
+        # units), the half-normal systematic as f_sys = |f_sys_signed| (as infer reports it)
+        pos = run.positions.copy()
+        if "f_sys_signed" in names:
+            pos[..., names.index("f_sys_signed")] = np.abs(pos[..., names.index("f_sys_signed")])
+        d = diag.summarize_run(run, names, pos)
+        slow = min(d["per_parameter"], key=lambda n: d["per_parameter"][n]["ess_bulk"])
         rows.append({"sampler": name, "n_z": fm.n_z, "max_rhat": d["max_rhat"], "min_ess_bulk": d["min_ess_bulk"],
                      "wall_s": run.wall_s, "wall_warmup_s": run.wall_warmup_s, "wall_sampling_s": run.wall_sampling_s,
                      "n_grad": run.n_grad, "min_ess_bulk_per_s": d["min_ess_bulk_per_s"],
                      "min_ess_bulk_per_sampling_s": d["min_ess_bulk"] / max(run.wall_sampling_s, 1e-9),
                      "min_ess_bulk_per_grad": d["min_ess_bulk_per_grad"], "divergences": d["divergences"],
+                     "slowest": slow, "f_sys_prior": f_sys_prior,
                      "info": {k: v for k, v in run.info.items() if k not in ("step_size", "L")}})
         r = rows[-1]
         print(f"  {name:15s} n_z={r['n_z']:3d}  R-hat {r['max_rhat']:.3f}  min ESS {r['min_ess_bulk']:8.1f}  "
               f"wall {r['wall_s']:7.1f} s ({r['wall_warmup_s']:.0f} warmup)  ESS/s {r['min_ess_bulk_per_s']:8.3f} "
               f"(sampling phase {r['min_ess_bulk_per_sampling_s']:.3f})  grads {r['n_grad']:9d}  "
-              f"ESS/grad {r['min_ess_bulk_per_grad']:.2e}  div {r['divergences']}", flush=True)
+              f"ESS/grad {r['min_ess_bulk_per_grad']:.2e}  div {r['divergences']}  slowest {slow}", flush=True)
     return rows
 
 
@@ -114,6 +121,9 @@ def main(argv=None):
                     help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w)")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the samplers and the MAP search; the mock (its point and noise) uses seed + 1")
+    ap.add_argument("--f-sys-prior", default="half-normal", choices=list(F_SYS_PRIORS),
+                    help="prior of the fractional systematic (infer: likelihood.f_sys_prior); before session 14 "
+                         "every benchmark used log-uniform")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -133,12 +143,13 @@ def main(argv=None):
         else:
             emu = RandomMLPEmulator.build(load_space(stage), seed=stage)
             label = "random-weight toy MLP"
-        print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates):", flush=True)
+        print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates, {a.f_sys_prior} "
+              f"systematic):", flush=True)
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
                          emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link,
-                         seed=a.seed)
+                         seed=a.seed, f_sys_prior=a.f_sys_prior)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:

@@ -13,6 +13,14 @@ emulator's sigma frozen at its MAP value (is the sigma head rough?) and with its
 (is the mean prediction rough?), the directions of the stiffest eigenvector, and the
 eigenvalues of the posterior covariance of x.  ``--rewhiten`` also runs NUTS in coordinates
 whitened by the pooled covariance of a 4 x (200 + 200) pilot run (a dense global metric).
+
+It also describes the marginal of the slowest-mixing coordinate (lowest bulk ESS): its width
+against the Laplace approximation's, skewness, excess kurtosis and quantiles in the unit box.
+With ``--synth-config`` it asks whether that marginal's tail is the emulator's or the
+physics': the log-likelihood of the same data with the synthesizer's spectrum (the emulator's
+preprocessing and sigma) at the draws furthest out in the tail, against draws at the median.
+
+    python benchmarks/diagnose_geometry.py --checkpoint CKPT --synth-config configs/synth_campaign.yaml
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from bench_inference import mock_data  # noqa: E402
 from lumina_jax.emulator import load_emulator  # noqa: E402
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import used_bins  # noqa: E402
-from lumina_jax.inference.model import find_map, flatten_model  # noqa: E402
+from lumina_jax.inference.model import find_map, flatten_model, z_names  # noqa: E402
 from lumina_jax.inference.samplers import SamplerConfig, laplace_factor, run_sampler  # noqa: E402
 
 
@@ -48,6 +56,53 @@ def summary_line(tag, run, zs, names):
             f"{d['min_ess_bulk'] / run.n_grad:.2e}")
 
 
+def slowest_marginal(fm, emu, data, zs, names, lf, synth_config=None, n_tail=12):
+    """Print the shape of the slowest coordinate's marginal and (with ``synth_config``) the
+    change of the emulator's and the synthesizer's log-likelihood from its median to its tail."""
+    from scipy.stats import kurtosis, skew
+
+    ess = diag.chain_stats(zs)["ess_bulk"]
+    i = int(np.nanargmin(ess))
+    v = zs[..., i].ravel()
+    lap = float(np.sqrt(np.sum(lf[i] ** 2)))
+    print(f"slowest coordinate {names[i]}: bulk ESS {ess[i]:.0f} (median of all {np.nanmedian(ess):.0f}); "
+          f"sd {v.std():.3f} in sampler coordinates against the Laplace sd {lap:.3f}; skewness {skew(v):.2f}, "
+          f"excess kurtosis {kurtosis(v):.1f}")
+    flat = zs.reshape(-1, zs.shape[-1])
+    if not names[i].startswith("u:"):
+        return
+    j = [n for n in names if n.startswith("u:")].index(names[i])
+    u = np.asarray(jax.vmap(lambda z: fm.constrain(z)["u"][j])(jnp.asarray(flat)))
+    print(f"  unit-box quantiles 1/10/50/90/99 %: {np.round(np.quantile(u, [0.01, 0.1, 0.5, 0.9, 0.99]), 4).tolist()}")
+    if synth_config is None:
+        return
+    from lumina_jax.inference.checks import _synth_path
+    from lumina_jax.inference.likelihood import log_likelihood
+    from lumina_jax.synth import Synthesizer
+
+    full = flatten_model(fm.setup, emu.spectrum_and_sigma, data)  # the whole grid: the synthesizer has no on_bins
+    syn = _synth_path(emu, Synthesizer.default(emu.space, str(synth_config)))
+
+    def loglike(flux_fn, z):
+        c = full.constrain(z)
+        flux, sigma = flux_fn(full.theta(z))
+        return log_likelihood(flux, sigma, data, c["log_scale"], c["f_sys"], c.get("poly"))
+
+    ll_emu = jax.jit(lambda z: loglike(emu.spectrum_and_sigma, z))
+    ll_syn = jax.jit(lambda z: loglike(syn, z))
+    order = np.argsort(v)
+    mid = order[len(order) // 2 - n_tail // 2: len(order) // 2 + n_tail // 2]
+    tail = order[:n_tail] if skew(v) < 0 else order[-n_tail:]
+    both = {k: (float(ll_emu(jnp.asarray(flat[k]))), float(ll_syn(jnp.asarray(flat[k])))) for k in np.r_[mid, tail]}
+    e0, s0 = np.median([both[k][0] for k in mid]), np.median([both[k][1] for k in mid])
+    de = [both[k][0] - e0 for k in tail]
+    ds = [both[k][1] - s0 for k in tail]
+    print(f"  the {n_tail} draws furthest out in its tail (u {np.round(np.quantile(u[tail], [0, 1]), 4).tolist()}), "
+          f"log-likelihood minus its median over {n_tail} median draws: emulator median {np.median(de):+.1f} "
+          f"(range {min(de):+.1f} .. {max(de):+.1f}), synthesizer {np.median(ds):+.1f} "
+          f"(range {min(ds):+.1f} .. {max(ds):+.1f})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="emulator checkpoint (any stage)")
@@ -55,11 +110,16 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="as bench_inference --seed (the mock uses seed + 1)")
     ap.add_argument("--draws", type=int, default=8, help="posterior draws at which the Hessian is evaluated")
     ap.add_argument("--rewhiten", action="store_true", help="also run NUTS with the pooled pilot covariance as metric")
+    ap.add_argument("--f-sys-prior", default="half-normal", choices=["half-normal", "log-uniform"],
+                    help="prior of the fractional systematic (bench_inference --f-sys-prior)")
+    ap.add_argument("--synth-config", type=Path, default=None,
+                    help="synthesizer YAML: compare the emulator's and the physics' log-likelihood along the "
+                         "slowest coordinate's tail (the emulator's training campaigns: configs/synth_campaign.yaml)")
     a = ap.parse_args(argv)
     emu = load_emulator(a.checkpoint)
-    setup, data = mock_data(emu, seed=a.seed + 1, box_link=a.box_link)
+    setup, data = mock_data(emu, seed=a.seed + 1, box_link=a.box_link, f_sys_prior=a.f_sys_prior)
     fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=emu.on_bins)
-    names = [f"u:{n}" for n in setup.free] + ["log_scale", "log_f_sys"]
+    names = z_names(fm)  # before session 14 this list was in the wrong order (u first), shifting every label
     t = time.perf_counter()
     z_map, ld_map, _, _ = find_map(fm, jax.random.PRNGKey(a.seed))
     print(f"{emu.space.dim}-D mock (n_z {fm.n_z}, {a.box_link}): MAP log density {ld_map:.1f} "
@@ -74,6 +134,7 @@ def main(argv=None):
     ev = np.linalg.eigvalsh(np.cov(xs.T))
     print(f"posterior covariance of the Laplace-whitened x: eigenvalues {ev.min():.2f} .. {ev.max():.1f} "
           f"(median {np.median(ev):.2f}; 1 for a Gaussian posterior)")
+    slowest_marginal(fm, emu, data, zs, names, lf, a.synth_config)
 
     # the same density with the emulator's sigma or its flux frozen at the MAP
     theta_map = fm.theta(jnp.asarray(z_map))

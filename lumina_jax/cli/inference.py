@@ -221,6 +221,7 @@ def check_coverage(
         raise UserError(f"the emulator checkpoint is for stage {emu.space.stage}, not stage {stage}")
     lk = cfg["likelihood"]
     setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
+                       f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
                        log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
                        ordering_softness=float(lk["ordering_softness"]), box_link=box_link_for(lk, stage))
     if simulator == "synth":
@@ -349,7 +350,9 @@ def _load_fit(results_dir, checkpoint):
     lk = summary["likelihood"]
     setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
                        f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)),
-                       box_link=lk.get("box_link", "logit"))
+                       box_link=lk.get("box_link", "logit"),
+                       # results written before session 14 used the log-uniform prior (and did not say so)
+                       f_sys_prior=lk.get("f_sys_prior", "log-uniform"), f_sys_scale=float(lk.get("f_sys_scale", 0.2)))
     obs = idata.observed_data
     wave = np.asarray(idata.constant_data["wavelength"])
     # the fit's emulator-error model, from what its summary recorded

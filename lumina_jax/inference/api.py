@@ -141,7 +141,8 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     priors = dict(cfg["priors"])
     priors.update(req.priors)
     setup = make_setup(space, fixed=fixed, priors=priors, n_poly=lk["n_poly"] if req.n_poly is None else req.n_poly,
-                       f_sys_range=tuple(lk["f_sys_range"]), log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
+                       f_sys_range=tuple(lk["f_sys_range"]), f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
+                       log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
                        ordering_softness=float(lk["ordering_softness"]), box_link=req.box_link or box_link_for(lk, req.stage))
     oc = cfg["observed"]
     truth = None

@@ -65,6 +65,12 @@ def load_inference_config(path: Path | None = None) -> dict[str, Any]:
     lk = cfg["likelihood"]
     lk.setdefault("n_poly", 2)
     lk.setdefault("f_sys_range", [1e-3, 0.3])
+    lk.setdefault("f_sys_prior", "half-normal")
+    lk.setdefault("f_sys_scale", 0.2)
+    if lk["f_sys_prior"] not in ("half-normal", "log-uniform"):
+        raise UserError(f"{path}: likelihood.f_sys_prior must be 'half-normal' or 'log-uniform', got {lk['f_sys_prior']!r}")
+    if not (isinstance(lk["f_sys_scale"], (int, float)) and lk["f_sys_scale"] > 0):
+        raise UserError(f"{path}: likelihood.f_sys_scale must be a positive number, got {lk['f_sys_scale']!r}")
     lk.setdefault("log_scale_sd", 0.5)
     lk.setdefault("poly_sd", 0.1)
     lk.setdefault("emulator_corr_length", None)

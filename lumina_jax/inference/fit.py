@@ -41,7 +41,7 @@ class FitOutput:
 
 def _nuisance_draws(fm, zs):
     c = jax.vmap(jax.vmap(fm.constrain))(jnp.asarray(zs))
-    out = {"f_sys": np.exp(np.asarray(c["log_f_sys"])), "log_scale": np.asarray(c["log_scale"])}
+    out = {"f_sys": np.asarray(c["f_sys"]), "log_scale": np.asarray(c["log_scale"])}
     if "poly" in c:
         p = np.asarray(c["poly"])
         for k in range(p.shape[-1]):
@@ -132,6 +132,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "stride": stride,
                        "emulator_error_cov_scale": float(emu_var_scale) if data.emu_diag is not None and corr_length is None else None,
                        "emulator_rank": None if data.emu_basis is None else int(data.emu_basis.shape[1]), "n_poly": setup.n_poly, "f_sys_range": list(setup.f_sys_range),
+                       "f_sys_prior": setup.f_sys_prior, "f_sys_scale": setup.f_sys_scale,
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
                        "ordering_softness": setup.ordering_softness, "box_link": setup.box_link,
                        "priors": {n: [m, s] for n, m, s in setup.priors},

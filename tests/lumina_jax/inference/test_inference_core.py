@@ -55,28 +55,39 @@ def test_legendre_basis_matches_numpy():
         np.testing.assert_allclose(got[k - 1], np.polynomial.legendre.legval(np.asarray(x), coef), atol=1e-12)
 
 
-def test_numpyro_model_and_flat_density_match_hand_computation(toy_emu, space3):
+@pytest.mark.parametrize("f_sys_prior", ["half-normal", "log-uniform"])
+def test_numpyro_model_and_flat_density_match_hand_computation(toy_emu, space3, f_sys_prior):
     data = L.make_likelihood_data(toy_emu.wavelength, np.asarray(toy_emu.spectrum(jnp.array([1.0, 11000, 0.5]))),
                                   np.full(toy_emu.wavelength.shape, 0.01), np.ones(toy_emu.wavelength.shape, bool))
-    setup = M.make_setup(space3, n_poly=1, priors={"v": (11000.0, 500.0)})
+    setup = M.make_setup(space3, n_poly=1, priors={"v": (11000.0, 500.0)}, f_sys_prior=f_sys_prior)
     u = jnp.array([0.3, 0.6, 0.2])
-    params = {"u": u, "log_scale": 0.02, "log_f_sys": np.log(0.01), "poly": jnp.array([0.05])}
+    lo, hi = np.log(1e-3), np.log(0.3)
+    from scipy import stats
+    if f_sys_prior == "half-normal":  # site f_sys_signed ~ N(0, 0.2), f_sys = |f_sys_signed|; identity link
+        sys_site, sys_prior, sys_jac = {"f_sys_signed": -0.01}, stats.norm(0, 0.2).logpdf(-0.01), 0.0
+    else:  # site log_f_sys ~ U(log 1e-3, log 0.3), sampled through a logit map of that interval
+        t = (np.log(0.01) - lo) / (hi - lo)
+        sys_site, sys_prior, sys_jac = {"log_f_sys": np.log(0.01)}, -np.log(hi - lo), np.log((hi - lo) * t * (1 - t))
+    params = {"u": u, "log_scale": 0.02, "poly": jnp.array([0.05]), **sys_site}
     lp = jax.jit(lambda p: log_density(M.spectral_model, (setup, toy_emu.spectrum_and_sigma, data), {}, p)[0])(params)
     theta = np.asarray(space3.lower + np.asarray(u) * (space3.upper - space3.lower))
     f, s = toy_emu.spectrum_and_sigma(jnp.asarray(theta))
     ll = float(L.log_likelihood(f, s, data, 0.02, 0.01, jnp.array([0.05])))
-    from scipy import stats
-    lo, hi = np.log(1e-3), np.log(0.3)
     prior = (0.0  # Uniform(0,1)^3
              + stats.norm(11000, 500).logpdf(theta[1]) + stats.norm(0, 0.5).logpdf(0.02)
-             - np.log(hi - lo) + stats.norm(0, 0.1).logpdf(0.05))
+             + sys_prior + stats.norm(0, 0.1).logpdf(0.05))
     assert float(lp) == pytest.approx(ll + prior, rel=1e-10)
     # the flat unconstrained density adds the log-Jacobian of the logit maps
     fm = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
     z = M.z_from_values(fm, u, 0.02, 0.01, jnp.array([0.05]))
-    t = (np.log(0.01) - lo) / (hi - lo)
-    jac = np.sum(np.log(np.asarray(u) * (1 - np.asarray(u)))) + np.log((hi - lo) * t * (1 - t))
+    jac = np.sum(np.log(np.asarray(u) * (1 - np.asarray(u)))) + sys_jac
+    if f_sys_prior == "half-normal":  # z_from_values puts f_sys on the positive side; the density is even in it
+        prior = prior - stats.norm(0, 0.2).logpdf(-0.01) + stats.norm(0, 0.2).logpdf(0.01)
     assert float(jax.jit(fm.logdensity)(z)) == pytest.approx(ll + prior + jac, rel=1e-10)
+    assert float(fm.constrain(z)["f_sys"]) == pytest.approx(0.01, rel=1e-12)
+    names, zz = M.z_names(fm), np.asarray(z)  # the flat layout is sorted by site name, not u first
+    assert zz[names.index("log_scale")] == pytest.approx(0.02) and zz[names.index("poly_1")] == pytest.approx(0.05)
+    assert [zz[names.index(f"u:{n}")] for n in setup.free] == pytest.approx(np.log(np.asarray(u) / (1 - np.asarray(u))))
     np.testing.assert_allclose(np.asarray(fm.theta(z)), theta, rtol=1e-9)
 
 
@@ -482,6 +493,41 @@ def test_box_link_config_is_per_stage_and_reaches_the_fit(tmp_path, monkeypatch)
         with pytest.raises(_Stop):
             api.infer(req, emulator=emu, log=lambda m: None)
     assert seen == ["probit", "logit", "logit"]
+
+
+def test_f_sys_prior_config_is_validated_and_reaches_the_setup(tmp_path, monkeypatch):
+    """``likelihood.f_sys_prior`` (half-normal by default, scale 0.2) or log-uniform; bad values
+    stop at load time with the key's name; ``infer`` builds its setup with them."""
+    from lumina_jax.inference import api
+    from lumina_jax.inference.config import load_inference_config
+
+    shipped = load_inference_config()["likelihood"]
+    assert shipped["f_sys_prior"] == "half-normal" and shipped["f_sys_scale"] == 0.2
+    p = tmp_path / "c.yaml"
+    for bad, msg in [("{f_sys_prior: uniform}", "f_sys_prior must be"), ("{f_sys_scale: -1}", "f_sys_scale must be"),
+                     ("{f_sys_scale: wide}", "f_sys_scale must be")]:
+        p.write_text(f"likelihood: {bad}\n")
+        with pytest.raises(UserError, match=msg):
+            load_inference_config(p)
+    with pytest.raises(UserError, match="f_sys prior must be one of"):
+        M.make_setup(toy_space(), f_sys_prior="flat")
+    with pytest.raises(UserError, match="f_sys scale must be positive"):
+        M.make_setup(toy_space(), f_sys_scale=0.0)
+
+    seen = []
+
+    class _Stop(Exception):
+        pass
+
+    def spy(*args, **kw):
+        seen.append((kw["f_sys_prior"], kw["f_sys_scale"]))
+        raise _Stop
+
+    monkeypatch.setattr(api, "make_setup", spy)
+    p.write_text("likelihood: {f_sys_prior: log-uniform, f_sys_scale: 0.05}\n")
+    with pytest.raises(_Stop):
+        api.infer(api.InferRequest(stage=1, config_path=p), emulator=ToyEmulator(toy_space(stage=1)), log=lambda m: None)
+    assert seen == [("log-uniform", 0.05)]
 
 
 @pytest.mark.parametrize("box_link", ["logit", "probit"])
