@@ -16,8 +16,10 @@ Latent sites (all samplers see the same unconstrained vector ``z``):
   (``"log-uniform"``) the site ``log_f_sys`` ~ Uniform(log f_min, log f_max).  The log-uniform
   prior puts a plateau against its lower bound wherever the data allow a small systematic
   (a mock with no systematic: the posterior of log f_sys has a long tail to f_min, skewness
-  -3, and mixed 2-6x slower than any other coordinate at 135-D); on the linear scale that
-  region is the smooth middle of a symmetric density.
+  -3, and its bulk ESS was half the next-slowest coordinate's at 135-D); on the linear scale
+  that region is the smooth middle of a symmetric density.  Where the data need f_sys > 0 the
+  density in ``f_sys_signed`` has two mirror-image modes; chains started around the MAP stay in
+  its sign, and every reported quantity uses |f_sys_signed|.
 - ``poly`` [K]: Legendre warp coefficients, Normal(0, ``poly_sd``) (absent when K = 0).
 
 Optional informative priors ``{name: (mean, sd)}`` in physical units multiply the uniform
