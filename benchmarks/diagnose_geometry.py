@@ -61,12 +61,15 @@ def slowest_marginal(fm, emu, data, zs, names, lf, synth_config=None, n_tail=12)
     change of the emulator's and the synthesizer's log-likelihood from its median to its tail."""
     from scipy.stats import kurtosis, skew
 
+    zs = zs.copy()  # the half-normal systematic as f_sys = |f_sys_signed|, as bench_inference reports it
+    if "f_sys_signed" in names:
+        zs[..., names.index("f_sys_signed")] = np.abs(zs[..., names.index("f_sys_signed")])
     ess = diag.chain_stats(zs)["ess_bulk"]
     i = int(np.nanargmin(ess))
     v = zs[..., i].ravel()
     lap = float(np.sqrt(np.sum(lf[i] ** 2)))
     print(f"slowest coordinate {names[i]}: bulk ESS {ess[i]:.0f} (median of all {np.nanmedian(ess):.0f}); "
-          f"sd {v.std():.3f} in sampler coordinates against the Laplace sd {lap:.3f}; skewness {skew(v):.2f}, "
+          f"sd {v.std():.3g} in sampler coordinates against the Laplace sd {lap:.3g}; skewness {skew(v):.2f}, "
           f"excess kurtosis {kurtosis(v):.1f}")
     flat = zs.reshape(-1, zs.shape[-1])
     if not names[i].startswith("u:"):
@@ -77,19 +80,12 @@ def slowest_marginal(fm, emu, data, zs, names, lf, synth_config=None, n_tail=12)
     if synth_config is None:
         return
     from lumina_jax.inference.checks import _synth_path
-    from lumina_jax.inference.likelihood import log_likelihood
     from lumina_jax.synth import Synthesizer
 
-    full = flatten_model(fm.setup, emu.spectrum_and_sigma, data)  # the whole grid: the synthesizer has no on_bins
+    # the whole grid (the synthesizer has no on_bins); the two flat models differ only in the mean
     syn = _synth_path(emu, Synthesizer.default(emu.space, str(synth_config)))
-
-    def loglike(flux_fn, z):
-        c = full.constrain(z)
-        flux, sigma = flux_fn(full.theta(z))
-        return log_likelihood(flux, sigma, data, c["log_scale"], c["f_sys"], c.get("poly"))
-
-    ll_emu = jax.jit(lambda z: loglike(emu.spectrum_and_sigma, z))
-    ll_syn = jax.jit(lambda z: loglike(syn, z))
+    ll_emu = jax.jit(flatten_model(fm.setup, emu.spectrum_and_sigma, data).loglikelihood)
+    ll_syn = jax.jit(flatten_model(fm.setup, syn, data).loglikelihood)
     order = np.argsort(v)
     mid = order[len(order) // 2 - n_tail // 2: len(order) // 2 + n_tail // 2]
     tail = order[:n_tail] if skew(v) < 0 else order[-n_tail:]
