@@ -1,0 +1,60 @@
+"""What the commands write: strict JSON on stdout and outputs that never overwrite silently.
+
+* :func:`dumps_json` -- ``json.dumps`` that writes non-finite numbers (NaN, +-inf) as ``null``
+  (strict JSON, which ``jq`` and JavaScript parsers accept) and numpy scalars / arrays as
+  plain numbers / lists.
+* :func:`refuse_overwrite` -- the common ``--force`` rule: an output path that already exists
+  stops the command with one error line unless the user asked to overwrite it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lumina_jax.errors import UserError
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    return obj
+
+
+def dumps_json(obj, *, indent: int | None = None, default=str) -> str:
+    """``obj`` as strict JSON: NaN / inf become ``null``; numpy types become Python ones."""
+    return json.dumps(_clean(obj), indent=indent, default=default, allow_nan=False)
+
+
+def refuse_overwrite(path, *, force: bool, what: str = "output", hint: str = "pass --force to overwrite it") -> None:
+    """Stop with a :class:`UserError` when ``path`` exists (a file, or a non-empty directory)
+    and ``force`` is false.  An empty directory counts as free."""
+    p = Path(path)
+    if force or not p.exists():
+        return
+    if p.is_dir() and not any(p.iterdir()):
+        return
+    kind = "directory" if p.is_dir() else "file"
+    raise UserError(f"{what} {kind} {p} already exists; {hint}")
+
+
+def same_file(a, b) -> bool:
+    """True when ``a`` and ``b`` name the same existing file (an output that would clobber its input)."""
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
