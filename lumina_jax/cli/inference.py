@@ -89,8 +89,8 @@ def infer(
     if plots:
         _plots(out_dir, s, log)
     d = s["diagnostics"]
-    log(f"{d['sampler']}: max R-hat {d['max_rhat']:.4f}, min bulk ESS {d['min_ess_bulk']:.0f}, min tail ESS "
-        f"{d['min_ess_tail']:.0f}, divergences {d['divergences']}, {d['wall_warmup_s'] + d['wall_sampling_s']:.1f} s "
+    log(f"{d['sampler']}: max R-hat {diagnostics.format_rhat(d['max_rhat'])}, min bulk ESS {d['min_ess_bulk']:.0f}, "
+        f"min tail ESS {d['min_ess_tail']:.0f}, divergences {d['divergences']}, {d['wall_warmup_s'] + d['wall_sampling_s']:.1f} s "
         f"({d['min_ess_bulk_per_s']:.2f} ESS/s); residual RMS {s['residual_rms']['value']:.4f}")
     if s.get("evidence"):
         ev = s["evidence"]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lumina_jax.inference.diagnostics import format_rhat
 from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, predicted_flux
 from lumina_jax.inference.model import FitSetup
 from lumina_jax.inference.observed import observation_from_model
@@ -76,7 +77,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         tr = s["truth_recovery"]["per_parameter"]
         d = s["diagnostics"]
         draws = fit.draws_theta[..., setup.free_index].reshape(-1, setup.n_free)
-        rec = {"index": int(i), "u_true": u_true[i].tolist(), "max_rhat": float(d["max_rhat"]),
+        rec = {"index": int(i), "u_true": u_true[i].tolist(), "max_rhat": d["max_rhat"],
                "divergent_fraction": float(d["divergent_fraction"]),
                "in68": [bool(tr[n]["in68"]) for n in setup.free], "in95": [bool(tr[n]["in95"]) for n in setup.free],
                # posterior quantile of the truth per parameter: uniform on [0, 1] for calibrated posteriors
@@ -91,12 +92,12 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         run68 = np.mean([r["in68"] for r in records])
         run95 = np.mean([r["in95"] for r in records])
         log(f"coverage: {len(records)}/{len(mine)} injections, {el:.0f} s elapsed, ~{eta:.0f} s left; running "
-            f"mean in68 {run68:.3f}, in95 {run95:.3f}; this one: max R-hat {rec['max_rhat']:.3f}, "
+            f"mean in68 {run68:.3f}, in95 {run95:.3f}; this one: max R-hat {format_rhat(rec['max_rhat'], 3)}, "
             f"in68 {np.mean(rec['in68']):.2f}")
 
     records.sort(key=lambda r: r["index"])
-    rhats = np.asarray([r["max_rhat"] for r in records])
-    multi = chain_count(sampler) > 1
+    multi = chain_count(sampler) > 1  # one chain: no R-hat
+    rhats = np.asarray([np.nan if r["max_rhat"] is None else r["max_rhat"] for r in records], float)
     out = {"n_injections": n_injections, "n_fitted": len(records), "shard": list(shard) if shard else None,
            "noise_frac": noise_frac, "emulator_error": emu_error,
            "sampler": {**dataclasses.asdict(sampler), "laplace_preconditioned": sampler.precondition,

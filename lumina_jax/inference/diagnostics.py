@@ -2,7 +2,8 @@
 
 R-hat: rank-normalised split R-hat (Vehtari et al. 2021); ESS: bulk and tail ESS (same
 paper), all through arviz.  A run *converges* when max R-hat <= ``rhat_max`` (1.01) and the
-divergent transitions are at most ``max_divergent_frac`` (1 %) of the draws.
+divergent transitions are at most ``max_divergent_frac`` (1 %) of the draws.  R-hat compares
+chains: a one-chain run reports it as unavailable (``None``) and is judged on divergences only.
 """
 
 from __future__ import annotations
@@ -24,13 +25,17 @@ def _az():
 
 
 def chain_stats(draws: np.ndarray) -> dict:
-    """R-hat, bulk and tail ESS per coordinate of ``draws`` [chains, draws, k] -> dict of [k]."""
+    """R-hat, bulk and tail ESS per coordinate of ``draws`` [chains, draws, k] -> dict of [k]
+    (R-hat NaN for a single chain)."""
     az = _az()
     ds = {"x": np.asarray(draws, float)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         idata = az.convert_to_dataset(ds)
-        rhat = np.asarray(az.rhat(idata)["x"]).ravel()
+        if ds["x"].shape[0] > 1:
+            rhat = np.asarray(az.rhat(idata)["x"]).ravel()
+        else:
+            rhat = np.full(ds["x"].shape[-1], np.nan)
         bulk = np.asarray(az.ess(idata, method="bulk")["x"]).ravel()
         tail = np.asarray(az.ess(idata, method="tail")["x"]).ravel()
     return {"rhat": rhat, "ess_bulk": bulk, "ess_tail": tail}
@@ -39,18 +44,20 @@ def chain_stats(draws: np.ndarray) -> dict:
 def summarize_run(run, names: list[str], physical: np.ndarray) -> dict:
     """Diagnostics of a :class:`SamplerRun` whose physical draws are ``physical``
     [chains, draws, k] named ``names``.  ESS/s uses the total wall time (warmup + sampling,
-    JIT compilation included); ESS per gradient uses ``run.n_grad``."""
+    JIT compilation included); ESS per gradient uses ``run.n_grad``.  With one chain the
+    R-hats are ``None`` (unavailable)."""
     st = chain_stats(physical)
     n_draws = int(np.prod(run.diverging.shape))
     n_div = int(run.diverging.sum())
-    per = {n: {"rhat": float(r), "ess_bulk": float(b), "ess_tail": float(t)}
+    multi = run.positions.shape[0] > 1
+    per = {n: {"rhat": float(r) if multi else None, "ess_bulk": float(b), "ess_tail": float(t)}
            for n, r, b, t in zip(names, st["rhat"], st["ess_bulk"], st["ess_tail"])}
     min_bulk = float(np.nanmin(st["ess_bulk"]))
     return {
         "sampler": run.sampler,
         "chains": int(run.positions.shape[0]),
         "draws_per_chain": int(run.positions.shape[1]),
-        "max_rhat": float(np.nanmax(st["rhat"])),
+        "max_rhat": float(np.nanmax(st["rhat"])) if multi else None,
         "min_ess_bulk": min_bulk,
         "min_ess_tail": float(np.nanmin(st["ess_tail"])),
         "divergences": n_div,
@@ -67,9 +74,10 @@ def summarize_run(run, names: list[str], physical: np.ndarray) -> dict:
 
 def convergence_problems(diag: dict, *, rhat_max: float = RHAT_MAX,
                          max_divergent_frac: float = MAX_DIVERGENT_FRAC) -> list[str]:
-    """Human-readable reasons why a run has not converged (empty list: converged)."""
+    """Human-readable reasons why a run has not converged (empty list: converged).  A run
+    without R-hat (one chain) is judged on its divergences only."""
     out = []
-    if not diag["max_rhat"] <= rhat_max:
+    if diag["max_rhat"] is not None and not diag["max_rhat"] <= rhat_max:
         worst = sorted(diag["per_parameter"].items(), key=lambda kv: -np.nan_to_num(kv[1]["rhat"], nan=9))[:3]
         out.append(f"max R-hat {diag['max_rhat']:.4f} > {rhat_max} (worst: "
                    + ", ".join(f"{n} {v['rhat']:.3f}" for n, v in worst) + ")")
@@ -90,6 +98,11 @@ def remedy(problems: list[str], sampler: str = "nuts") -> str:
     if any("R-hat" in p for p in problems) or (not step_sized and any("divergent" in p for p in problems)):
         tips.append("run longer with more --warmup/--samples")
     return "; ".join(tips + ["or pass --allow-unconverged" if tips else "pass --allow-unconverged"])
+
+
+def format_rhat(value, digits: int = 4) -> str:
+    """R-hat for a log line: the number, or "n/a (1 chain)" when it is unavailable."""
+    return "n/a (1 chain)" if value is None else f"{value:.{digits}f}"
 
 
 def make_inference_data(posterior: dict, *, sample_stats: dict | None = None, observed: dict | None = None,

@@ -219,7 +219,9 @@ def _numpyro(cfg, logdensity, init):
                 num_chains=init.shape[0], chain_method="vectorized", progress_bar=cfg.progress)
     key = jax.random.PRNGKey(cfg.seed)
     t0 = time.perf_counter()
-    mcmc.warmup(key, init_params=init, extra_fields=("num_steps",), collect_warmup=True)
+    # NumPyro takes a single chain's start without the chain axis
+    mcmc.warmup(key, init_params=init[0] if init.shape[0] == 1 else init, extra_fields=("num_steps",),
+                collect_warmup=True)
     warm_steps = int(np.sum(np.asarray(mcmc.get_extra_fields()["num_steps"])))
     jax.block_until_ready(mcmc.post_warmup_state)
     t1 = time.perf_counter()

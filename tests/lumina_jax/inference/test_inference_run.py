@@ -149,3 +149,27 @@ def test_checkpoint_option_is_resolved_from_a_path(monkeypatch, tmp_path):
     assert seen == [str(ck), "recorded.ckpt"]
     with pytest.raises(UserError, match="pass --checkpoint"):
         cli_inf._resolve_emulator({"checkpoint": "(random toy)"}, None)
+
+
+def test_one_chain_infer_and_coverage_run_without_rhat(tmp_path, toys, monkeypatch, capsys):
+    """`--chains 1` (nuts) fits, plots and reports R-hat as unavailable instead of crashing
+    after the MAP; `check coverage --chains 1` likewise."""
+    cfg = tmp_path / "inf.yaml"
+    cfg.write_text(CONFIG)
+    out = tmp_path / "res"
+    code, stdout, err = _run_cli(["infer", "--config", str(cfg), "--out", str(out), "--chains", "1",
+                                  "--warmup", "50", "--samples", "50", "--json", "--allow-unconverged"],
+                                 monkeypatch, capsys)
+    assert code == 0, err[-800:]
+    s = json.loads(stdout[stdout.index("{"):])
+    d = s["diagnostics"]
+    assert d["chains"] == 1 and d["max_rhat"] is None and d["per_parameter"]["v"]["rhat"] is None
+    assert not any("R-hat" in p for p in s["problems"])
+    assert "max R-hat n/a (1 chain)" in err and (out / "rank.png").is_file()
+    code, stdout, err = _run_cli(["check", "coverage", "--n", "1", "--chains", "1", "--warmup", "30", "--samples",
+                                  "30", "--map-starts", "1", "--json", "--out", str(tmp_path / "cov.json")],
+                                 monkeypatch, capsys)
+    assert code == 0, err[-800:]
+    res = json.loads(stdout[stdout.index("{"):])
+    assert res["n_fitted"] == 1 and res["max_rhat_median"] is None and res["injections"][0]["max_rhat"] is None
+    assert "max R-hat n/a (1 chain)" in err

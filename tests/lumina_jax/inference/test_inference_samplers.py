@@ -95,3 +95,19 @@ def test_run_preconditioned_gives_chees_16_distinct_laplace_starts(monkeypatch):
     samplers.run_preconditioned(cfg, logdensity, jnp.asarray(MU), jax.random.PRNGKey(0))
     x0 = seen["init"]
     assert x0.shape == (16, 4) and len(np.unique(x0, axis=0)) == 16
+
+
+@pytest.mark.parametrize("name", ["nuts", "hmc"])
+def test_one_chain_runs_and_reports_no_rhat(name):
+    """NumPyro takes one chain's start unbatched (``--chains 1`` once crashed after the MAP):
+    the run keeps its chain axis, R-hat is unavailable (None) and does not count against
+    convergence."""
+    cfg = SamplerConfig(name=name, num_chains=1, num_warmup=100, num_samples=100, seed=1)
+    run = run_sampler(cfg, logdensity, jnp.asarray(MU)[None])
+    assert run.positions.shape == (1, 100, 4) and run.logdensity.shape == (1, 100) and run.diverging.shape == (1, 100)
+    assert abs(run.positions[..., 0].mean() - MU[0]) < 0.5
+    d = diag.summarize_run(run, [f"z{i}" for i in range(4)], run.positions)
+    assert d["max_rhat"] is None and d["per_parameter"]["z0"]["rhat"] is None and d["min_ess_bulk"] > 5
+    assert not any("R-hat" in p for p in diag.convergence_problems(d))
+    assert diag.convergence_problems(dict(d, divergences=0, divergent_fraction=0.0)) == []
+    assert diag.format_rhat(None) == "n/a (1 chain)" and diag.format_rhat(1.00234) == "1.0023"
