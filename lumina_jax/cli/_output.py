@@ -58,3 +58,22 @@ def same_file(a, b) -> bool:
         return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
+
+
+def check_plot_path(path, *, option: str = "--plot") -> None:
+    """Stop with a :class:`UserError` unless ``path`` names a figure file matplotlib can write
+    (``.png``, ``.pdf``, ``.svg``, ...) in an existing directory -- checked before any long work."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{option} {p} is a directory; give a file name such as {p / 'figure.png'}")
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = p.suffix.lower().lstrip(".")
+    if ext not in formats:
+        raise UserError(f"{option} {p}: unknown figure format {p.suffix or '(none)'!r}; use one of "
+                        + ", ".join("." + f for f in sorted(formats)))
+    if not p.parent.exists() or not p.parent.is_dir():
+        raise UserError(f"{option} {p}: directory {p.parent} does not exist")

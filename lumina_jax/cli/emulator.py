@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from lumina_jax.cli._output import check_plot_path, dumps_json, refuse_overwrite, same_file
 from lumina_jax.errors import UserError
 
 emulator_app = typer.Typer(help="Spectral emulator tools (accuracy report).", no_args_is_help=True)
@@ -24,18 +25,26 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="split / initialisation seed"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary instead of text"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --out checkpoint"),
 ) -> None:
-    """Train an emulator on a campaign store and write one self-describing checkpoint."""
+    """Train an emulator on a campaign store and write one self-describing checkpoint.
+
+    An existing --out file is kept (the command stops) unless --force is given."""
     from lumina_jax.emulator import load_train_config, save_emulator, train_emulator
     from lumina_jax.emulator._data import load_training_sets
 
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+    refuse_overwrite(out, force=force, what="checkpoint")
+    if any(same_file(out, d) for d in data):
+        raise UserError(f"--out {out} is one of the --data stores")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: directory {out.parent} does not exist")
     cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed)
     ts = load_training_sets(data, stage=stage)
     data = ", ".join(str(d) for d in data)
     if ts.theta.shape[0] == 0:
         raise UserError(f"{data} has no finished models")
-    if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name")
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -57,7 +66,7 @@ def train(
                                     "val_mean_fractional_error", "train_seconds")}
     summary["checkpoint"] = str(out)
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(dumps_json(summary))
     else:
         typer.echo(
             f"wrote {out}: {summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test models, "
@@ -79,6 +88,10 @@ def report(
 ) -> None:
     """Held-out accuracy (fractional error of the smoothed flux) and sigma calibration."""
     import numpy as np
+
+    if not (np.isfinite(wl_min) and np.isfinite(wl_max) and wl_min < wl_max):
+        raise UserError(f"--wl-min {wl_min} must be below --wl-max {wl_max} (both in Å)")
+    check_plot_path(plot)
 
     from lumina_jax.emulator import evaluate, load_emulator, load_training_set, prepare_spectra, theta_hashes
     from lumina_jax.emulator._checkpoint import read_seen_hashes
@@ -110,7 +123,7 @@ def report(
     if plot is not None:
         plot_report(m, emu, prep.theta[keep], prep.flux[keep], plot)
     if as_json:
-        typer.echo(json.dumps(m))
+        typer.echo(dumps_json(m))
         return
     from rich.console import Console
     from rich.table import Table
@@ -159,7 +172,7 @@ def calibrate(
     checkpoint: Path = typer.Argument(..., help="emulator checkpoint (updated in place)"),
     data: list[Path] = typer.Option(..., "--data", help="the campaign store(s) it was trained on, in the same order"),
     stride: Optional[int] = typer.Option(None, "--stride", help="likelihood bin stride (default: configs/inference.yaml)"),
-    n_max: int = typer.Option(2000, "--n-max", help="validation models used at most"),
+    n_max: int = typer.Option(2000, "--n-max", min=1, help="validation models used at most"),
     dry_run: bool = typer.Option(False, "--dry-run", help="compute and print, do not write the checkpoint"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -202,14 +215,17 @@ def calibrate(
     idx = setup.free_index
     widths = (np.asarray(emu.space.upper) - np.asarray(emu.space.lower))[idx]
     typer.echo(f"projected chi-square of {val.size} validation models (stride {st}) ...", err=True)
-    res = projected_error_scale(emu.spectrum_and_sigma, prep.theta[val], prep.flux[val], emu.wavelength,
-                                emu.error_basis, idx, widths, stride=st, emu_rank=lk.get("emulator_rank"))
+    try:
+        res = projected_error_scale(emu.spectrum_and_sigma, prep.theta[val], prep.flux[val], emu.wavelength,
+                                    emu.error_basis, idx, widths, stride=st, emu_rank=lk.get("emulator_rank"))
+    except ValueError as exc:  # too few usable validation models
+        raise UserError(f"cannot calibrate {checkpoint} on {val.size} validation models: {exc}") from exc
     res["checkpoint"] = str(checkpoint)
     res["written"] = not dry_run
     if not dry_run:
         write_error_cov_scale(checkpoint, res["error_cov_scale"], res)
     if as_json:
-        typer.echo(json.dumps(res))
+        typer.echo(dumps_json(res))
     else:
         typer.echo(f"error_cov_scale {res['error_cov_scale']:.3f} (median projected chi2 / p = {res['median_q_over_p']:.3f}, "
                    f"mean {res['mean_q_over_p']:.3f}, p = {res['p']}; per-bin chi2 median {res['chi2_per_bin_median']:.3f}) "

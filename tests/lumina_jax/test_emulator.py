@@ -314,9 +314,23 @@ def test_cli_train_and_report(tmp_path, space):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output.strip().splitlines()[-1])
     assert summary["n_train"] == 320 and summary["epochs"] == 3
+    # the checkpoint is not overwritten without --force (it stays byte-for-byte the same)
+    before = out.read_bytes()
+    r = CliRunner().invoke(app, ["train", "--data", str(toy_store), "--out", str(out), "--config", str(cfg),
+                                 "--epochs", "1"])
+    assert r.exit_code != 0 and "already exists" in str(r.exception) and "--force" in str(r.exception)
+    assert out.read_bytes() == before
+    r = CliRunner().invoke(app, ["train", "--data", str(toy_store), "--out", str(toy_store), "--force"])
+    assert r.exit_code != 0 and "is one of the --data stores" in str(r.exception)
+    # a reversed window and an unknown figure format stop before any work
+    for extra, msg in ((["--wl-min", "9000", "--wl-max", "3000"], "must be below"),
+                       (["--plot", str(tmp_path / "r.xyz")], "unknown figure format"),
+                       (["--plot", str(tmp_path)], "is a directory")):
+        r = CliRunner().invoke(app, ["emulator", "report", str(out), "--data", str(toy_store), *extra])
+        assert r.exit_code != 0 and msg in str(r.exception), (extra, r.exception)
     r = CliRunner().invoke(app, ["emulator", "report", str(out), "--data", str(toy_store), "--json"])
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    m = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert m["n_spectra"] == 40 and m["n_skipped_seen"] == 360  # only the held-out rows are scored
     assert len(m["per_wavelength_fractional_error"]) == len(m["wavelength"]) == 1281  # 3300..9700 step 5
     assert 0.0 <= m["fraction_within_1sigma"] <= m["fraction_within_2sigma"] <= 1.0
@@ -326,6 +340,8 @@ def test_cli_train_and_report(tmp_path, space):
     c = json.loads(r.output.strip().splitlines()[-1])
     assert c["n_models"] == 40 and c["error_cov_scale"] > 0 and c["written"]
     assert load_emulator(out).error_cov_scale == pytest.approx(c["error_cov_scale"])
+    r = CliRunner().invoke(app, ["emulator", "calibrate", str(out), "--data", str(toy_store), "--n-max", "5"])
+    assert r.exit_code != 0 and "cannot calibrate" in str(r.exception) and "need >= 10" in str(r.exception)
     other = write_store(tmp_path / "other.h5", space, th[::-1], g, toy_spectra(th[::-1], space, g))
     r = CliRunner().invoke(app, ["emulator", "calibrate", str(out), "--data", str(other)])
     assert r.exit_code != 0 and "not the one the checkpoint saw" in str(r.exception) + r.output
