@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from lumina_jax.cli._output import refuse_overwrite
 from lumina_jax.errors import UserError
 
 
@@ -35,7 +36,9 @@ def infer(
                                               "shipped stage-1 one)."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Previous stage's results dir: sample its "
                                             "relaxed (+-10 %) box, fix inactive parameters at its best fit."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N})."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N}); one "
+                                       "that exists and is not empty needs --force."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the results in an existing --out directory."),
     sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-chees | blackjax-mclmc | emcee | "
                                 "blackjax-nss (nested sampling: also the evidence)"),
     chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2); "
@@ -77,6 +80,7 @@ def infer(
     from lumina_jax.inference.config import parse_prior, parse_window
 
     log = _echo(json_out)
+    _check_results_dir(api.results_dir(api.InferRequest(stage=stage, out=out)), force)
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
         sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out, ns_live,
@@ -111,6 +115,14 @@ def infer(
             typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'], sampler)})", err=True,
                         fg=typer.colors.RED)
             raise typer.Exit(3)
+
+
+def _check_results_dir(path: Path, force: bool) -> None:
+    """A results directory ``infer`` may write: new, empty, or ``--force``d (never a file)."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file; results need a directory")
+    refuse_overwrite(path, force=force, what="results",
+                     hint="pass --force to overwrite its results or choose another --out")
 
 
 # tests replace these with stand-ins

@@ -123,6 +123,11 @@ class InferRequest:
     box_link: str | None = None  # None: the config's likelihood.box_link for this stage
 
 
+def results_dir(req: InferRequest) -> Path:
+    """Where :func:`infer` writes: ``req.out`` or ``results/stage{N}``."""
+    return Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
+
+
 def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
     """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
     cfg = load_inference_config(req.config_path)
@@ -201,6 +206,6 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
                   corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
                   emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log),
                   on_bins=getattr(emulator, "on_bins", None))
-    out_dir = Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
+    out_dir = results_dir(req)
     write_results(out, out_dir)
     return out, out_dir

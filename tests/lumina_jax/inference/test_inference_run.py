@@ -173,3 +173,23 @@ def test_one_chain_infer_and_coverage_run_without_rhat(tmp_path, toys, monkeypat
     res = json.loads(stdout[stdout.index("{"):])
     assert res["n_fitted"] == 1 and res["max_rhat_median"] is None and res["injections"][0]["max_rhat"] is None
     assert "max R-hat n/a (1 chain)" in err
+
+
+def test_existing_results_dir_needs_force(tmp_path, toys, monkeypatch, capsys):
+    """`infer --out DIR` never replaces someone's results silently: a non-empty DIR stops before any
+    work with one line naming --force; with --force (or an empty DIR) the run goes on (here to
+    the missing --observed file); a file as --out is refused even with --force."""
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "summary.json").write_text('{"my": "old fit"}')
+    code, _, err = _run_cli(["infer", "--out", str(res)], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error:") and "--force" in err and "another --out" in err
+    assert err.count("\n") == 1 and (res / "summary.json").read_text() == '{"my": "old fit"}'
+    missing = str(tmp_path / "nope.csv")
+    for args in (["--out", str(res), "--force"], ["--out", str(tmp_path / "empty")]):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        code, _, err = _run_cli(["infer", "--observed", missing] + args, monkeypatch, capsys)
+        assert code == 2 and "observed spectrum not found" in err, err
+    (tmp_path / "f.txt").write_text("x")
+    code, _, err = _run_cli(["infer", "--out", str(tmp_path / "f.txt"), "--force"], monkeypatch, capsys)
+    assert code == 2 and "is a file" in err
