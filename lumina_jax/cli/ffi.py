@@ -5,18 +5,23 @@ Commands:
   ffi train DATA.h5 --out CKPT        fit the equivariant residual model on top of Box3D
   ffi evaluate CKPT DATA.h5 [--json]  error metrics: no mixing / Box3D / Box3D + residual
   ffi export [CKPT] --out FILE        jax.export the jitted Box3D (+ residual) for simulation codes
+
+Outputs that exist are kept unless ``--force``; an ``--out`` that is the input file is refused.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from lumina_jax.errors import ParameterError
+from lumina_jax.cli._output import dumps_json, refuse_overwrite, same_file
+from lumina_jax.errors import ParameterError, UserError
+
+#: Lowering platforms ``jax.export`` knows (``ffi export --platform``).
+EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 ffi_app = typer.Typer(
     name="ffi",
@@ -62,9 +67,33 @@ def _parse_hidden(hidden: str) -> tuple[int, ...]:
     return widths
 
 
-def _emit(obj: dict, as_json: bool) -> None:
+def check_out_file(out: Path, *, force: bool, inputs=(), option: str = "--out") -> None:
+    """Stop before any work if the output file ``out`` is an input, a directory, exists
+    (unless ``force``) or lies in a directory that does not exist."""
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise UserError(f"{option} {out} is the input file {src}; writing it would destroy the input -- "
+                            "choose another output file")
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a directory; give a file name")
+    refuse_overwrite(out, force=force, what=option)
+    if not out.parent.is_dir():
+        raise UserError(f"{option} {out}: directory {out.parent} does not exist")
+
+
+def _check_platforms(platforms: list[str]) -> tuple[str, ...]:
+    out = tuple(dict.fromkeys(p.strip().lower() for p in platforms))  # de-duplicated, in order
+    for p in out:
+        if p not in EXPORT_PLATFORMS:
+            raise ParameterError(f"--platform {p!r} is not a jax.export platform; "
+                                 f"use one or more of {', '.join(EXPORT_PLATFORMS)}")
+    return out
+
+
+def emit(obj: dict, as_json: bool) -> None:
+    """Print ``obj`` as strict JSON (``--json``) or as ``key: value`` lines."""
     if as_json:
-        typer.echo(json.dumps(obj, indent=2))
+        typer.echo(dumps_json(obj, indent=2))
         return
     for key, value in obj.items():
         typer.echo(f"{key}: {value}")
@@ -77,6 +106,7 @@ def box3d_cmd(
     order: int = typer.Option(17, help="Lebedev order (17: 110 directions, 41: 590, 131: 5810)."),
     approx_z: bool = typer.Option(False, "--approx-z", help="Jedynak closed-form Z instead of the exact solve."),
     chunk: int = typer.Option(65536, min=1, help="Points per jitted call."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out (never the input file)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
 ) -> None:
     """Predict the asymptotic four-fluxes of every row of IN.h5 with Box3D."""
@@ -86,6 +116,7 @@ def box3d_cmd(
     from box3d_jax import io
 
     _check_order(order)
+    check_out_file(out, force=force, inputs=(infile,))
     ds = io.read_dataset(infile)
     fn = B._jitted(order, ds.nf, approx_z, B.DEFAULT_EPS)
     outs, growth, unstable = [], [], 0
@@ -113,7 +144,7 @@ def box3d_cmd(
         "nf": ds.nf,
         "seconds": round(seconds, 3),
     }
-    _emit(summary, as_json)
+    emit(summary, as_json)
 
 
 def _split(ds, test_file: Optional[Path], test_fraction: float):
@@ -172,6 +203,7 @@ def train_cmd(
     order: int = typer.Option(17, help="Lebedev order of the Box3D baseline."),
     max_flux_factor: float = typer.Option(0.9, help="Drop rows with any initial flux factor >= this."),
     seed: int = typer.Option(0),
+    force: bool = typer.Option(False, "--force", help="Write into an existing, non-empty --out directory."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
 ) -> None:
     """Train the equivariant, conservative residual model on top of Box3D."""
@@ -181,6 +213,9 @@ def train_cmd(
     from box3d_jax import residual as R
 
     _check_order(order)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; a checkpoint is a directory")
+    refuse_overwrite(out, force=force, what="checkpoint")
     if not 0.0 < max_flux_factor <= 1.0:
         raise ParameterError(f"--max-flux-factor must be in (0, 1], got {max_flux_factor}")
     config = R.ResidualConfig(hidden=_parse_hidden(hidden), order=order, max_flux_factor=max_flux_factor)
@@ -218,7 +253,7 @@ def train_cmd(
     }
     R.save_checkpoint(out, params, config, meta)
     if as_json:
-        typer.echo(json.dumps({"checkpoint": str(out), **meta}, indent=2))
+        typer.echo(dumps_json({"checkpoint": str(out), **meta}, indent=2))
     else:
         console = Console()
         console.print(f"trained on {meta['n_train']} rows in {seconds:.1f} s; checkpoint -> {out}")
@@ -244,7 +279,7 @@ def evaluate_cmd(
     result, n_used = _evaluate(params, config, ds)
     if as_json:
         typer.echo(
-            json.dumps(
+            dumps_json(
                 {"data": str(data), "checkpoint": str(ckpt), "n_rows": ds.n, "n_used": n_used,
                  "max_flux_factor": config.max_flux_factor, "order": config.order, "metrics": result},
                 indent=2,
@@ -261,19 +296,27 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Serialized jax.export file to write."),
     order: int = typer.Option(17, help="Lebedev order (Box3D alone; a checkpoint fixes its own)."),
     stablehlo: Optional[Path] = typer.Option(None, help="Also write the StableHLO module (MLIR text) here."),
-    platform: list[str] = typer.Option(["cpu"], "--platform", help="Lowering platform(s): cpu, cuda, rocm."),
+    platform: list[str] = typer.Option(["cpu"], "--platform", help="Lowering platform(s): cpu, cuda, rocm, tpu "
+                                       "(repeat the option for several)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing --out / --stablehlo files."),
 ) -> None:
     """Serialize the jitted Box3D (+ residual): F4 (n, 2, 3, 4) -> (F4', growth rate (n))."""
     from box3d_jax import export as E
 
     _check_order(order)
+    platforms = _check_platforms(platform)
+    check_out_file(out, force=force)
+    if stablehlo is not None:
+        check_out_file(stablehlo, force=force, option="--stablehlo")
+        if stablehlo.resolve() == out.resolve():
+            raise UserError(f"--stablehlo and --out name the same file {out}")
     if ckpt is not None:
         from box3d_jax import residual as R
 
         params, config, _ = R.load_checkpoint(ckpt)
-        exp = E.export_box3d(params=params, config=config, platforms=tuple(platform))
+        exp = E.export_box3d(params=params, config=config, platforms=platforms)
     else:
-        exp = E.export_box3d(order, platforms=tuple(platform))
+        exp = E.export_box3d(order, platforms=platforms)
     E.save(out, exp)
     if stablehlo is not None:
         E.write_stablehlo(stablehlo, exp)

@@ -7,19 +7,17 @@ Commands (added to the ``ffi`` group of :mod:`lumina_jax.cli.ffi`):
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import typer
 
+from lumina_jax.cli.ffi import check_out_file, emit, ffi_app
 from lumina_jax.errors import ParameterError
 
 
 def register(app: typer.Typer) -> None:
     """Add ``solve`` and ``generate`` to the ``ffi`` group (``app`` is the main app; unused)."""
-    from lumina_jax.cli.ffi import ffi_app
-
     register_into(ffi_app)
 
 
@@ -60,6 +58,7 @@ def register_into(ffi_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the random off-diagonal perturbations (row i: seed + i)."),
         batch: int = typer.Option(1, min=1, help="Rows evolved together under jax.vmap (GPU: larger)."),
         conservation_tol: float = typer.Option(1e-6, help="Flag runs whose conservation error exceeds this (n_tot)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing --out (never the input file)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
     ) -> None:
         """Run the multi-angle QKE solver on every row of IN.h5 and write the asymptotic states.
@@ -72,6 +71,7 @@ def register_into(ffi_app: typer.Typer) -> None:
         from box3d_jax import io, qke
 
         cfg = _config(n_z, order, t_end_growth, cfl, n_wavelengths, lsa_order, seed, conservation_tol)
+        check_out_file(out, force=force, inputs=(infile,))
         ds = io.read_dataset(infile)
         if ds.nf != 3:
             raise ParameterError(f"{infile}: the QKE solver needs NF = 3 data, got NF = {ds.nf}")
@@ -99,17 +99,13 @@ def register_into(ffi_app: typer.Typer) -> None:
             "n_accepted": sum(r.ok for r in results),
             "rejected": {i: r.reason for i, r in enumerate(results) if not r.ok},
             "max_conservation_error": max(r.conservation_err for r in results),
-            "growth_rate_fit_over_lsa": [
+            "growth_rate_fit_over_lsa": [  # null where no rate could be fitted
                 (r.growth_rate / r.growth_lsa if r.growth_lsa > 0 else None) for r in results
             ],
             "resolution": {"n_z": n_z, "n_dir": int(qke.lebedev.n_points(order))},
             "seconds": round(seconds, 2),
         }
-        if as_json:
-            typer.echo(json.dumps(summary, indent=2))
-        else:
-            for k, v in summary.items():
-                typer.echo(f"{k}: {v}")
+        emit(summary, as_json)
 
     @ffi_app.command("generate")
     def generate_cmd(
@@ -137,6 +133,7 @@ def register_into(ffi_app: typer.Typer) -> None:
             raise ParameterError(f"--p-stable must be in [0, 1], got {p_stable}")
         cfg = _config(n_z, order, t_end_growth, cfl, n_wavelengths, lsa_order, seed, conservation_tol)
         scfg = G.SamplerConfig(p_stable=p_stable, gamma_min=gamma_min)
+        check_out_file(out, force=True)  # an existing file: G.generate refuses it unless --resume
         t0 = time.perf_counter()
         with _progress(as_json) as prog:
             task = prog.add_task("generate", total=n, info="")
@@ -148,8 +145,4 @@ def register_into(ffi_app: typer.Typer) -> None:
             stats = G.generate(out, n, cfg, sampler=scfg, seed=seed, resume=resume, batch=batch,
                                checkpoint_every=checkpoint_every, on_progress=cb)
         summary = {"output": str(out), **stats, "seconds": round(time.perf_counter() - t0, 1)}
-        if as_json:
-            typer.echo(json.dumps(summary, indent=2))
-        else:
-            for k, v in summary.items():
-                typer.echo(f"{k}: {v}")
+        emit(summary, as_json)

@@ -13,7 +13,7 @@ from box3d_jax import box3d as B
 from box3d_jax import io
 from box3d_jax.synthetic import make_synthetic_dataset
 from lumina_jax.cli import app
-from lumina_jax.errors import DataFileError, ParameterError
+from lumina_jax.errors import DataFileError, ParameterError, UserError
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -71,3 +71,63 @@ def test_user_errors(data_file, tmp_path):
         capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert p.returncode == 2 and p.stderr.strip().startswith("error:") and "Traceback" not in p.stderr
+
+
+def _datasets(path):
+    import h5py
+
+    with h5py.File(path) as h5:
+        return {k: np.asarray(h5[k][()]) for k in h5}
+
+
+def test_box3d_never_clobbers_its_input_and_needs_force(data_file, tmp_path):
+    mine = tmp_path / "my.h5"
+    mine.write_bytes(Path(data_file).read_bytes())
+    before = _datasets(mine)
+    for out in (mine, tmp_path / "." / "my.h5"):
+        for extra in ([], ["--force"]):
+            r = runner.invoke(app, ["ffi", "box3d", str(mine), "--out", str(out), *extra])
+            assert isinstance(r.exception, UserError) and "input file" in str(r.exception)
+    after = _datasets(mine)
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+    out = tmp_path / "o.h5"
+    out.write_text("precious")
+    r = runner.invoke(app, ["ffi", "box3d", str(mine), "--out", str(out)])
+    assert isinstance(r.exception, UserError) and "--force" in str(r.exception)
+    assert out.read_text() == "precious"
+    r = runner.invoke(app, ["ffi", "box3d", str(mine), "--out", str(out), "--force", "--chunk", "512"])
+    assert r.exit_code == 0, r.output
+    assert io.read_dataset(out, require_final=True).n == 300
+    for bad, why in ((tmp_path, "is a directory"), (tmp_path / "no" / "o.h5", "does not exist")):
+        r = runner.invoke(app, ["ffi", "box3d", str(mine), "--out", str(bad)])
+        assert isinstance(r.exception, UserError) and why in str(r.exception)
+
+
+def test_train_refuses_a_non_empty_checkpoint_directory(data_file, tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "notes.txt").write_text("mine")
+    args = ["ffi", "train", str(data_file), "--out", str(ck), "--epochs", "1", "--hidden", "4", "--batch-size", "64"]
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, UserError) and "--force" in str(r.exception)
+    assert sorted(p.name for p in ck.iterdir()) == ["notes.txt"]
+    r = runner.invoke(app, ["ffi", "train", str(data_file), "--out", str(data_file), "--epochs", "1"])
+    assert isinstance(r.exception, UserError) and "is a file" in str(r.exception)
+    r = runner.invoke(app, [*args, "--force"])
+    assert r.exit_code == 0, r.output
+    assert {"notes.txt", "config.json", "params.msgpack"} <= {p.name for p in ck.iterdir()}
+
+
+def test_export_checks_platform_and_outputs(tmp_path):
+    out = tmp_path / "e.bin"
+    r = runner.invoke(app, ["ffi", "export", "--out", str(out), "--platform", "bogus"])
+    assert isinstance(r.exception, ParameterError) and "cpu, cuda, rocm, tpu" in str(r.exception)
+    assert not out.exists()
+    out.write_text("old")
+    r = runner.invoke(app, ["ffi", "export", "--out", str(out)])
+    assert isinstance(r.exception, UserError) and out.read_text() == "old"
+    r = runner.invoke(app, ["ffi", "export", "--out", str(tmp_path / "n.bin"), "--stablehlo", str(out)])
+    assert isinstance(r.exception, UserError) and "--stablehlo" in str(r.exception)
+    r = runner.invoke(app, ["ffi", "export", "--out", str(out), "--force", "--platform", "CPU", "--platform", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 1000

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from box3d_jax import generate as G
 from box3d_jax import io, qke
 from lumina_jax.cli import app
+from lumina_jax.errors import UserError
 
 TINY = ["--n-z", "16", "--order", "11", "--n-wavelengths", "2", "--lsa-order", "0"]
 
@@ -69,3 +70,19 @@ def test_solve_rejects_bad_input(tmp_path):
         h5.create_dataset("F4_initial(1|ccm)", data=np.zeros((1, 4, 2, 2)))
     res = CliRunner().invoke(app, ["ffi", "solve", str(bad), "--out", str(tmp_path / "o.h5")])
     assert res.exit_code != 0
+
+
+def test_solve_json_is_strict_and_the_input_is_safe(tmp_path):
+    # runs far too short to saturate: no growth rate can be fitted (NaN), written as null
+    Fi = np.stack([G.sample_point(np.random.default_rng([5, i])) for i in range(2)])
+    inp = io.write_dataset(tmp_path / "in.h5", Fi)
+    args = ["--n-z", "8", "--order", "5", "--lsa-order", "5", "--t-end-growth", "5", "--json"]
+    text = _invoke(["ffi", "solve", str(inp), "--out", str(tmp_path / "o.h5"), *args])
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    ratios = summary["growth_rate_fit_over_lsa"]
+    assert len(ratios) == 2 and None in ratios
+    # never the input file, even with --force; an existing output only with --force
+    for out, extra, why in ((inp, ["--force"], "input file"), (tmp_path / "o.h5", [], "--force")):
+        res = CliRunner().invoke(app, ["ffi", "solve", str(inp), "--out", str(out), *args, *extra])
+        assert isinstance(res.exception, UserError) and why in str(res.exception)
+    assert io.read_dataset(inp).F4_final is None
