@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -19,13 +20,15 @@ def _echo(json_out: bool):
     return log
 
 
-def _sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, progress, ns_live=300,
-                 emcee_moves="stretch"):
-    from lumina_jax.inference.samplers import SamplerConfig
+def _sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense, progress, ns_live=None,
+                 emcee_moves=None):
+    """The run's :class:`SamplerConfig`: the inference config's ``sampler`` section (``config``: a
+    YAML path or None for the shipped one), with the flags that are not None on top."""
+    from lumina_jax.inference.config import load_inference_config, sampler_config
 
-    return SamplerConfig(name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
-                         target_accept=target_accept, dense_mass=dense, progress=progress, ns_live=ns_live,
-                         emcee_moves=emcee_moves)
+    return sampler_config(load_inference_config(config)["sampler"], name=sampler, num_chains=chains,
+                          num_warmup=warmup, num_samples=samples, seed=seed, target_accept=target_accept,
+                          dense_mass=dense, progress=progress, ns_live=ns_live, emcee_moves=emcee_moves)
 
 
 def infer(
@@ -39,21 +42,27 @@ def infer(
     out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N}); one "
                                        "that exists and is not empty needs --force."),
     force: bool = typer.Option(False, "--force", help="Overwrite the results in an existing --out directory."),
-    sampler: str = typer.Option("nuts", "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-chees | blackjax-mclmc | emcee | "
-                                "blackjax-nss (nested sampling: also the evidence)"),
-    chains: int = typer.Option(4, "--chains", help="Chains (emcee: ignored; walkers = max(32, 2 dim + 2); "
-                               "blackjax-chees: raised to 16 when fewer; blackjax-nss: independent nested-sampling runs)."),
-    ns_live: int = typer.Option(300, "--ns-live", help="Live points per nested-sampling run (blackjax-nss)."),
-    emcee_moves: str = typer.Option("stretch", "--emcee-moves", help="emcee proposal: stretch (emcee's default, "
-                                    "the original pipeline's) or de (differential evolution 0.8 + snooker 0.2)."),
-    warmup: int = typer.Option(500, "--warmup", help="Warmup / adaptation steps per chain."),
-    samples: int = typer.Option(1000, "--samples", help="Draws per chain."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="nuts | hmc | blackjax-nuts | blackjax-chees | "
+                                          "blackjax-mclmc | emcee | blackjax-nss (nested sampling: also the evidence). "
+                                          "Default: config sampler.name (nuts)."),
+    chains: Optional[int] = typer.Option(None, "--chains", help="Chains (default: config sampler.num_chains, 4; 1: no "
+                                         "R-hat; emcee: ignored, walkers = max(32, 2 dim + 2); blackjax-chees: raised "
+                                         "to 16 when fewer; blackjax-nss: independent nested-sampling runs)."),
+    ns_live: Optional[int] = typer.Option(None, "--ns-live", help="Live points per nested-sampling run "
+                                          "(blackjax-nss; default: config sampler.ns_live, 300)."),
+    emcee_moves: Optional[str] = typer.Option(None, "--emcee-moves", help="emcee proposal: stretch (emcee's default, "
+                                              "the original pipeline's) or de (differential evolution 0.8 + snooker "
+                                              "0.2).  Default: config sampler.emcee_moves (stretch)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warmup / adaptation steps per chain (default: "
+                                         "config sampler.num_warmup, 500)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Draws per chain (default: config "
+                                          "sampler.num_samples, 1000)."),
     seed: int = typer.Option(0, "--seed"),
-    target_accept: float = typer.Option(0.8, "--target-accept", help="Target acceptance of the step-size "
-                                        "adaptation (nuts, hmc, blackjax-nuts, blackjax-chees); raise it when a fit "
-                                        "diverges."),
+    target_accept: Optional[float] = typer.Option(None, "--target-accept", help="Target acceptance of the step-size "
+                                                  "adaptation (nuts, hmc, blackjax-nuts, blackjax-chees); raise it "
+                                                  "when a fit diverges.  Default: config sampler.target_accept (0.8)."),
     dense: Optional[bool] = typer.Option(None, "--dense/--diag", help="Dense or diagonal mass matrix "
-                                         "(default: dense up to 40 dimensions)."),
+                                         "(default: config sampler.dense_mass; null: dense up to 40 dimensions)."),
     box_link: Optional[str] = typer.Option(None, "--box-link", help="Unconstrained coordinates of the box "
                                            "parameters: logit or probit (u = Phi(w), w ~ N(0, 1)); same prior and "
                                            "posterior, different geometry for the sampler.  Default: config "
@@ -80,11 +89,15 @@ def infer(
     from lumina_jax.inference.config import parse_prior, parse_window
 
     log = _echo(json_out)
+    if mock_noise is not None and not (math.isfinite(mock_noise) and mock_noise > 0):
+        raise UserError(f"--mock-noise must be a finite fraction of the flux > 0, got {mock_noise}")
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
     _check_results_dir(api.results_dir(api.InferRequest(stage=stage, out=out)), force)
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
-        sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, dense, not json_out, ns_live,
-                             emcee_moves),
+        sampler=_sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense, not json_out,
+                             ns_live, emcee_moves),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link)
@@ -112,7 +125,7 @@ def infer(
         if allow_unconverged:
             log("warning: " + msg)
         else:
-            typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'], sampler)})", err=True,
+            typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'], req.sampler.name)})", err=True,
                         fg=typer.colors.RED)
             raise typer.Exit(3)
 
@@ -213,7 +226,6 @@ def check_coverage(
     from lumina_jax.inference import api, checks
     from lumina_jax.inference.config import box_link_for, default_checkpoint, load_inference_config
     from lumina_jax.inference.model import make_setup
-    from lumina_jax.inference.samplers import SamplerConfig
 
     if n < 1 or map_starts < 1:
         raise UserError("--n and --map-starts must be >= 1")
@@ -226,8 +238,8 @@ def check_coverage(
         if not (m_s >= 1 and 0 <= k_s < m_s):
             raise UserError(f"--shard K/M needs 0 <= K < M, got {shard!r}")
         shard_km = (k_s, m_s)
-    scfg = SamplerConfig(name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed)
     cfg = load_inference_config()
+    scfg = _sampler_cfg(None, sampler, chains, warmup, samples, seed, None, None, False)
     emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
     if emu.space.stage != stage:
         raise UserError(f"the emulator checkpoint is for stage {emu.space.stage}, not stage {stage}")
@@ -473,7 +485,7 @@ def pipeline(
     from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
 
     opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,
-                           sampler=_sampler_cfg(sampler, chains, warmup, samples, seed, target_accept, None, True),
+                           sampler=_sampler_cfg(None, sampler, chains, warmup, samples, seed, target_accept, None, True),
                            lumina_bin=lumina_bin, lumina_ref=lumina_ref, train_config=train_config,
                            allow_unconverged=allow_unconverged, batch_size=batch_size,
                            **({"synth_config": synth_config} if synth_config else {}),

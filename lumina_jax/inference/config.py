@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from lumina_jax.errors import UserError
+from lumina_jax.inference.diagnostics import MAX_DIVERGENT_FRAC, RHAT_MAX
+from lumina_jax.inference.samplers import EMCEE_MOVES, SAMPLERS
 from lumina_jax.params import CONFIG_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,85 +38,206 @@ def default_checkpoint(stage: int) -> Path:
     raise UserError(f"shipped stage-1 checkpoint not found at {DEFAULT_CHECKPOINT}; pass --checkpoint PATH")
 
 
-_SCHEMA: dict[str, type | tuple] = {
-    "mock": dict, "likelihood": dict, "priors": dict, "observed": dict, "sampler": dict, "convergence": dict,
+EMULATOR_ERROR_MODES = ("correlated", "independent")
+_STAGE_KEYS = ("stage1", "stage2", "stage3")
+_NO_DEFAULT = object()
+
+
+class _Bad(ValueError):
+    """A config value that breaks its rule; the message says what the rule wants."""
+
+
+def _real(v, *, gt=None, ge=None, lt=None, le=None, want="a number"):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _Bad(want)
+    if (gt is not None and not v > gt) or (ge is not None and not v >= ge) or (lt is not None and not v < lt) \
+            or (le is not None and not v <= le):
+        raise _Bad(want)
+    return float(v)
+
+
+def _integer(v, *, lo=None, hi=None, want="an integer"):
+    if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _Bad(want)
+    return v
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def _range(v, *, positive=False, want="[low, high] with low < high"):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        raise _Bad(want)
+    lo, hi = (_real(x, gt=0 if positive else None, want=want) for x in v)
+    if not lo < hi:
+        raise _Bad(want)
+    return [lo, hi]
+
+
+def _choice(*options):
+    def check(v):
+        if v not in options:
+            raise _Bad("one of " + ", ".join(options))
+        return v
+    return check
+
+
+def _flag(v):
+    if not isinstance(v, bool):
+        raise _Bad("true or false")
+    return v
+
+
+def _box_link(v):
+    from lumina_jax.inference.model import BOX_LINKS
+
+    want = (f"one of {', '.join(BOX_LINKS)} (or a mapping {{stage1: ..., stage2: ..., stage3: ...}} of them)")
+    if isinstance(v, dict):
+        bad = sorted(set(v) - set(_STAGE_KEYS), key=str)
+        if bad:
+            raise _Bad(f"a mapping with stage keys {', '.join(_STAGE_KEYS)}, not unknown stage key(s) {bad}")
+        values = list(v.values())
+    else:
+        values = [v]
+    if any(x not in BOX_LINKS for x in values):
+        raise _Bad(want)
+    return v
+
+
+def _error_scale(v):
+    return v if v == "checkpoint" else _real(v, gt=0, want="'checkpoint' or a positive number")
+
+
+def _mock_values(v):
+    want = "a mapping {name: number} of finite numbers"
+    if not isinstance(v, dict):
+        raise _Bad(want)
+    return {str(k): _real(x, want=want) for k, x in v.items()}
+
+
+def _prior(v):
+    want = "[mean, sd] with a finite mean and a finite sd > 0"
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        raise _Bad(want)
+    return [_real(v[0], want=want), _real(v[1], gt=0, want=want)]
+
+
+_POS = functools.partial(_real, gt=0, want="a positive number")
+_NONNEG = functools.partial(_real, ge=0, want="a number >= 0")
+
+#: {section: {key: (default, check)}}; ``priors`` is {parameter name: [mean, sd]} instead.
+_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
+    "mock": {
+        **{k: (_NO_DEFAULT, _mock_values) for k in ("stage1", "stage2", "stage3")},
+        "noise_frac": (0.02, _POS),
+        "seed": (0, functools.partial(_integer, lo=0, want="an integer >= 0")),
+        "window": (None, _optional(_range)),
+    },
+    "likelihood": {
+        "n_poly": (2, functools.partial(_integer, lo=0, hi=10, want="an integer in 0..10")),
+        "f_sys_prior": ("half-normal", _choice("half-normal", "log-uniform")),
+        "f_sys_scale": (0.2, _POS),
+        "f_sys_range": ([1e-3, 0.3], functools.partial(_range, positive=True, want="[low, high] with 0 < low < high")),
+        "log_scale_sd": (0.5, _POS),
+        "poly_sd": (0.1, _POS),
+        "emulator_error": ("correlated", _choice(*EMULATOR_ERROR_MODES)),
+        "emulator_error_scale": ("checkpoint", _error_scale),
+        "emulator_rank": (None, _optional(functools.partial(_integer, lo=1, want="a positive integer or null"))),
+        "stride": (8, functools.partial(_integer, lo=1, hi=50, want="an integer in 1..50")),
+        "emulator_corr_length": (None, _optional(functools.partial(
+            _real, gt=0, want="a positive length in Angstrom or null"))),
+        "box_link": ("logit", _box_link),
+        "ordering_softness": (200.0, functools.partial(_real, ge=0, want="a number >= 0 km/s (0: off)")),
+    },
+    "observed": {
+        "redshift": (0.0, functools.partial(_real, gt=-0.01, lt=5, want="a number in (-0.01, 5)")),
+        "ebv_mw": (0.0, functools.partial(_real, ge=0, lt=5, want="a number in [0, 5)")),
+        "ebv_host": (0.0, functools.partial(_real, ge=0, lt=5, want="a number in [0, 5)")),
+        "telluric": (False, _flag),
+        "edge_trim": (0.0, _NONNEG),
+        "window": (None, _optional(_range)),
+    },
+    "sampler": {
+        "name": ("nuts", _choice(*SAMPLERS)),
+        "num_chains": (4, functools.partial(_integer, lo=1, want="an integer >= 1")),
+        "num_warmup": (500, functools.partial(_integer, lo=0, want="an integer >= 0")),
+        "num_samples": (1000, functools.partial(_integer, lo=10, want="an integer >= 10")),
+        "target_accept": (0.8, functools.partial(_real, gt=0, lt=1, want="a number in (0, 1)")),
+        "max_tree_depth": (10, functools.partial(_integer, lo=1, hi=20, want="an integer in 1..20")),
+        "dense_mass": (None, _optional(_flag)),
+        "map_starts": (32, functools.partial(_integer, lo=1, want="an integer >= 1")),
+        "ns_live": (300, functools.partial(_integer, lo=10, want="an integer >= 10")),
+        "emcee_moves": ("stretch", _choice(*EMCEE_MOVES)),
+    },
+    "convergence": {
+        "rhat_max": (RHAT_MAX, functools.partial(_real, ge=1, want="a number >= 1")),
+        "max_divergent_frac": (MAX_DIVERGENT_FRAC, functools.partial(_real, ge=0, le=1, want="a number in [0, 1]")),
+    },
 }
+_SECTIONS = ("mock", "likelihood", "priors", "observed", "sampler", "convergence")
 
 
 def load_inference_config(path: Path | None = None) -> dict[str, Any]:
-    """Read and validate the inference YAML; returns a plain dict (a deep copy)."""
+    """Read and validate the inference YAML; returns a plain dict with every key filled in.
+
+    Unknown sections and keys, wrong types and out-of-range values stop here with one line
+    naming the key (nothing is checked later, inside a fit)."""
     path = Path(path) if path else INFERENCE_CONFIG
     try:
         cfg = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"inference config not found: {path}") from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise UserError(f"inference config {path} is not a readable YAML file ({exc.__class__.__name__})") from None
     except yaml.YAMLError as exc:
         raise UserError(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: expected a mapping")
-    for k, typ in _SCHEMA.items():
-        cfg.setdefault(k, {})
-        if cfg[k] is None:
-            cfg[k] = {}
-        if not isinstance(cfg[k], typ):
-            raise UserError(f"{path}: '{k}' must be a mapping")
-    unknown = set(cfg) - set(_SCHEMA)
+    unknown = sorted(set(cfg) - set(_SECTIONS), key=str)
     if unknown:
-        raise UserError(f"{path}: unknown section(s) {sorted(unknown)}")
-    for n, v in cfg["priors"].items():
-        if not (isinstance(v, (list, tuple)) and len(v) == 2):
-            raise UserError(f"{path}: prior on {n} must be [mean, sd]")
-    lk = cfg["likelihood"]
-    lk.setdefault("n_poly", 2)
-    lk.setdefault("f_sys_range", [1e-3, 0.3])
-    lk.setdefault("f_sys_prior", "half-normal")
-    lk.setdefault("f_sys_scale", 0.2)
-    if lk["f_sys_prior"] not in ("half-normal", "log-uniform"):
-        raise UserError(f"{path}: likelihood.f_sys_prior must be 'half-normal' or 'log-uniform', got {lk['f_sys_prior']!r}")
-    if not (isinstance(lk["f_sys_scale"], (int, float)) and lk["f_sys_scale"] > 0):
-        raise UserError(f"{path}: likelihood.f_sys_scale must be a positive number, got {lk['f_sys_scale']!r}")
-    lk.setdefault("log_scale_sd", 0.5)
-    lk.setdefault("poly_sd", 0.1)
-    lk.setdefault("emulator_corr_length", None)
-    if lk["emulator_corr_length"] is not None and not float(lk["emulator_corr_length"]) > 0:
-        raise UserError(f"{path}: likelihood.emulator_corr_length must be a positive length in Angstrom or null")
-    lk.setdefault("stride", 8)
-    lk.setdefault("emulator_rank", None)
-    if not (isinstance(lk["stride"], int) and 1 <= lk["stride"] <= 50):
-        raise UserError(f"{path}: likelihood.stride must be an integer in 1..50, got {lk['stride']!r}")
-    if lk["emulator_rank"] is not None and not (isinstance(lk["emulator_rank"], int) and lk["emulator_rank"] >= 1):
-        raise UserError(f"{path}: likelihood.emulator_rank must be a positive integer or null")
-    lk.setdefault("ordering_softness", 200.0)
-    if not (isinstance(lk["ordering_softness"], (int, float)) and lk["ordering_softness"] >= 0):
-        raise UserError(f"{path}: likelihood.ordering_softness must be >= 0 km/s (0: off)")
-    from lumina_jax.inference.model import BOX_LINKS
-
-    lk.setdefault("box_link", "logit")
-    links = lk["box_link"]
-    if isinstance(links, dict):
-        bad = sorted(set(links) - set(_STAGE_KEYS))
+        raise UserError(f"{path}: unknown section(s) {unknown}; known: {', '.join(_SECTIONS)}")
+    out: dict[str, Any] = {}
+    for sec in _SECTIONS:
+        raw = cfg.get(sec)
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: '{sec}' must be a mapping")
+        if sec == "priors":
+            out[sec] = {str(n): _checked(path, f"priors.{n}", v, _prior) for n, v in raw.items()}
+            continue
+        keys = _SCHEMA[sec]
+        bad = sorted(set(raw) - set(keys), key=str)
         if bad:
-            raise UserError(f"{path}: likelihood.box_link: unknown stage key(s) {bad}; use {', '.join(_STAGE_KEYS)}")
-        values = list(links.values())
-    else:
-        values = [links]
-    for v in values:
-        if v not in BOX_LINKS:
-            raise UserError(f"{path}: likelihood.box_link must be one of {', '.join(BOX_LINKS)} (or a mapping "
-                            f"{{stage1: ..., stage2: ..., stage3: ...}} of them), got {v!r}")
-    lk.setdefault("emulator_error_scale", "checkpoint")
-    esc = lk["emulator_error_scale"]
-    if esc != "checkpoint" and not (isinstance(esc, (int, float)) and not isinstance(esc, bool) and esc > 0):
-        raise UserError(f"{path}: likelihood.emulator_error_scale must be 'checkpoint' or a positive number, got {esc!r}")
-    lk.setdefault("emulator_error", "correlated")
-    if lk["emulator_error"] not in EMULATOR_ERROR_MODES:
-        raise UserError(f"{path}: likelihood.emulator_error must be one of {', '.join(EMULATOR_ERROR_MODES)}, "
-                        f"got {lk['emulator_error']!r}")
-    return copy.deepcopy(cfg)
+            raise UserError(f"{path}: unknown key {sec}.{bad[0]}; known keys of '{sec}': {', '.join(keys)}")
+        out[sec] = {k: _checked(path, f"{sec}.{k}", raw[k], check) for k, (_, check) in keys.items() if k in raw}
+        for k, (default, _) in keys.items():
+            if k not in raw and default is not _NO_DEFAULT:
+                out[sec][k] = copy.deepcopy(default)
+    return out
 
 
-EMULATOR_ERROR_MODES = ("correlated", "independent")
-_STAGE_KEYS = ("stage1", "stage2", "stage3")
+def _checked(path, key: str, value, check):
+    try:
+        return check(value)
+    except _Bad as exc:
+        raise UserError(f"{path}: {key} must be {exc}, got {value!r}") from None
+
+
+
+#: the ``sampler`` keys that are :class:`~lumina_jax.inference.samplers.SamplerConfig` fields
+SAMPLER_FIELDS = ("name", "num_chains", "num_warmup", "num_samples", "target_accept", "max_tree_depth", "dense_mass",
+                  "ns_live", "emcee_moves")
+
+
+def sampler_config(section: dict[str, Any], **overrides):
+    """:class:`SamplerConfig` from a validated ``sampler`` section; ``overrides`` (CLI flags)
+    replace its values unless they are None."""
+    from lumina_jax.inference.samplers import SamplerConfig
+
+    kw = {k: section[k] for k in SAMPLER_FIELDS if k in section}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return SamplerConfig(**kw)
 
 
 def box_link_for(likelihood: dict[str, Any], stage: int) -> str:
@@ -126,12 +251,14 @@ def box_link_for(likelihood: dict[str, Any], stage: int) -> str:
 
 
 def parse_prior(text: str) -> tuple[str, tuple[float, float]]:
-    """``"t_exp=18,1"`` -> ("t_exp", (18.0, 1.0))."""
+    """``"t_exp=18,1"`` -> ("t_exp", (18.0, 1.0)); the mean finite, the sd finite and > 0."""
     try:
         name, rest = text.split("=", 1)
         mu, sd = (float(x) for x in rest.split(","))
     except ValueError:
         raise UserError(f"--prior must look like NAME=MEAN,SD (e.g. t_exp=18,1), got {text!r}") from None
+    if not (math.isfinite(mu) and math.isfinite(sd) and sd > 0):
+        raise UserError(f"--prior {text}: MEAN must be finite and SD finite and > 0")
     return name.strip(), (mu, sd)
 
 
@@ -142,6 +269,8 @@ def parse_window(text: str | None):
         lo, hi = (float(x) for x in text.split(","))
     except ValueError:
         raise UserError(f"--window must look like LO,HI in Angstrom, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UserError(f"--window {text}: LO and HI must be finite")
     if not lo < hi:
         raise UserError(f"--window {text}: LO must be below HI")
     return lo, hi

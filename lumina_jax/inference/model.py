@@ -130,8 +130,8 @@ def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] |
     pri = []
     for n, ms in (priors or {}).items():
         mu, sd = (float(x) for x in ms)
-        if not sd > 0:
-            raise ParameterError(f"prior on {n}: sd must be positive, got {sd}")
+        if not (np.isfinite(mu) and np.isfinite(sd) and sd > 0):
+            raise ParameterError(f"prior on {n}: need a finite mean and a finite sd > 0, got ({mu}, {sd})")
         pri.append((n, mu, sd))
     if not 0 < f_sys_range[0] < f_sys_range[1]:
         raise ParameterError(f"f_sys range must satisfy 0 < low < high, got {f_sys_range}")
@@ -139,6 +139,9 @@ def make_setup(space: ParameterSpace, *, free=None, fixed: Mapping[str, float] |
         raise ParameterError(f"f_sys prior must be one of {', '.join(F_SYS_PRIORS)}, got {f_sys_prior!r}")
     if not (np.isfinite(f_sys_scale) and f_sys_scale > 0):
         raise ParameterError(f"f_sys scale must be positive, got {f_sys_scale}")
+    for what, sd in (("log_scale_sd", log_scale_sd), ("poly_sd", poly_sd)):
+        if not (np.isfinite(sd) and sd > 0):
+            raise ParameterError(f"{what} must be a finite number > 0, got {sd}")
     if n_poly < 0 or n_poly > 10:
         raise ParameterError(f"n_poly must be in 0..10, got {n_poly}")
     if ordering_softness < 0:

@@ -91,4 +91,20 @@ def make_loader(emu):
     return load
 
 
-__all__ = ["ToyEmulator", "ToySynth", "toy_space", "toy_flux", "WAVE", "load_space", "make_loader"]
+def run_cli(args, monkeypatch, capsys):
+    """(exit code, stdout, stderr) of ``lumina-jax ARGS`` run in-process through ``main``."""
+    import sys
+
+    from lumina_jax.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lumina-jax"] + list(args))
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+__all__ = ["ToyEmulator", "ToySynth", "toy_space", "toy_flux", "WAVE", "load_space", "make_loader", "run_cli"]

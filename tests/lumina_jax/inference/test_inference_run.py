@@ -4,15 +4,13 @@ bad inputs give one-line errors with exit code 2."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
 import lumina_jax.cli.inference as cli_inf
-from lumina_jax.cli import main
 
-from inference_toys import ToyEmulator, ToySynth, toy_space
+from inference_toys import ToyEmulator, ToySynth, run_cli as _run_cli, toy_space
 
 CONFIG = """
 mock:
@@ -26,17 +24,6 @@ observed: {}
 sampler: {map_starts: 8}
 convergence: {rhat_max: 1.01, max_divergent_frac: 0.01}
 """
-
-
-def _run_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["lumina-jax"] + args)
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture
