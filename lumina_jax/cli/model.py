@@ -6,24 +6,50 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
+from lumina_jax.cli._output import dumps_json
 from lumina_jax.errors import ParameterError, UserError
 
 
-def read_params_file(path: Path, space) -> "tuple":
-    """Read a ``{name: value}`` JSON file (or ``{"params": {...}}`` / a results ``summary.json``
-    with ``best_fit``) into a validated vector.  Returns ``(theta, warnings)``."""
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_json(path: Path):
+    """Parsed JSON of a parameter file; anything unreadable is one :class:`UserError`."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise UserError(f"parameter file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a parameter file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text (JSON) file") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        d = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"malformed JSON in {path}: {exc.msg} (line {exc.lineno})") from None
+
+
+def read_params_file(path: Path, space, *, bounds: str = "current") -> "tuple":
+    """Read a parameter JSON file into a validated vector.  Returns ``(theta, warnings)``.
+
+    Accepted: ``{name: value}``, ``{"params": {...}}``, a results ``summary.json`` (``best_fit``)
+    or ``{"theta": [...]}`` (all values in the space's order).  ``bounds`` as in
+    :meth:`ParameterSpace.check`."""
+    d = _read_json(path)
+    if isinstance(d, dict) and "theta" in d:
+        theta = d["theta"]
+        if not (isinstance(theta, list) and len(theta) == space.dim and all(map(_is_number, theta))):
+            got = json.dumps(theta)
+            raise ParameterError(f"{path}: 'theta' must be a list of {space.dim} numbers for stage {space.stage}, "
+                                 f"got {got if len(got) <= 60 else got[:57] + '...'}")
+        theta = np.asarray(theta, dtype=float)
+        return theta, space.check(theta, bounds=bounds)
     if isinstance(d, dict):
         for key in ("params", "best_fit"):
             if isinstance(d.get(key), dict):
@@ -32,13 +58,12 @@ def read_params_file(path: Path, space) -> "tuple":
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a JSON object {{name: value}}")
     for k, v in d.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not _is_number(v):
             raise ParameterError(f"{path}: parameter {k!r} must be a number, got {v!r}")
     # inactive parameters may be omitted: they do not act on the model; use the box centre
     centre = {n: 0.5 * (lo + hi) for n, lo, hi in zip(space.names, space.lows, space.highs) if n in space.inactive}
     theta = space.from_dict(d, fill=centre)
-    warnings = space.check(theta)
-    return theta, warnings
+    return theta, space.check(theta, bounds=bounds)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,16 +71,25 @@ def register(app: typer.Typer) -> None:
     def params_cmd(
         stage: int = typer.Option(..., "--stage", "-s", help="Stage: 1 (15-D), 2 (63-D) or 3 (135-D)."),
         parametrisation: Optional[str] = typer.Option(
-            None, help="Stage 3 only: 'full' (135-D) or 'knots' (smooth profiles, 15 + 8 x n_knots)."),
-        n_knots: Optional[int] = typer.Option(None, help="Knots per species for --parametrisation knots."),
+            None, help="Stages 2, 3: 'full' (one value per zone) or 'knots' (smooth profiles, 15 + 8 x n_knots)."),
+        n_knots: Optional[int] = typer.Option(
+            None, help="Knots per species for --parametrisation knots: 2 to the number of zones (15 in stage 3)."),
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
         """Print a stage's parameter space: names, ranges, kinds (relaxation rule), units."""
         from lumina_jax.params import load_space
 
+        if n_knots is not None and n_knots < 2:
+            raise ParameterError(f"--n-knots must be >= 2 (a profile needs two knots), got {n_knots}")
         space = load_space(stage, parametrisation=parametrisation, n_knots=n_knots)
+        if n_knots is not None:
+            if space.parametrisation != "knots":
+                raise ParameterError("--n-knots applies to --parametrisation knots only")
+            if n_knots > space.zones.n:
+                raise ParameterError(f"--n-knots must be at most the {space.zones.n} composition zones of "
+                                     f"stage {space.stage}, got {n_knots} (use --parametrisation full instead)")
         if as_json:
-            typer.echo(json.dumps(space.to_dict(), indent=1))
+            typer.echo(dumps_json(space.to_dict(), indent=1))
             return
         from rich.console import Console
         from rich.table import Table
@@ -87,7 +121,7 @@ def register(app: typer.Typer) -> None:
         for w in warnings:
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
         if as_json:
-            typer.echo(json.dumps({
+            typer.echo(dumps_json({
                 "stage": stage,
                 "t_exp_days": float(ej.t_exp) / 86400.0,
                 "luminosity_erg_s": float(ej.luminosity),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,32 +9,14 @@ from typing import Optional
 import numpy as np
 import typer
 
-from lumina_jax.errors import DataFileError, ParameterError, UserError
-
-
-def read_params(path: Path, space) -> np.ndarray:
-    """Parameter vector from a JSON file: ``{name: value}``, ``{"params": {...}}`` or ``{"theta": [...]}``."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataFileError(f"parameter file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFileError(f"{path} is not valid JSON: {exc}") from None
-    if isinstance(d, dict) and "theta" in d:
-        theta = np.asarray(d["theta"], dtype=float)
-        if theta.shape != (space.dim,):
-            raise ParameterError(f"{path}: 'theta' must have {space.dim} entries for stage {space.stage}")
-        return theta
-    if isinstance(d, dict) and isinstance(d.get("params"), dict):
-        d = d["params"]
-    if not isinstance(d, dict):
-        raise ParameterError(f"{path}: expected a JSON object of parameter values")
-    return space.from_dict(d)
+from lumina_jax.cli._output import check_plot_path, dumps_json
+from lumina_jax.cli.ffi import check_out_file
+from lumina_jax.cli.model import read_params_file
+from lumina_jax.errors import UserError
 
 
 def write_spectrum_csv(path: Path, wavelength, l_lambda) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``wavelength_A, L_lambda_erg_s_A`` columns (the directory must exist)."""
     np.savetxt(path, np.column_stack([wavelength, l_lambda]), delimiter=",",
                header="wavelength_A,L_lambda_erg_s_A", comments="", fmt=["%.3f", "%.6e"])
 
@@ -77,8 +58,9 @@ def simulate(
     from lumina_jax.synth import SynthConfig, Synthesizer
 
     space = load_space(stage)
-    theta = read_params(params, space)
-    warnings = space.check(theta, bounds="prior")
+    theta, warnings = read_params_file(params, space, bounds="prior")
+    check_out_file(out, force=True, inputs=(params, config), make_parent=True)  # before the long work
+    check_plot_path(plot)
     cfg = SynthConfig.load(config)
     if atomic:
         cfg = cfg.replace(atomic=atomic)
@@ -99,7 +81,7 @@ def simulate(
         "warnings": warnings,
     }
     if as_json:
-        typer.echo(json.dumps(summary, indent=1))
+        typer.echo(dumps_json(summary, indent=1))
     else:
         for w in warnings:
             typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
@@ -132,7 +114,7 @@ def atomic_build(
     info = {"status": status, "path": str(path), "n_lines": atomic.n_lines,
             "build_seconds": prov.get("build_seconds"), "sources": prov.get("sources_used")}
     if as_json:
-        typer.echo(json.dumps(info, indent=1))
+        typer.echo(dumps_json(info, indent=1))
     else:
         typer.echo(f"{status}: {path} ({atomic.n_lines} lines from {', '.join(info['sources'] or [])})")
 
@@ -149,7 +131,7 @@ def atomic_info(
     atomic, prov = load_atomic(path)
     s = summary(atomic, prov)
     if as_json:
-        typer.echo(json.dumps(s, indent=1))
+        typer.echo(dumps_json(s, indent=1))
         return
     from rich.console import Console
     from rich.table import Table
@@ -181,7 +163,7 @@ def atomic_download_kurucz(
     dest = dest or cache_dir() / "kurucz"
     files = download_kurucz(dest, progress=lambda m: typer.echo(m, err=True))
     if as_json:
-        typer.echo(json.dumps({"dest": str(dest), "files": [str(f) for f in files]}, indent=1))
+        typer.echo(dumps_json({"dest": str(dest), "files": [str(f) for f in files]}, indent=1))
     else:
         typer.echo(f"{len(files)} files in {dest}")
 

@@ -70,3 +70,34 @@ def test_help_everywhere():
     for args in (["--help"], ["params", "--help"], ["ejecta", "--help"]):
         r = runner.invoke(app, args)
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+@pytest.mark.parametrize("n_knots,extra,message", [
+    ("0", ["--parametrisation", "knots"], "must be >= 2"),
+    ("-3", ["--parametrisation", "knots"], "must be >= 2"),
+    ("16", ["--parametrisation", "knots"], "at most the 15 composition zones"),
+    ("5", [], "--parametrisation knots only"),
+])
+def test_params_n_knots_out_of_range(n_knots, extra, message):
+    from lumina_jax.errors import ParameterError
+
+    r = runner.invoke(app, ["params", "--stage", "3", *extra, "--n-knots", n_knots, "--json"])
+    assert isinstance(r.exception, ParameterError) and message in str(r.exception), r.output
+
+
+@pytest.mark.parametrize("n_knots,dim", [("2", 31), ("4", 47), ("15", 135)])
+def test_params_n_knots_in_range(n_knots, dim):
+    r = runner.invoke(app, ["params", "--stage", "3", "--parametrisation", "knots", "--n-knots", n_knots, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["dim"] == dim and d["n_knots"] == int(n_knots)
+
+
+def test_ejecta_unreadable_params_file(tmp_path):
+    from lumina_jax.errors import UserError
+
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00\x01garbage")
+    for path, message in ((binary, "not a text"), (tmp_path, "is a directory")):
+        r = runner.invoke(app, ["ejecta", "--stage", "1", "--params", str(path)])
+        assert isinstance(r.exception, UserError) and message in str(r.exception), r.output
