@@ -59,11 +59,43 @@ def parse_stages(text: str) -> list[int]:
     return out
 
 
+def check_options(opts: PipelineOptions) -> None:
+    """Every input the stages will read, checked before the first campaign starts (hours of work
+    otherwise precede a typo's error): numbers, the backend, the observed spectrum (read and
+    validated), the training, synthesizer and inference configs (loaded with the overrides)."""
+    from lumina_jax.inference.config import load_inference_config
+    from lumina_jax.inference.observed import read_spectrum
+
+    for flag, v in (("--n-models", opts.n_models), ("--batch-size", opts.batch_size), ("--epochs", opts.epochs),
+                    ("--patience", opts.patience)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} must be >= 1, got {v}")
+    if opts.backend not in ("synth", "lumina"):
+        raise UserError(f"--backend must be synth or lumina, got {opts.backend!r}")
+    if opts.observed is not None:
+        read_spectrum(opts.observed)
+    for flag, path in (("--train-config", opts.train_config),
+                       ("--synth-config", opts.synth_config if opts.backend == "synth" else None)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{flag} {path} is not a file")
+    try:
+        from lumina_jax.emulator import load_train_config
+    except ImportError as exc:
+        raise UserError(f"the emulator package is not available: {exc}") from None
+    load_train_config(opts.train_config, max_epochs=opts.epochs, patience=opts.patience)
+    if opts.backend == "synth" and opts.synth_config is not None:
+        from lumina_jax.synth.config import SynthConfig
+
+        SynthConfig.load(opts.synth_config)
+    load_inference_config()
+
+
 def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
                  steps: dict[str, Callable] | None = None) -> list[Path]:
-    """Run the stages; ``steps`` may replace "generate", "train", "needs_calibration", "calibrate",
-    "infer" (tests)."""
+    """Run the stages (inputs checked first, :func:`check_options`); ``steps`` may replace
+    "generate", "train", "needs_calibration", "calibrate", "infer" (tests)."""
     stages = parse_stages(opts.stages)
+    check_options(opts)
     steps = dict(steps or {})
     steps.setdefault("generate", _generate)
     steps.setdefault("train", _train)
@@ -140,9 +172,9 @@ def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
     args = ["train", "--data", str(store), "--out", str(ckpt)]
     if opts.train_config:
         args += ["--config", str(opts.train_config)]
-    if opts.epochs:
+    if opts.epochs is not None:
         args += ["--epochs", str(opts.epochs)]
-    if opts.patience:
+    if opts.patience is not None:
         args += ["--patience", str(opts.patience)]
     _run_command(args, f"training the stage-{stage} emulator")
     if not ckpt.exists():

@@ -87,6 +87,37 @@ def test_pipeline_stops_on_unconverged_stage(tmp_path):
         run_pipeline(PipelineOptions(stages="1-3", workdir=tmp_path), steps=steps, log=lambda m: None)
 
 
+def test_pipeline_checks_its_inputs_before_any_campaign(tmp_path, monkeypatch):
+    """A missing --observed / --train-config, a directory as --observed, --epochs 0 or < 0 and other
+    bad numbers stop the pipeline before its first campaign; --epochs reaches `train` even when small."""
+    from lumina_jax.inference import pipeline
+
+    calls = []
+    steps = {"generate": lambda *a: calls.append("generate")}
+    (tmp_path / "obs_dir").mkdir()
+    for kw, msg in [({"observed": tmp_path / "nonexist.csv"}, "observed spectrum not found"),
+                    ({"observed": tmp_path / "obs_dir"}, "is not a file"),
+                    ({"train_config": tmp_path / "nonexist.yaml"}, "--train-config .* is not a file"),
+                    ({"synth_config": tmp_path / "nonexist.yaml"}, "--synth-config .* is not a file"),
+                    ({"epochs": 0}, "--epochs must be >= 1, got 0"), ({"epochs": -5}, "--epochs must be >= 1"),
+                    ({"patience": 0}, "--patience must be >= 1"), ({"n_models": 0}, "--n-models must be >= 1"),
+                    ({"backend": "tardis"}, "--backend must be synth or lumina")]:
+        with pytest.raises(UserError, match=msg):
+            run_pipeline(PipelineOptions(stages="1", workdir=tmp_path / "w", **kw), steps=steps, log=lambda m: None)
+    bad_cfg = tmp_path / "train.yaml"
+    bad_cfg.write_text("training: {bogus: 1}\n")
+    with pytest.raises(UserError, match="unknown emulator setting"):
+        run_pipeline(PipelineOptions(stages="1", workdir=tmp_path / "w", train_config=bad_cfg), steps=steps,
+                     log=lambda m: None)
+    assert calls == [] and not (tmp_path / "w").exists()
+    seen = []
+    monkeypatch.setattr(pipeline, "_run_command", lambda args, what: seen.append(args))
+    ck = tmp_path / "ck"
+    ck.write_text("x")
+    pipeline._train(PipelineOptions(epochs=1, patience=1), 1, tmp_path / "s.h5", ck)
+    assert seen[-1][-4:] == ["--epochs", "1", "--patience", "1"]
+
+
 def test_parse_stages():
     assert parse_stages("1-3") == [1, 2, 3] and parse_stages("2") == [2]
     with pytest.raises(UserError):
