@@ -140,6 +140,8 @@ def read_spectrum(path: str | Path, *, wave_unit: str | None = None, flux_unit: 
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"observed spectrum not found: {path}")
+    if not path.is_file():
+        raise DataFileError(f"observed spectrum {path} is not a file")
     suffix = "".join(path.suffixes).lower()
     if suffix.endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
         w, f, e, wu, fu = _read_fits(path)
@@ -213,37 +215,46 @@ def _read_fits(path: Path):
     except ImportError:  # pragma: no cover
         raise DataFileError("reading FITS needs astropy (pip install astropy)") from None
     try:
-        with fits.open(path) as hdul:
-            for hdu in hdul:
-                if isinstance(hdu, fits.BinTableHDU):
-                    cols = list(hdu.columns.names)
-                    iw, i_f, ie, wu, fu = _parse_header(cols, path)
-                    data = hdu.data
-                    w = np.asarray(data[cols[iw]], float).ravel()
-                    f = np.asarray(data[cols[i_f]], float).ravel()
-                    e = np.asarray(data[cols[ie]], float).ravel() if ie is not None else None
-                    tu = hdu.columns[iw].unit
-                    wu = wu or (str(tu).lower() if tu else None)
-                    return w, f, e, wu, fu
-            hdu = hdul[0]
-            if hdu.data is None or hdu.data.ndim != 1:
-                raise DataFileError(f"{path}: no 1-D spectrum (binary table or 1-D image) found")
-            h = hdu.header
-            n = hdu.data.size
-            crval, cdelt = h.get("CRVAL1"), h.get("CDELT1", h.get("CD1_1"))
-            crpix = h.get("CRPIX1", 1.0)
-            if crval is None or cdelt is None:
-                raise DataFileError(f"{path}: 1-D image without CRVAL1/CDELT1 wavelength keywords")
-            w = crval + (np.arange(n) + 1 - crpix) * cdelt
-            wu = str(h.get("CUNIT1", "angstrom")).lower()
-            e = None
-            if len(hdul) > 1 and hdul[1].data is not None and np.shape(hdul[1].data) == (n,):
-                e = np.asarray(hdul[1].data, float)
-                if str(hdul[1].header.get("EXTNAME", "")).upper() in ("VAR", "VARIANCE"):
-                    e = np.sqrt(np.clip(e, 0, None))
-            return w, np.asarray(hdu.data, float), e, wu, None
-    except OSError as exc:
-        raise DataFileError(f"{path}: unreadable FITS file ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. astropy's "File may have been truncated": the error says it
+            return _read_fits_hdus(path, fits)
+    except DataFileError:
+        raise
+    except (OSError, TypeError, ValueError, IndexError, KeyError) as exc:  # corrupt or truncated
+        raise DataFileError(f"{path}: unreadable FITS file, truncated or corrupt ({exc})") from None
+
+
+def _read_fits_hdus(path: Path, fits):
+    """(wavelength, flux, error, wave unit, flux unit) of the first binary table or 1-D image."""
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            if isinstance(hdu, fits.BinTableHDU):
+                cols = list(hdu.columns.names)
+                iw, i_f, ie, wu, fu = _parse_header(cols, path)
+                data = hdu.data
+                w = np.asarray(data[cols[iw]], float).ravel()
+                f = np.asarray(data[cols[i_f]], float).ravel()
+                e = np.asarray(data[cols[ie]], float).ravel() if ie is not None else None
+                tu = hdu.columns[iw].unit
+                wu = wu or (str(tu).lower() if tu else None)
+                return w, f, e, wu, fu
+        hdu = hdul[0]
+        if hdu.data is None or hdu.data.ndim != 1:
+            raise DataFileError(f"{path}: no 1-D spectrum (binary table or 1-D image) found")
+        h = hdu.header
+        n = hdu.data.size
+        crval, cdelt = h.get("CRVAL1"), h.get("CDELT1", h.get("CD1_1"))
+        crpix = h.get("CRPIX1", 1.0)
+        if crval is None or cdelt is None:
+            raise DataFileError(f"{path}: 1-D image without CRVAL1/CDELT1 wavelength keywords")
+        w = crval + (np.arange(n) + 1 - crpix) * cdelt
+        wu = str(h.get("CUNIT1", "angstrom")).lower()
+        e = None
+        if len(hdul) > 1 and hdul[1].data is not None and np.shape(hdul[1].data) == (n,):
+            e = np.asarray(hdul[1].data, float)
+            if str(hdul[1].header.get("EXTNAME", "")).upper() in ("VAR", "VARIANCE"):
+                e = np.sqrt(np.clip(e, 0, None))
+        return w, np.asarray(hdu.data, float), e, wu, None
 
 
 def validate_spectrum(spec: ObservedSpectrum) -> None:

@@ -134,6 +134,26 @@ def test_unknown_units_and_garbage_rejected(tmp_path):
         O.read_spectrum(_write(tmp_path, "wavelength,flux\n1,2\nabc,3\n" + body, "g.csv"))
 
 
+def test_truncated_fits_and_directory_rejected_in_one_line(tmp_path):
+    fits = pytest.importorskip("astropy.io.fits")
+    w, f = _good_rows()
+    p = tmp_path / "s.fits"
+    fits.BinTableHDU.from_columns([fits.Column(name="WAVELENGTH", format="D", array=w),
+                                   fits.Column(name="FLUX", format="D", array=f)]).writeto(p)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(p.read_bytes()[:2880 * 2 + 1000])  # headers whole, the table's data cut short
+    with pytest.raises(DataFileError, match="unreadable FITS file, truncated or corrupt"):
+        O.read_spectrum(cut)
+    (tmp_path / "d.fits").mkdir()
+    for d in (tmp_path, tmp_path / "d.fits"):
+        with pytest.raises(DataFileError, match="is not a file"):
+            O.read_spectrum(d)
+    img = tmp_path / "img.fits"
+    fits.PrimaryHDU(np.ones((4, 4))).writeto(img)
+    with pytest.raises(DataFileError, match=r"img.fits: no 1-D spectrum \(binary"):  # said once, not wrapped
+        O.read_spectrum(img)
+
+
 def test_too_little_overlap_rejected(tmp_path, toy_emu):
     w, f = _good_rows(lo=9500.0, hi=12000.0)
     p = _write(tmp_path, "\n".join(f"{a} {b}" for a, b in zip(w, f)), "s.txt")
