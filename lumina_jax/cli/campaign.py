@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from lumina_jax.cli._output import dumps_json
 from lumina_jax.errors import UserError
 
 dataset_app = typer.Typer(help="Inspect campaign stores (training sets).", no_args_is_help=True)
@@ -32,6 +32,16 @@ def _parse_spec_range(text: str) -> tuple[float, float, int]:
     if not (0 < out[0] < out[1] and out[2] >= 2):
         raise UserError(f"--spec-range needs 0 < MIN < MAX and NBINS >= 2, got {text!r}")
     return out
+
+
+def _check_numbers(**options) -> None:
+    """Lower bounds of the numeric options (``runners.campaign.plan`` checks the others).
+
+    ``options`` maps an option name (``jobs_per_gpu``) to ``(value, lowest allowed)``; a ``None``
+    value (not given) passes."""
+    for name, (value, low) in options.items():
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
 def _fmt_eta(s: float) -> str:
@@ -75,10 +85,12 @@ def generate(
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Checkpoint every N finished attempts."),
     timeout: float = typer.Option(600.0, "--timeout", help="Per-job timeout in seconds (LUMINA)."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Attempts per job before it counts as failed."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the Latin-hypercube design (and of LUMINA's per-model seeds)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the Latin-hypercube design (and of LUMINA's "
+                             "per-model seeds)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Models per vmapped synthesizer call."),
-    synth_workers: int = typer.Option(1, "--synth-workers", help="Synth workers sharing the device (2 overlaps "
-                                      "evaluation of one batch with storing the previous one)."),
+    synth_workers: int = typer.Option(1, "--synth-workers", help="Synth workers sharing the device, >= 1 (2 overlaps "
+                                      "evaluation of one batch with storing the previous one: for a GPU; on a "
+                                      "CPU 1 is faster)."),
     synth_factory: str = typer.Option("lumina_jax.synth:Synthesizer.default", "--synth-factory",
                                       help="module:callable building the synthesizer from a ParameterSpace."),
     synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="Synthesizer YAML (default "
@@ -92,6 +104,11 @@ def generate(
     from runners.campaign import GenerateOptions
     from runners.campaign import generate as run_generate
 
+    _check_numbers(seed=(seed, 0), synth_workers=(synth_workers, 1), jobs_per_gpu=(jobs_per_gpu, 1),
+                   gpu_threads=(gpu_threads, 1), cpu_threads=(cpu_threads, 1), n_packets=(n_packets, 1),
+                   n_iters=(n_iters, 1), nlte_start_iter=(nlte_start_iter, 0))
+    if seed >= 2**63:
+        raise UserError(f"--seed must be below 2**63, got {seed}")
     if spectrum not in ("rotation", "real", "formal"):
         raise UserError(f"--spectrum must be rotation, real or formal, got {spectrum!r}")
     settings = LuminaSettings(n_packets=n_packets, n_iters=n_iters, spectrum=spectrum, nlte=nlte,
@@ -142,7 +159,7 @@ def generate(
                "n_run": prog.n_todo_start, "checkpoints": prog.n_checkpoints,
                "throughput_per_s": {k: round(prog.rate(k), 4) for k in prog.by_kind}}
     if json_out:
-        typer.echo(json.dumps(summary))
+        typer.echo(dumps_json(summary))
     else:
         c = summary["counts"]
         typer.echo(f"{opts.out}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
@@ -159,7 +176,7 @@ def info(
 
     d = store_info(path)
     if json_out:
-        typer.echo(json.dumps(d, indent=1, default=str))
+        typer.echo(dumps_json(d, indent=1))
         return
     from rich.console import Console
     from rich.table import Table
