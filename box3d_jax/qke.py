@@ -129,6 +129,8 @@ class QKEConfig:
                 raise ParameterError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.n_diag < 10:
             raise ParameterError(f"n_diag must be >= 10, got {self.n_diag}")
+        if self.seed < 0:
+            raise ParameterError(f"seed must be >= 0, got {self.seed}")
         return self
 
 

@@ -86,3 +86,12 @@ def test_solve_json_is_strict_and_the_input_is_safe(tmp_path):
         res = CliRunner().invoke(app, ["ffi", "solve", str(inp), "--out", str(out), *args, *extra])
         assert isinstance(res.exception, UserError) and why in str(res.exception)
     assert io.read_dataset(inp).F4_final is None
+
+
+def test_negative_seed_is_a_user_error(tmp_path):
+    from lumina_jax.errors import ParameterError
+
+    out = tmp_path / "g.h5"
+    res = CliRunner().invoke(app, ["ffi", "generate", "--n", "1", "--out", str(out), "--seed", "-1", *TINY])
+    assert isinstance(res.exception, ParameterError) and "seed must be >= 0" in str(res.exception)
+    assert not out.exists()
