@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from lumina_jax.cli._output import refuse_overwrite
+from lumina_jax.cli._output import dumps_json, refuse_overwrite
 from lumina_jax.errors import UserError
 
 
@@ -119,7 +119,7 @@ def infer(
             f"/{len(tr['per_parameter'])}")
     log(f"results: {out_dir}")
     if json_out:
-        typer.echo(json.dumps(s, indent=1, default=str))
+        typer.echo(dumps_json(s, indent=1))
     if s["problems"]:
         msg = "not converged: " + "; ".join(s["problems"])
         if allow_unconverged:
@@ -154,6 +154,24 @@ def _resolve_emulator(summary, checkpoint):
     return api.get_emulator(path)
 
 
+def _emulator_and_space(summary, checkpoint):
+    """The fit's emulator (``--checkpoint`` or the recorded one) and its sampling box; an emulator
+    of another stage or parametrisation is refused, as ``infer`` refuses it."""
+    from lumina_jax.inference.chaining import check_emulator_stage
+
+    emu = _resolve_emulator(summary, checkpoint)
+    try:
+        stage = int(summary["stage"])
+    except (TypeError, ValueError):
+        raise UserError(f"the results' summary.json has no valid stage ({summary['stage']!r})") from None
+    check_emulator_stage(emu.space, stage)
+    space = _space_of(summary, emu)
+    if tuple(emu.space.names) != tuple(space.names):
+        raise UserError(f"the emulator's parameters ({emu.space.dim}) are not the fit's ({space.dim}); pass the "
+                        "--checkpoint the results were fitted with")
+    return emu, space
+
+
 def _resolve_synth(space):
     from lumina_jax.inference import api
 
@@ -168,8 +186,8 @@ def _resolve_synth(space):
 def _plots(out_dir, summary, log, checkpoint=None):
     from lumina_jax.inference.plots import make_plots
 
-    emu = _resolve_emulator(summary, checkpoint)
-    synth = _resolve_synth(_space_of(summary, emu))
+    emu, space = _emulator_and_space(summary, checkpoint)
+    synth = _resolve_synth(space)
     files = make_plots(out_dir, emulator=emu, synthesizer=synth, log=log)
     log("plots: " + ", ".join(f.name for f in files))
 
@@ -224,6 +242,7 @@ def check_coverage(
     On several cores: `--shard 0/2 --out a.json` and `--shard 1/2 --out b.json` in parallel,
     then `--merge a.json --merge b.json --out all.json` for the full report."""
     from lumina_jax.inference import api, checks
+    from lumina_jax.inference.chaining import check_emulator_stage
     from lumina_jax.inference.config import box_link_for, default_checkpoint, load_inference_config
     from lumina_jax.inference.model import make_setup
 
@@ -241,8 +260,7 @@ def check_coverage(
     cfg = load_inference_config()
     scfg = _sampler_cfg(None, sampler, chains, warmup, samples, seed, None, None, False)
     emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
-    if emu.space.stage != stage:
-        raise UserError(f"the emulator checkpoint is for stage {emu.space.stage}, not stage {stage}")
+    check_emulator_stage(emu.space, stage)
     lk = cfg["likelihood"]
     setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
                        f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
@@ -273,9 +291,14 @@ def check_coverage(
 
     def read_coverage(path):
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            d = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"{path} is not a readable coverage file ({e})") from None
+        if not (isinstance(d, dict) and isinstance(d.get("settings"), dict) and isinstance(d.get("injections"), list)
+                and all(isinstance(r, dict) and "index" in r for r in d["injections"])):
+            raise UserError(f"{path} is not a coverage file of `lumina-jax check coverage` (needs 'settings' and "
+                            "'injections')")
+        return d
 
     done, emu_error_prev, merged_wall = [], None, 0.0
 
@@ -285,10 +308,10 @@ def check_coverage(
 
     for path in merge:
         prev = read_coverage(path)
-        other = {k: v for k, v in (prev.get("settings") or {}).items() if k != "shard"}
+        other = {k: v for k, v in prev["settings"].items() if k != "shard"}
         if other != settings:
             raise UserError(f"--merge {path} holds a run with other settings {prev.get('settings')}")
-        new = not_done(prev.get("injections", []))
+        new = not_done(prev["injections"])
         done += new
         emu_error_prev = emu_error_prev or prev.get("emulator_error")
         merged_wall += float(prev.get("wall_s") or 0.0)
@@ -299,7 +322,7 @@ def check_coverage(
         if prev.get("settings") != settings:
             raise UserError(f"{out} holds a run with other settings {prev.get('settings')}; remove it or choose "
                             "another --out")
-        done += not_done(prev.get("injections", []))
+        done += not_done(prev["injections"])
         log(f"resuming {out}: {len(done)}/{n} injections done")
 
     def after_injection(records):
@@ -316,7 +339,7 @@ def check_coverage(
             return
         obj = final if final is not None else {"settings": settings, "complete": False, "injections": records}
         tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=1))
+        tmp.write_text(dumps_json(obj, indent=1))
         tmp.replace(out)
 
     emu_basis, corr_length = api.emulator_error_model(emu, lk, log=log)
@@ -335,7 +358,7 @@ def check_coverage(
         checks.plot_coverage(res, list(setup.free), plot)
         log(f"plot: {plot}")
     if json_out:
-        typer.echo(json.dumps(res, indent=1))
+        typer.echo(dumps_json(res, indent=1))
     else:
         for name, v in res["per_parameter"].items():
             typer.echo(f"{name:>20s}  in68 {v['in68']:.2f}  in95 {v['in95']:.2f}")
@@ -355,9 +378,12 @@ def _space_of(summary, emu):
 
     try:
         return ParameterSpace.from_json(summary["space"])
-    except (UserError, KeyError):
-        ps = summary["space"]["parameters"]
-        return emu.space.with_bounds([p["low"] for p in ps], [p["high"] for p in ps])
+    except (UserError, KeyError, TypeError):
+        try:
+            ps = summary["space"]["parameters"]
+            return emu.space.with_bounds([p["low"] for p in ps], [p["high"] for p in ps])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"the results' summary.json holds no usable sampling box ({exc!r})") from None
 
 
 def _load_fit(results_dir, checkpoint):
@@ -369,8 +395,7 @@ def _load_fit(results_dir, checkpoint):
     from lumina_jax.inference.plots import load_results
 
     summary, idata = load_results(results_dir)
-    emu = _resolve_emulator(summary, checkpoint)
-    space = _space_of(summary, emu)
+    emu, space = _emulator_and_space(summary, checkpoint)
     lk = summary["likelihood"]
     setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
                        f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)),
@@ -399,7 +424,7 @@ def _load_fit(results_dir, checkpoint):
 def check_gradient(
     results_dir: Path = typer.Argument(...),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
-    draws: int = typer.Option(8, "--draws", min=0, help="Also compare at this many posterior draws (0: the mode only)."),
+    draws: int = typer.Option(8, "--draws", help="Also compare at this many posterior draws (0: the mode only)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Emulator vs synthesizer gradient of the log-likelihood at the posterior mode and at draws.
@@ -412,6 +437,8 @@ def check_gradient(
     from lumina_jax.inference import checks
     from lumina_jax.inference.plots import full_theta_draws
 
+    if draws < 0:
+        raise UserError(f"--draws must be >= 0, got {draws}")
     summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
     theta = np.asarray(idata.constant_data["theta_best"])
     res = checks.gradient_agreement(setup, emu, synth, data, theta, nuis)
@@ -421,7 +448,7 @@ def check_gradient(
             nd.setdefault(k, np.full(len(th), nuis[k]))
         res["draws"] = checks.gradient_agreement_draws(setup, emu, synth, data, th, nd)
     if json_out:
-        typer.echo(json.dumps(res, indent=1))
+        typer.echo(dumps_json(res, indent=1))
     else:
         typer.echo(f"at the mode: cosine similarity {res['cosine_similarity']:.4f}, |g_emu|/|g_syn| "
                    f"{res['norm_ratio']:.3f} (synthesizer gradient by {res['synthesizer_gradient_method']})")
@@ -444,11 +471,13 @@ def check_ppc(
     from lumina_jax.inference import checks
     from lumina_jax.inference.plots import full_theta_draws
 
+    if n < 1:
+        raise UserError(f"--n must be >= 1, got {n}")
     summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
     th, nd = full_theta_draws(summary, idata, n)
     res = checks.ppc_physics(emu, synth, th, nd, data, wave)
     if json_out:
-        typer.echo(json.dumps(res, indent=1))
+        typer.echo(dumps_json(res, indent=1))
     else:
         typer.echo(f"{res['n_draws']} draws: residual RMS synthesizer {res['rms_synthesizer_median']:.4f}, "
                    f"emulator {res['rms_emulator_median']:.4f}; mean |emu - synth|/synth "

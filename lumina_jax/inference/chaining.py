@@ -58,12 +58,17 @@ def stage_box(stage: int, previous=None, *, margin: float = 0.10,
     return space, fixed
 
 
+def check_emulator_stage(emu_space: ParameterSpace, stage: int) -> None:
+    """Raise :class:`UserError` unless the emulator was trained for ``stage``."""
+    if emu_space.stage != stage:
+        raise UserError(f"the emulator checkpoint is for stage {emu_space.stage}, not stage {stage}")
+
+
 def check_emulator_box(emu_space: ParameterSpace, space: ParameterSpace, *, rtol: float = 1e-6,
                        check_box: bool = True) -> None:
     """Raise :class:`UserError` unless the emulator was trained for ``space``'s stage and names,
     in a box containing ``space``'s bounds (within ``rtol`` of each width)."""
-    if emu_space.stage != space.stage:
-        raise UserError(f"the emulator checkpoint is for stage {emu_space.stage}, not stage {space.stage}")
+    check_emulator_stage(emu_space, space.stage)
     if not check_box:  # no chaining: the emulator's own space is the sampling box
         return
     if tuple(emu_space.names) != tuple(space.names):

@@ -24,12 +24,32 @@ def _plt():
     return plt
 
 
+#: what the commands that read a results directory need of its summary.json
+SUMMARY_KEYS = ("stage", "free", "fixed", "space", "likelihood", "nuisance_best_fit", "diagnostics", "residual_rms")
+
+
 def load_results(results_dir):
-    """(summary dict, InferenceData) of a results directory."""
+    """(summary dict, InferenceData) of a results directory; a corrupt, foreign or truncated
+    summary.json or posterior.nc raises :class:`DataFileError`."""
     d = Path(results_dir)
     if not (d / "summary.json").is_file() or not (d / "posterior.nc").is_file():
         raise DataFileError(f"{d} is not a complete results directory (needs summary.json and posterior.nc)")
-    return json.loads((d / "summary.json").read_text()), read_netcdf(d / "posterior.nc")
+    try:
+        summary = json.loads((d / "summary.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataFileError(f"{d / 'summary.json'} is not readable JSON ({exc})") from None
+    missing = [k for k in SUMMARY_KEYS if k not in summary] if isinstance(summary, dict) else list(SUMMARY_KEYS)
+    if missing:
+        raise DataFileError(f"{d / 'summary.json'} is not a summary written by `lumina-jax infer` (missing "
+                            f"{', '.join(missing)})")
+    try:
+        idata = read_netcdf(d / "posterior.nc")
+        for group in ("posterior", "constant_data", "observed_data"):
+            getattr(idata, group)
+    except Exception as exc:  # noqa: BLE001  (netCDF4 / h5py / xarray raise many kinds on a damaged file)
+        raise DataFileError(f"{d / 'posterior.nc'} is unreadable, truncated or not written by `lumina-jax infer` "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return summary, idata
 
 
 def posterior_array(idata, names) -> np.ndarray:

@@ -180,3 +180,76 @@ def test_existing_results_dir_needs_force(tmp_path, toys, monkeypatch, capsys):
     (tmp_path / "f.txt").write_text("x")
     code, _, err = _run_cli(["infer", "--out", str(tmp_path / "f.txt"), "--force"], monkeypatch, capsys)
     assert code == 2 and "is a file" in err
+
+
+@pytest.fixture(scope="module")
+def toy_results(tmp_path_factory):
+    """A small real results directory of the toy model (one chain, 30 draws, no plots)."""
+    from lumina_jax.inference import api
+    from lumina_jax.inference.samplers import SamplerConfig
+
+    d = tmp_path_factory.mktemp("toyfit")
+    (d / "inf.yaml").write_text(CONFIG)
+    sp = toy_space()
+    req = api.InferRequest(stage=1, out=d / "res", config_path=d / "inf.yaml", map_starts=2,
+                           sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30))
+    api.infer(req, emulator=ToyEmulator(sp), synthesizer=ToySynth(sp), log=lambda m: None)
+    return d / "res"
+
+
+def _strict_json(text):
+    def no_constant(name):
+        raise AssertionError(f"non-strict JSON token {name}")
+    return json.loads(text[text.index("{"):], parse_constant=no_constant)
+
+
+def test_check_ppc_needs_n_of_1_or_more_and_json_is_strict(tmp_path, toy_results, toys, monkeypatch, capsys):
+    from lumina_jax.inference import checks
+
+    for n in ("0", "-3"):
+        code, _, err = _run_cli(["check", "ppc", str(toy_results), "--n", n, "--json"], monkeypatch, capsys)
+        assert code == 2 and f"--n must be >= 1, got {n}" in err and err.count("\n") == 1
+    code, stdout, err = _run_cli(["check", "ppc", str(toy_results), "--n", "2", "--json"], monkeypatch, capsys)
+    assert code == 0, err[-800:]
+    assert _strict_json(stdout)["n_draws"] == 2
+    # a non-finite figure is written as null, never as a bare NaN token
+    monkeypatch.setattr(checks, "ppc_physics", lambda *a, **k: {"n_draws": 1, "rms_synthesizer_median": float("nan")})
+    code, stdout, _ = _run_cli(["check", "ppc", str(toy_results), "--json"], monkeypatch, capsys)
+    assert code == 0 and _strict_json(stdout)["rms_synthesizer_median"] is None
+
+
+def test_damaged_results_and_wrong_stage_checkpoint_give_one_line_errors(tmp_path, toy_results, toys, monkeypatch,
+                                                                          capsys):
+    """`plot` / `check gradient` on a corrupt or foreign summary.json, a truncated posterior.nc, or with an
+    emulator of another stage: one `error:` line, exit 2 (they were tracebacks)."""
+    import shutil
+
+    cases = {}
+    for name, damage, msg in [
+        ("badsum", lambda d: (d / "summary.json").write_text('{"stage": 1, "free": [\x01'), "not readable JSON"),
+        ("foreign", lambda d: (d / "summary.json").write_text('{"my": "old fit"}'), "not a summary written by"),
+        ("trunc", lambda d: (d / "posterior.nc").write_bytes((d / "posterior.nc").read_bytes()[:5000]),
+         "posterior.nc is unreadable, truncated"),
+    ]:
+        d = tmp_path / name
+        shutil.copytree(toy_results, d)
+        damage(d)
+        cases[name] = (d, msg)
+    for d, msg in cases.values():
+        for cmd in (["plot"], ["check", "gradient"], ["check", "ppc"]):
+            code, _, err = _run_cli(cmd + [str(d)], monkeypatch, capsys)
+            assert code == 2 and err.startswith("error:") and msg in err and err.count("\n") == 1, (cmd, err)
+    monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", ToyEmulator(toy_space(stage=2)))
+    for cmd in (["plot"], ["check", "gradient"]):
+        code, _, err = _run_cli(cmd + [str(toy_results), "--checkpoint", "stage2.ckpt"], monkeypatch, capsys)
+        assert code == 2 and "the emulator checkpoint is for stage 2, not stage 1" in err, err
+
+
+def test_coverage_files_that_are_not_coverage_runs_are_refused(tmp_path, toys, monkeypatch, capsys):
+    common = ["check", "coverage", "--n", "1", "--chains", "1", "--warmup", "10", "--samples", "10", "--map-starts", "1"]
+    for text in ("[1, 2, 3]", "garbage", '{"settings": 3}'):
+        f = tmp_path / "x.json"
+        f.write_text(text)
+        for opt in ("--out", "--merge"):
+            code, _, err = _run_cli(common + [opt, str(f)], monkeypatch, capsys)
+            assert code == 2 and err.startswith("error:") and "coverage file" in err and err.count("\n") == 1, err
