@@ -11,6 +11,7 @@ Pipeline (:func:`prepare_observation`)::
       -> host extinction correction (rest frame)
       -> flux-conserving resampling onto the model grid (bin averages; partial bins -> NaN)
       -> masks (telluric bands in the observed frame, trimmed edges, a wavelength window)
+      -> refused when more than half of the fitted bins have flux <= 0 (MAX_NONPOSITIVE_FRAC)
       -> the emulator's own preprocessing (emu.preprocess), noise propagated by Monte Carlo
 
 Units: wavelength in Angstrom, nm or micron; flux density per wavelength
@@ -35,6 +36,9 @@ from lumina_jax.errors import DataFileError
 TELLURIC_BANDS: tuple[tuple[float, float], ...] = ((6860.0, 6890.0), (7590.0, 7700.0))
 #: Minimum number of usable model-grid bins after masking (at 5 A per bin: 500 A).
 MIN_USABLE_BINS = 100
+#: Largest fraction of the fitted model-grid bins whose (resampled) flux may be <= 0: a spectrum
+#: negative over most of the window is a bad reduction or a sign error, not a supernova.
+MAX_NONPOSITIVE_FRAC = 0.5
 C_ANGSTROM_PER_S = 2.99792458e18
 
 _WAVE_UNITS = {"angstrom": 1.0, "aa": 1.0, "a": 1.0, "ang": 1.0, "nm": 10.0, "um": 1e4, "micron": 1e4}
@@ -419,6 +423,12 @@ def prepare_observation(
             f"{spec.source or 'spectrum'}: only {int(keep.sum())} model-grid bins overlap the data "
             f"(rest frame {s.wavelength[0]:.0f}-{s.wavelength[-1]:.0f} A vs model "
             f"{mw[0]:.0f}-{mw[-1]:.0f} A after masks); need at least {MIN_USABLE_BINS}")
+    frac_neg = float(np.mean(flux[keep] <= 0))
+    if frac_neg > MAX_NONPOSITIVE_FRAC:
+        raise DataFileError(
+            f"{spec.source or 'spectrum'}: flux is zero or negative in {100 * frac_neg:.1f} % of the fitted "
+            f"{mw[keep][0]:.0f}-{mw[keep][-1]:.0f} A bins (at most {100 * MAX_NONPOSITIVE_FRAC:.0f} % allowed); "
+            "check the flux column, its sign and the background subtraction")
     filled = np.where(np.isfinite(flux), flux, 0.0)
     y = np.asarray(preprocess(mw, filled, keep), float)
     if y.shape != mw.shape:

@@ -161,6 +161,20 @@ def test_too_little_overlap_rejected(tmp_path, toy_emu):
         O.load_observation(p, toy_emu.wavelength, toy_emu.preprocess)
 
 
+def test_spectrum_negative_over_most_of_the_window_rejected(tmp_path, toy_emu):
+    """More than half of the fitted bins at flux <= 0 (here all but a few pixels, or 60 %) is refused;
+    40 % is fitted (noisy spectra dip below zero in places)."""
+    w, f = _good_rows()
+    for frac, ok in ((0.99, False), (0.6, False), (0.4, True)):
+        g = np.where(np.arange(w.size) < frac * w.size, -f, f)
+        p = _write(tmp_path, "\n".join(f"{a} {b}" for a, b in zip(w, g)), f"neg{frac}.txt")
+        if ok:
+            assert O.load_observation(p, toy_emu.wavelength, toy_emu.preprocess).n_used >= O.MIN_USABLE_BINS
+        else:
+            with pytest.raises(DataFileError, match=r"flux is zero or negative in \d+\.\d % of the fitted"):
+                O.load_observation(p, toy_emu.wavelength, toy_emu.preprocess)
+
+
 def test_resampling_conserves_flux():
     rng = np.random.default_rng(1)
     w = np.sort(rng.uniform(3000, 9000, 3000))
