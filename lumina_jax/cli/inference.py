@@ -77,7 +77,8 @@ def infer(
     telluric: Optional[bool] = typer.Option(None, "--telluric/--no-telluric", help="Mask O2 A and B bands."),
     wave_unit: Optional[str] = typer.Option(None, "--wave-unit", help="Override the wavelength unit."),
     flux_unit: Optional[str] = typer.Option(None, "--flux-unit", help="Override the flux unit."),
-    mock_noise: Optional[float] = typer.Option(None, "--mock-noise", help="Noise of the mock (fraction of flux)."),
+    mock_noise: Optional[float] = typer.Option(None, "--mock-noise", help="Noise of the mock (fraction of flux, > 0; "
+                                               "default: config mock.noise_frac)."),
     allow_unconverged: bool = typer.Option(False, "--allow-unconverged", help="Exit 0 even if R-hat > 1.01 or "
                                            "divergences > 1 %."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots into the results dir."),
@@ -228,7 +229,7 @@ def check_coverage(
                                        "file from the same settings is resumed."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: per-parameter coverage and the P-P plot of the "
                                         "truths' posterior quantiles."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="K/M: fit only injections i with i %% M == K (run M "
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/M: fit only injections i with i mod M == K (run M "
                                         "shards in parallel, each with its own --out, then --merge them)."),
     merge: list[Path] = typer.Option([], "--merge", help="Coverage files of shards of this run (same settings) "
                                      "whose injections count as done; repeatable."),
@@ -248,6 +249,8 @@ def check_coverage(
 
     if n < 1 or map_starts < 1:
         raise UserError("--n and --map-starts must be >= 1")
+    if not (math.isfinite(noise) and noise > 0):
+        raise UserError(f"--noise must be a finite fraction of the flux > 0, got {noise}")
     shard_km = None
     if shard is not None:
         try:

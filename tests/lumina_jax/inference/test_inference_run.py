@@ -247,6 +247,8 @@ def test_damaged_results_and_wrong_stage_checkpoint_give_one_line_errors(tmp_pat
 
 def test_coverage_files_that_are_not_coverage_runs_are_refused(tmp_path, toys, monkeypatch, capsys):
     common = ["check", "coverage", "--n", "1", "--chains", "1", "--warmup", "10", "--samples", "10", "--map-starts", "1"]
+    code, _, err = _run_cli(common + ["--noise", "0"], monkeypatch, capsys)
+    assert code == 2 and "--noise must be a finite fraction of the flux > 0" in err
     for text in ("[1, 2, 3]", "garbage", '{"settings": 3}'):
         f = tmp_path / "x.json"
         f.write_text(text)
