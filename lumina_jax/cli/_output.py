@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,27 @@ def check_plot_path(path, *, option: str = "--plot") -> None:
                         + ", ".join("." + f for f in sorted(formats)))
     if not p.parent.exists() or not p.parent.is_dir():
         raise UserError(f"{option} {p}: directory {p.parent} does not exist")
+
+
+def check_out_file(out: Path, *, force: bool, inputs=(), option: str = "--out", make_parent: bool = False) -> None:
+    """Stop before any work if the output file ``out`` is one of ``inputs``, a directory, exists
+    (unless ``force``) or cannot be written; ``make_parent`` creates its missing directories."""
+    out = Path(out)
+    for src in inputs:
+        if src is not None and same_file(out, src):
+            raise UserError(f"{option} {out} is the input file {src}; writing it would destroy the input -- "
+                            "choose another output file")
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a directory; give a file name")
+    refuse_overwrite(out, force=force, what=option)
+    parent = out.parent
+    if make_parent and not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as exc:
+            raise UserError(f"{option} {out}: cannot create directory {parent} ({exc.strerror})") from None
+    if not parent.is_dir():
+        why = f"{parent} is not a directory" if parent.exists() else f"directory {parent} does not exist"
+        raise UserError(f"{option} {out}: {why}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {out}: directory {parent} is not writable")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from lumina_jax.cli._output import check_plot_path, dumps_json, refuse_overwrite, same_file
+from lumina_jax.cli._output import check_out_file, check_plot_path, dumps_json
 from lumina_jax.errors import UserError
 
 emulator_app = typer.Typer(help="Spectral emulator tools (accuracy report).", no_args_is_help=True)
@@ -33,13 +33,7 @@ def train(
     from lumina_jax.emulator import load_train_config, save_emulator, train_emulator
     from lumina_jax.emulator._data import load_training_sets
 
-    if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name")
-    refuse_overwrite(out, force=force, what="checkpoint")
-    if any(same_file(out, d) for d in data):
-        raise UserError(f"--out {out} is one of the --data stores")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: directory {out.parent} does not exist")
+    check_out_file(out, force=force, inputs=data)
     cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed)
     ts = load_training_sets(data, stage=stage)
     data = ", ".join(str(d) for d in data)

@@ -11,14 +11,13 @@ Outputs that exist are kept unless ``--force``; an ``--out`` that is the input f
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from lumina_jax.cli._output import dumps_json, refuse_overwrite, same_file
+from lumina_jax.cli._output import check_out_file, dumps_json, refuse_overwrite
 from lumina_jax.errors import ParameterError, UserError
 
 #: Lowering platforms ``jax.export`` knows (``ffi export --platform``).
@@ -66,30 +65,6 @@ def _parse_hidden(hidden: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise ParameterError(f"--hidden needs at least one positive width, got {hidden!r}")
     return widths
-
-
-def check_out_file(out: Path, *, force: bool, inputs=(), option: str = "--out", make_parent: bool = False) -> None:
-    """Stop before any work if the output file ``out`` is one of ``inputs``, a directory, exists
-    (unless ``force``) or cannot be written; ``make_parent`` creates its missing directories."""
-    out = Path(out)
-    for src in inputs:
-        if src is not None and same_file(out, src):
-            raise UserError(f"{option} {out} is the input file {src}; writing it would destroy the input -- "
-                            "choose another output file")
-    if out.is_dir():
-        raise UserError(f"{option} {out} is a directory; give a file name")
-    refuse_overwrite(out, force=force, what=option)
-    parent = out.parent
-    if make_parent and not parent.exists():
-        try:
-            parent.mkdir(parents=True)
-        except OSError as exc:
-            raise UserError(f"{option} {out}: cannot create directory {parent} ({exc.strerror})") from None
-    if not parent.is_dir():
-        why = f"{parent} is not a directory" if parent.exists() else f"directory {parent} does not exist"
-        raise UserError(f"{option} {out}: {why}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {out}: directory {parent} is not writable")
 
 
 def _check_platforms(platforms: list[str]) -> tuple[str, ...]:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from lumina_jax.cli.ffi import check_out_file, emit, ffi_app
+from lumina_jax.cli._output import check_out_file
+from lumina_jax.cli.ffi import emit, ffi_app
 from lumina_jax.errors import ParameterError
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from lumina_jax.cli._output import check_plot_path, dumps_json
-from lumina_jax.cli.ffi import check_out_file
+from lumina_jax.cli._output import check_out_file
 from lumina_jax.cli.model import read_params_file
 from lumina_jax.errors import UserError
 

@@ -321,7 +321,7 @@ def test_cli_train_and_report(tmp_path, space):
     assert r.exit_code != 0 and "already exists" in str(r.exception) and "--force" in str(r.exception)
     assert out.read_bytes() == before
     r = CliRunner().invoke(app, ["train", "--data", str(toy_store), "--out", str(toy_store), "--force"])
-    assert r.exit_code != 0 and "is one of the --data stores" in str(r.exception)
+    assert r.exit_code != 0 and "is the input file" in str(r.exception)
     # a reversed window and an unknown figure format stop before any work
     for extra, msg in ((["--wl-min", "9000", "--wl-max", "3000"], "must be below"),
                        (["--plot", str(tmp_path / "r.xyz")], "unknown figure format"),
