@@ -371,11 +371,14 @@ def load_space(stage: int | str | Path, *, parametrisation: str | None = None,
     par = parametrisation or cfg.get("parametrisation", "full")
     if par not in ("full", "knots"):
         raise UserError(f"parametrisation must be 'full' or 'knots', got {par!r}")
-    nk = int(n_knots or cfg.get("n_knots", 4)) if par == "knots" else 0
+    nk = n_knots if n_knots is not None else cfg.get("n_knots", 4)
+    nk = nk if par == "knots" else 0
     if "zones" in cfg:
         z = cfg["zones"]
         zones = ZoneLayout(n=int(z["n"]), v_min=float(z.get("v_min", 7000.0)), v_max=ej.v_outer,
                            mapping=str(z.get("mapping", "velocity")))
+        if par == "knots" and not (isinstance(nk, int) and not isinstance(nk, bool) and 2 <= nk <= zones.n):
+            raise UserError(f"n_knots must be an integer from 2 to the {zones.n} composition zones, got {nk!r}")
         if zones.mapping not in ("velocity", "index"):
             raise UserError(f"{path}: zones.mapping must be 'velocity' or 'index'")
         species = cfg.get("species") or {}

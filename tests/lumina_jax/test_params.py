@@ -24,6 +24,10 @@ def test_dimensions_and_names():
     assert (s2.lows[i], s2.highs[i]) == (0.001, 0.40)
     assert s3.names[-1] == "X_Cr_z14"
     assert load_space(3, parametrisation="knots", n_knots=4).dim == 15 + 8 * 4
+    assert load_space(3, parametrisation="knots", n_knots=2).dim == 15 + 8 * 2
+    for bad in (0, 1, -3, 16, 2.5):  # 0 used to become the config's 4, -3 a 15-D space
+        with pytest.raises(UserError, match="n_knots must be an integer from 2 to the 15"):
+            load_space(3, parametrisation="knots", n_knots=bad)
 
 
 def test_stage1_prior_ranges_match_original():
