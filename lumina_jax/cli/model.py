@@ -79,15 +79,9 @@ def register(app: typer.Typer) -> None:
         """Print a stage's parameter space: names, ranges, kinds (relaxation rule), units."""
         from lumina_jax.params import load_space
 
-        if n_knots is not None and n_knots < 2:
-            raise ParameterError(f"--n-knots must be >= 2 (a profile needs two knots), got {n_knots}")
-        space = load_space(stage, parametrisation=parametrisation, n_knots=n_knots)
-        if n_knots is not None:
-            if space.parametrisation != "knots":
-                raise ParameterError("--n-knots applies to --parametrisation knots only")
-            if n_knots > space.zones.n:
-                raise ParameterError(f"--n-knots must be at most the {space.zones.n} composition zones of "
-                                     f"stage {space.stage}, got {n_knots} (use --parametrisation full instead)")
+        space = load_space(stage, parametrisation=parametrisation, n_knots=n_knots)  # checks the range of n_knots
+        if n_knots is not None and space.parametrisation != "knots":
+            raise ParameterError("--n-knots applies to --parametrisation knots only")
         if as_json:
             typer.echo(dumps_json(space.to_dict(), indent=1))
             return
