@@ -291,6 +291,8 @@ def check_coverage(
                 "chains": chains, "map_starts": map_starts, "seed": seed, "simulator": simulator,
                 "synth_config": str(synth_config) if simulator == "synth" else None,
                 "checkpoint": str(checkpoint or default_checkpoint(stage))}
+    if simulator == "emulator":  # mocks are the prediction itself (before: re-preprocessed; such files do not resume)
+        settings["mock_mean"] = "prediction"
 
     def read_coverage(path):
         try:
@@ -350,7 +352,8 @@ def check_coverage(
                           map_starts=map_starts, emu_basis=emu_basis,
                           corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
                           emu_var_scale=api.emulator_error_scale(emu, lk, emu_basis, log),
-                          log=log, done=done, on_record=after_injection, shard=shard_km)
+                          log=log, done=done, on_record=after_injection, shard=shard_km,
+                          simulates_prediction=simulator == "emulator")
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
     res["simulator"] = simulator

@@ -23,7 +23,7 @@ import numpy as np
 from lumina_jax.inference.diagnostics import format_rhat
 from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, predicted_flux
 from lumina_jax.inference.model import FitSetup
-from lumina_jax.inference.observed import observation_from_model
+from lumina_jax.inference.observed import observation_from_model, observation_from_prediction
 from lumina_jax.inference.samplers import SamplerConfig, chain_count
 
 
@@ -31,8 +31,12 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
              sampler: SamplerConfig | None = None, seed: int = 0, window=None, map_starts: int = 32,
              emu_basis=None, corr_length=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
              log: Callable[[str], None] = lambda s: None, done: list | None = None,
-             on_record: Callable[[list], None] | None = None, shard: tuple[int, int] | None = None) -> dict:
-    """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``.
+             on_record: Callable[[list], None] | None = None, shard: tuple[int, int] | None = None,
+             simulates_prediction: bool = False) -> dict:
+    """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``;
+    with ``simulates_prediction`` it returns the emulator's own preprocessed prediction on its grid
+    instead (a self-consistency run: the mock's mean is the prediction exactly,
+    :func:`lumina_jax.inference.observed.observation_from_prediction`).
 
     Truths are drawn by :func:`injection_draws` (the box with valid velocity orderings).
     Each injection is fitted exactly like ``lumina-jax infer`` (:func:`lumina_jax.inference.fit.run_fit`:
@@ -67,7 +71,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     t0 = time.perf_counter()
     n_done0 = len(records)
     for i in todo:
-        obs = _one_observation(thetas[i], simulate, emulator, noise_frac, seed + 7919 * i, window)
+        obs = _one_observation(thetas[i], simulate, emulator, noise_frac, seed + 7919 * i, window, simulates_prediction)
         fit = run_fit(setup, emulator.spectrum_and_sigma, obs, dataclasses.replace(sampler, seed=seed + i),
                       map_starts=map_starts, truth=setup.space.to_dict(thetas[i]), corr_length=corr_length,
                       emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale,
@@ -185,8 +189,11 @@ def injection_draws(setup: FitSetup, n: int, seed: int, margin: float = 0.02):
     return thetas, u_true
 
 
-def _one_observation(theta, simulate, emulator, noise_frac, seed, window):
+def _one_observation(theta, simulate, emulator, noise_frac, seed, window, prediction=False):
     w, f = simulate(theta)
+    if prediction:
+        return observation_from_prediction(np.asarray(f), emulator.wavelength, emulator.preprocess,
+                                           noise_frac=noise_frac, seed=seed, window=window, source="coverage injection")
     return observation_from_model(np.asarray(w), np.asarray(f), emulator.wavelength, emulator.preprocess,
                                   noise_frac=noise_frac, seed=seed, window=window, source="coverage injection")
 

@@ -162,6 +162,26 @@ def test_coverage_resumes_and_covers_truths_when_emulator_is_the_physics():
         checks.coverage(setup, emu, synth.spectrum, shard=(2, 2), **kw)
 
 
+def test_coverage_self_consistency_mocks_are_the_emulator_prediction():
+    """simulates_prediction: the mock is the emulator's own prediction plus noise (not
+    re-preprocessed), so its intervals hold the truth at about the nominal rate."""
+    sp = toy_space()
+    emu = ToyEmulator(sp)
+    setup = M.make_setup(sp, n_poly=0)
+    calls = []
+
+    def simulate(theta):
+        calls.append(theta)
+        return emu.wavelength, 1.3 * np.asarray(emu.spectrum(theta))  # a scaled prediction: the free scale absorbs it
+
+    res = checks.coverage(setup, emu, simulate, n_injections=4, noise_frac=0.02, seed=5, map_starts=4,
+                          sampler=SamplerConfig(num_chains=2, num_warmup=150, num_samples=150),
+                          simulates_prediction=True)
+    assert len(calls) == 4 and res["n_fitted"] == 4
+    # 12 (injection, parameter) pairs: Binomial(12, 0.95) >= 9 with probability > 0.99
+    assert res["mean_in95"] >= 9 / 12
+
+
 def test_coverage_plot_is_written(tmp_path):
     """The coverage / P-P plot from a result dict (made-up uniform truth quantiles)."""
     names = ["a", "b"]
@@ -199,3 +219,26 @@ def test_gradient_agreement_at_draws_tells_right_slopes_from_wrong_ones():
     assert r_good["synthesizer_gradient_method"] == "finite-difference" and r_good["n_draws"] == 6
     assert r_good["cosine_median"] > 0.99 and 0.8 < r_good["norm_ratio_median"] < 1.25, r_good
     assert r_bad["cosine_median"] < 0.9, r_bad
+
+
+def test_observation_from_prediction_keeps_the_prediction_as_its_mean():
+    """The self-consistency mock (check coverage --simulator emulator) must not preprocess the
+    emulator's prediction a second time: noise-free it is the prediction itself, with noise it
+    scatters around it with the sigma it reports."""
+    sp = toy_space()
+    emu = ToyEmulator(sp)
+    # a real emulator's prediction is only approximately what its preprocessing returns
+    # (smoothed twice, re-normalised); the toy's is exact up to the normalisation, so scale it
+    pred = 1.3 * np.asarray(emu.spectrum(np.array([1.0, 11000.0, 0.5])), float)
+    again = O.observation_from_model(emu.wavelength, pred, emu.wavelength, emu.preprocess)
+    assert np.max(np.abs(again.flux[again.mask] / pred[again.mask] - 1)) > 1e-2  # re-normalised: not the mean
+    clean = O.observation_from_prediction(pred, emu.wavelength, emu.preprocess)
+    assert clean.mask.sum() > 100
+    np.testing.assert_allclose(clean.flux[clean.mask], pred[clean.mask], rtol=1e-12)
+    noisy = [O.observation_from_prediction(pred, emu.wavelength, emu.preprocess, noise_frac=0.02, seed=s)
+             for s in range(30)]
+    m = np.logical_and.reduce([o.mask for o in noisy])
+    z = np.stack([(o.flux[m] - pred[m]) / o.sigma[m] for o in noisy])
+    assert abs(z.mean()) < 0.1 and 0.8 < z.std() < 1.2
+    with pytest.raises(UserError, match="finite values on the model grid"):
+        O.observation_from_prediction(pred[:-1], emu.wavelength, emu.preprocess)
