@@ -78,7 +78,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
         cfg = SamplerConfig(name=name, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
                             emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn,
                             target_accept=target_accept)
-        run, _ = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1))
+        run, _ = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1), hessian=fm.hessian)
         # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical
         # units), the half-normal systematic as f_sys = |f_sys_signed| (as infer reports it)
         pos = run.positions.copy()

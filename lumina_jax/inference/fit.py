@@ -81,7 +81,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         run = run_nested(cfg, fm.logprior, fm.loglikelihood, lambda k, n: prior_draws(fm, k, n), log=log)
         pre = {"preconditioned": False, "hessian_s": 0.0}
     else:
-        run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init)
+        run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init, hessian=fm.hessian)
     zs = run.positions
     theta = np.asarray(jax.jit(jax.vmap(jax.vmap(fm.theta)))(jnp.asarray(zs)))
     nuis = _nuisance_draws(fm, zs)

@@ -134,7 +134,8 @@ def initial_positions(z_map, n_chains: int, rng_key, scale: float = 0.1) -> jnp.
     return z_map + scale * jax.random.normal(rng_key, (n_chains,) + jnp.shape(z_map))
 
 
-def laplace_factor(logdensity: Callable, z_map, *, min_curvature: float = 0.1) -> np.ndarray:
+def laplace_factor(logdensity: Callable, z_map, *, min_curvature: float = 0.1,
+                   hessian: Callable | None = None) -> np.ndarray:
     """Cholesky-like factor ``L [n_z, n_z]`` of the Laplace covariance at the mode.
 
     ``L L^T = (-H)^-1`` with ``H`` the Hessian of ``logdensity`` at ``z_map`` (``jax.hessian``);
@@ -143,8 +144,11 @@ def laplace_factor(logdensity: Callable, z_map, *, min_curvature: float = 0.1) -
     ``z = z_map + L x`` turns a Gaussian posterior of any correlation and scale into a
     standard normal, so NUTS starts with a good metric and shallow trees (a constant
     Jacobian, so the density of ``x`` is ``logdensity(z_map + L x)``).  The Hessian is jitted:
-    evaluated op by op it took 18-22 s at 17-D and 130-D, compiled 4-5 s."""
-    h = -np.asarray(jax.jit(jax.hessian(logdensity))(jnp.asarray(z_map)), np.float64)
+    evaluated op by op it took 18-22 s at 17-D and 130-D, compiled 4-5 s.  ``hessian``: an
+    already compiled ``z -> Hessian of logdensity`` to use instead (``FlatModel.hessian``, which
+    the MAP search's Newton steps compiled; saves that compilation)."""
+    hess = hessian if hessian is not None else jax.jit(jax.hessian(logdensity))
+    h = -np.asarray(hess(jnp.asarray(z_map)), np.float64)
     h = 0.5 * (h + h.T)
     if not np.all(np.isfinite(h)):
         return np.eye(h.shape[0])
@@ -154,20 +158,20 @@ def laplace_factor(logdensity: Callable, z_map, *, min_curvature: float = 0.1) -
 
 
 def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
-                       n_chains: int | None = None) -> tuple["SamplerRun", dict]:
+                       n_chains: int | None = None, hessian: Callable | None = None) -> tuple["SamplerRun", dict]:
     """Run ``cfg.name`` from the mode ``z_map``; with ``cfg.precondition`` in Laplace-whitened
     coordinates (see :func:`laplace_factor`), positions mapped back to ``z``.
 
     Chains (emcee: every walker) start at ``z_map + L x0``, ``x0 ~ N(0, cfg.init_scale^2)``
     (``L = I`` without preconditioning).  Returns (run, info) with the Laplace standard
-    deviations in ``info``."""
+    deviations in ``info``.  ``hessian``: see :func:`laplace_factor`."""
     z_map = jnp.asarray(z_map)
     if cfg.name == "emcee":
         n_chains = emcee_walkers(cfg, z_map.shape[0])
     n_chains = n_chains or chain_count(cfg)
     t0 = time.perf_counter()
     if cfg.precondition:
-        lf = jnp.asarray(laplace_factor(logdensity, z_map))
+        lf = jnp.asarray(laplace_factor(logdensity, z_map, hessian=hessian))
     else:
         lf = jnp.eye(z_map.shape[0])
     t_h = time.perf_counter() - t0
