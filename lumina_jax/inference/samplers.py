@@ -3,8 +3,8 @@
 =================  ==========================================================================
 name               algorithm
 =================  ==========================================================================
-``nuts``           NumPyro NUTS, diagonal (or dense) mass, several chains, chain_method
-                   ``vectorized`` (one jitted program for all chains)
+``nuts``           NumPyro NUTS, diagonal (or dense) mass, several vectorised chains (one
+                   jitted program for all chains, warm-up and sampling: :func:`_numpyro`)
 ``hmc``            NumPyro HMC with step-size and mass adaptation; the trajectory length is
                    drawn uniformly on (0, 2 ``hmc_trajectory_length``] every iteration (a
                    fixed length resonates with a Gaussian's period and can stall a chain)
