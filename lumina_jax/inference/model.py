@@ -379,8 +379,11 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
     """
     import optax
 
+    def log_jac(z):  # log-Jacobian of the link from z to the box coordinates u
+        return jnp.sum(_LINKS[fm.setup.box_link][2](fm.unravel(z)["u"]))
+
     def target(z):  # log posterior density in u (the Jacobian of the link to the box coordinates removed)
-        return fm.logdensity(z) - jnp.sum(_LINKS[fm.setup.box_link][2](fm.unravel(z)["u"]))
+        return fm.logdensity(z) - log_jac(z)
 
     k1, k2 = jax.random.split(rng_key)
     s = fm.setup
@@ -423,7 +426,7 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
         (1: the u-space target, 0: the z density); returns (z, that function at z).  One
         compilation serves every polish below (each separate one cost ~5 s at stage 1)."""
         def fn(z):
-            return fm.logdensity(z) - jac_weight * jnp.sum(_LINKS[fm.setup.box_link][2](fm.unravel(z)["u"]))
+            return fm.logdensity(z) - jac_weight * log_jac(z)
 
         neg_fn = lambda z: -fn(z)  # noqa: E731
         vg_state = optax.value_and_grad_from_state(neg_fn)
