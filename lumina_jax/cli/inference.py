@@ -367,8 +367,16 @@ def check_coverage(
         typer.echo(dumps_json(res, indent=1))
     else:
         for name, v in res["per_parameter"].items():
-            typer.echo(f"{name:>20s}  in68 {v['in68']:.2f}  in95 {v['in95']:.2f}")
-        typer.echo(f"mean over parameters: in68 {res['mean_in68']:.3f} (target 0.60-0.76), in95 {res['mean_in95']:.3f}")
+            ks = v.get("truth_quantile_ks_pvalue")
+            typer.echo(f"{name:>20s}  in68 {v['in68']:.2f}  in95 {v['in95']:.2f}"
+                       + (f"  truth-quantile KS p {ks:.3f}" if ks is not None else ""))
+
+        def pm(key):
+            se, z = res.get(f"mean_{key}_se"), res.get(f"mean_{key}_z")
+            return (f"{res[f'mean_{key}']:.3f}" + (f" +- {se:.3f} ({z:+.1f} se from nominal {checks.NOMINAL[key]:.3f})"
+                                                   if se else ""))
+
+        typer.echo(f"mean over parameters: in68 {pm('in68')} (target 0.60-0.76), in95 {pm('in95')}")
         if res.get("max_rhat_median") is not None:
             typer.echo(f"per-injection max R-hat: median {res['max_rhat_median']:.3f}, "
                        f"{res['frac_injections_rhat_le_1.01']:.0%} of injections <= 1.01; "

@@ -119,7 +119,44 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         if multi:  # the same figure over the injections that converged (R-hat <= 1.01)
             ok = rhats <= 1.01
             out[f"mean_{key}_converged"] = float(inside[ok].mean()) if ok.any() else None
+    out.update(coverage_uncertainty(records, list(setup.free)))
+    for n, p in out.pop("truth_quantile_ks_pvalue").items():
+        out["per_parameter"][n]["truth_quantile_ks_pvalue"] = p
     out["injections"] = records
+    return out
+
+
+NOMINAL = {"in68": 0.6827, "in95": 0.9545}  # central 1- and 2-sigma mass of a normal
+
+
+def coverage_uncertainty(records: list[dict], names: list[str]) -> dict:
+    """How far the coverage figures of ``records`` (per-injection ``in68`` / ``in95`` flags
+    ``[n_free]`` and ``truth_quantile``) may be from their expectation by chance.
+
+    The parameters of one injection share its noise draw, so their misses are correlated (a
+    posterior displaced along a correlated direction misses several marginals at once) and a
+    binomial error over all (injection, parameter) pairs would be too small.  The injections
+    are independent: ``mean_<key>_se`` is the standard error of the mean over injections of
+    each injection's fraction of parameters inside (sample sd, ddof 1, / sqrt(n)), and
+    ``mean_<key>_z`` the distance of the mean from the nominal rate in those units.  Per
+    parameter, ``truth_quantile_ks_pvalue`` is the Kolmogorov-Smirnov p-value of the truths'
+    posterior quantiles against the uniform law of a calibrated posterior (no look-elsewhere
+    correction: expect one p < 0.07 in 15 parameters by chance)."""
+    from scipy.stats import kstest
+
+    out = {}
+    n = len(records)
+    for key in ("in68", "in95"):
+        per_inj = np.asarray([np.mean(r[key]) for r in records], float)
+        se = float(per_inj.std(ddof=1) / np.sqrt(n)) if n > 1 else None
+        out[f"mean_{key}_se"] = se
+        out[f"mean_{key}_z"] = float((per_inj.mean() - NOMINAL[key]) / se) if se else None
+    q = [r.get("truth_quantile") for r in records]
+    ks = {}
+    for j, name in enumerate(names):
+        col = np.asarray([v[j] for v in q if v is not None], float)
+        ks[name] = float(kstest(col, "uniform").pvalue) if col.size >= 2 else None
+    out["truth_quantile_ks_pvalue"] = ks
     return out
 
 

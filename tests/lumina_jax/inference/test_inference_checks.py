@@ -141,6 +141,7 @@ def test_coverage_resumes_and_covers_truths_when_emulator_is_the_physics():
     assert 7 / 18 <= full["mean_in68"] <= 17 / 18
     assert full["mean_in95"] >= 14 / 18
     assert full["max_rhat_median"] < 1.05
+    assert full["mean_in68_se"] > 0 and 0 <= full["per_parameter"]["a"]["truth_quantile_ks_pvalue"] <= 1
     # the truth's posterior quantile agrees with the interval membership (same draws)
     for r in full["injections"]:
         q = np.asarray(r["truth_quantile"])
@@ -180,6 +181,27 @@ def test_coverage_self_consistency_mocks_are_the_emulator_prediction():
     assert len(calls) == 4 and res["n_fitted"] == 4
     # 12 (injection, parameter) pairs: Binomial(12, 0.95) >= 9 with probability > 0.99
     assert res["mean_in95"] >= 9 / 12
+
+
+def test_coverage_uncertainty_uses_injections_as_the_independent_units():
+    """Standard error over injections (their parameters share one noise draw), hand-computed;
+    the KS p-values against scipy's two-sided exact test on the same quantiles."""
+    from scipy.stats import kstest
+
+    recs = [{"in68": [True, True], "in95": [True, True], "truth_quantile": [0.5, 0.3]},
+            {"in68": [False, False], "in95": [True, False], "truth_quantile": [0.95, 0.01]},
+            {"in68": [True, False], "in95": [True, True], "truth_quantile": [0.2, 0.9]},
+            {"in68": [True, True], "in95": [True, True], "truth_quantile": [0.7, 0.45]}]
+    out = checks.coverage_uncertainty(recs, ["a", "b"])
+    # per-injection fractions inside 68 %: 1, 0, 0.5, 1 -> mean 0.625, sd (ddof 1) 0.4787
+    se = np.std([1.0, 0.0, 0.5, 1.0], ddof=1) / 2.0
+    assert out["mean_in68_se"] == pytest.approx(0.2393, abs=1e-4) == se
+    assert out["mean_in68_z"] == pytest.approx((0.625 - 0.6827) / se)
+    assert out["mean_in95_se"] == pytest.approx(np.std([1, 0.5, 1, 1], ddof=1) / 2)
+    assert out["truth_quantile_ks_pvalue"]["a"] == pytest.approx(kstest([0.5, 0.95, 0.2, 0.7], "uniform").pvalue)
+    # quantiles piled at one end are flagged
+    piled = [{"in68": [False], "in95": [False], "truth_quantile": [0.01 * k]} for k in range(1, 21)]
+    assert checks.coverage_uncertainty(piled, ["a"])["truth_quantile_ks_pvalue"]["a"] < 1e-6
 
 
 def test_coverage_plot_is_written(tmp_path):
