@@ -67,6 +67,9 @@ def infer(
                                            "parameters: logit or probit (u = Phi(w), w ~ N(0, 1)); same prior and "
                                            "posterior, different geometry for the sampler.  Default: config "
                                            "likelihood.box_link, logit at stage 1 and probit at stages 2-3."),
+    emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying (the emulator's sigma at "
+                                                 "every theta) or fixed (its value at the MAP, held while sampling). "
+                                                 "Default: config likelihood.emulator_sigma."),
     prior: List[str] = typer.Option([], "--prior", help="Informative prior NAME=MEAN,SD (repeatable), "
                                     "e.g. --prior t_exp=18,1"),
     n_poly: Optional[int] = typer.Option(None, "--n-poly", help="Order of the multiplicative Legendre warp."),
@@ -101,7 +104,8 @@ def infer(
                              ns_live, emcee_moves),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
-        config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link)
+        config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link,
+        emulator_sigma=_emulator_sigma_option(emulator_sigma))
     res, out_dir = api.infer(req, log=log, emulator=_EMULATOR_OVERRIDE, synthesizer=_SYNTH_OVERRIDE)
     s = res.summary
     if plots:
@@ -208,6 +212,12 @@ check_app = typer.Typer(help="Posterior checks against the physics (coverage, gr
                         no_args_is_help=True)
 
 
+def _emulator_sigma_option(value: str | None) -> str | None:
+    if value is not None and value not in ("varying", "fixed"):
+        raise UserError(f"--emulator-sigma must be varying or fixed, got {value!r}")
+    return value
+
+
 @check_app.command("coverage")
 def check_coverage(
     stage: int = typer.Option(1, "--stage"),
@@ -233,6 +243,9 @@ def check_coverage(
                                         "shards in parallel, each with its own --out, then --merge them)."),
     merge: list[Path] = typer.Option([], "--merge", help="Coverage files of shards of this run (same settings) "
                                      "whose injections count as done; repeatable."),
+    emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying or fixed (as infer; "
+                                                 "default: config likelihood.emulator_sigma)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default configs/inference.yaml)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Injection-recovery: prior draws simulated by the synthesizer, inferred with the emulator.
@@ -260,11 +273,12 @@ def check_coverage(
         if not (m_s >= 1 and 0 <= k_s < m_s):
             raise UserError(f"--shard K/M needs 0 <= K < M, got {shard!r}")
         shard_km = (k_s, m_s)
-    cfg = load_inference_config()
-    scfg = _sampler_cfg(None, sampler, chains, warmup, samples, seed, None, None, False)
+    cfg = load_inference_config(config)
+    scfg = _sampler_cfg(config, sampler, chains, warmup, samples, seed, None, None, False)
     emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
     check_emulator_stage(emu.space, stage)
     lk = cfg["likelihood"]
+    lk["emulator_sigma"] = _emulator_sigma_option(emulator_sigma) or lk["emulator_sigma"]
     setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
                        f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
                        log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
@@ -291,6 +305,8 @@ def check_coverage(
                 "chains": chains, "map_starts": map_starts, "seed": seed, "simulator": simulator,
                 "synth_config": str(synth_config) if simulator == "synth" else None,
                 "checkpoint": str(checkpoint or default_checkpoint(stage))}
+    if lk["emulator_sigma"] != "varying":  # (absent from files written before the option existed)
+        settings["emulator_sigma"] = lk["emulator_sigma"]
     if simulator == "emulator":  # mocks are the prediction itself (before: re-preprocessed; such files do not resume)
         settings["mock_mean"] = "prediction"
 
@@ -353,7 +369,7 @@ def check_coverage(
                           corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
                           emu_var_scale=api.emulator_error_scale(emu, lk, emu_basis, log),
                           log=log, done=done, on_record=after_injection, shard=shard_km,
-                          simulates_prediction=simulator == "emulator")
+                          simulates_prediction=simulator == "emulator", emulator_sigma=lk["emulator_sigma"])
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
     res["simulator"] = simulator

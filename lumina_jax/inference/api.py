@@ -121,6 +121,7 @@ class InferRequest:
     wave_unit: str | None = None
     flux_unit: str | None = None
     box_link: str | None = None  # None: the config's likelihood.box_link for this stage
+    emulator_sigma: str | None = None  # None: the config's likelihood.emulator_sigma
 
 
 def results_dir(req: InferRequest) -> Path:
@@ -205,7 +206,7 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
                   max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
                   corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
                   emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log),
-                  on_bins=getattr(emulator, "on_bins", None))
+                  on_bins=getattr(emulator, "on_bins", None), emulator_sigma=req.emulator_sigma or lk["emulator_sigma"])
     out_dir = results_dir(req)
     write_results(out, out_dir)
     return out, out_dir

@@ -32,7 +32,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
              emu_basis=None, corr_length=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
              log: Callable[[str], None] = lambda s: None, done: list | None = None,
              on_record: Callable[[list], None] | None = None, shard: tuple[int, int] | None = None,
-             simulates_prediction: bool = False) -> dict:
+             simulates_prediction: bool = False, emulator_sigma: str = "fixed") -> dict:
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``;
     with ``simulates_prediction`` it returns the emulator's own preprocessed prediction on its grid
     instead (a self-consistency run: the mock's mean is the prediction exactly,
@@ -75,7 +75,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
         fit = run_fit(setup, emulator.spectrum_and_sigma, obs, dataclasses.replace(sampler, seed=seed + i),
                       map_starts=map_starts, truth=setup.space.to_dict(thetas[i]), corr_length=corr_length,
                       emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale,
-                      on_bins=getattr(emulator, "on_bins", None))
+                      on_bins=getattr(emulator, "on_bins", None), emulator_sigma=emulator_sigma)
         s = fit.summary
         emu_error = s["likelihood"]["emulator_error"]
         tr = s["truth_recovery"]["per_parameter"]

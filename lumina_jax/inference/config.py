@@ -149,6 +149,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
             _real, gt=0, want="a positive length in Angstrom or null"))),
         "box_link": ("logit", _box_link),
         "ordering_softness": (200.0, functools.partial(_real, ge=0, want="a number >= 0 km/s (0: off)")),
+        "emulator_sigma": ("fixed", _choice("fixed", "varying")),
     },
     "observed": {
         "redshift": (0.0, functools.partial(_real, gt=-0.01, lt=5, want="a number in (-0.01, 5)")),

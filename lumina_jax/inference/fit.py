@@ -23,7 +23,7 @@ import numpy as np
 
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
-from lumina_jax.inference.model import FitSetup, find_map, flatten_model, prior_draws
+from lumina_jax.inference.model import FitSetup, _newton_ascent, find_map, flatten_model, freeze_sigma, prior_draws
 from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
 
@@ -54,7 +54,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
             log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
             emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
-            on_bins: Callable | None = None) -> FitOutput:
+            on_bins: Callable | None = None, emulator_sigma: str = "fixed") -> FitOutput:
     """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma)).
 
     ``on_bins``: the same model restricted to grid bins (``Emulator.on_bins``), so that the
@@ -62,7 +62,13 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
 
     ``emu_basis`` ``[n_wave, r]`` (the emulator's empirical error correlation) or
     ``corr_length`` select the correlated emulator-error likelihood (see ``likelihood.py``);
-    ``stride`` thins the used bins and ``emu_rank`` truncates the basis."""
+    ``stride`` thins the used bins and ``emu_rank`` truncates the basis.
+
+    ``emulator_sigma``: ``varying`` (the emulator's sigma at every theta) or ``fixed`` (its
+    value at the MAP of the varying model, held fixed while the mode is re-polished and the
+    posterior sampled; see :func:`~lumina_jax.inference.model.freeze_sigma`)."""
+    if emulator_sigma not in ("fixed", "varying"):
+        raise ValueError(f"emulator_sigma must be 'varying' or 'fixed', got {emulator_sigma!r}")
     space = setup.space
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
                                 emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
@@ -73,6 +79,14 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     t0 = time.perf_counter()
     log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
+    theta_ref = None
+    if emulator_sigma == "fixed":
+        theta_ref = fm.theta(z_map)
+        sas_fixed, on_bins_fixed = freeze_sigma(spectrum_and_sigma, theta_ref, on_bins)
+        fm = flatten_model(setup, sas_fixed, data, on_bins=on_bins_fixed)
+        ld0 = float(jax.jit(fm.logdensity)(z_map))
+        z_map, ld_map = _newton_ascent(fm.logdensity, z_map, ld0, 20, hessian=fm.hessian)
+        log(f"emulator sigma fixed at the MAP; mode re-polished: log posterior {ld0:.2f} -> {ld_map:.2f}")
     t_map = time.perf_counter() - t0
     n_ch = chain_count(cfg)
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}"
@@ -135,6 +149,9 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
                        "f_sys_prior": setup.f_sys_prior, "f_sys_scale": setup.f_sys_scale,
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
                        "ordering_softness": setup.ordering_softness, "box_link": setup.box_link,
+                       "emulator_sigma": emulator_sigma,
+                       "emulator_sigma_reference": (space.to_dict(np.asarray(theta_ref)) if emulator_sigma == "fixed"
+                                                    else None),
                        "priors": {n: [m, s] for n, m, s in setup.priors},
                        "has_observational_errors": bool(obs.has_errors)},
         "observation": obs.meta,

@@ -300,6 +300,35 @@ def flatten_model(setup: FitSetup, spectrum_and_sigma: Callable, data: Likelihoo
     return FlatModel(logdensity, constrain, unravel, int(flat0.size), setup, shapes, logprior, loglikelihood)
 
 
+def freeze_sigma(spectrum_and_sigma: Callable, theta_ref, on_bins: Callable | None = None):
+    """The emulator with its sigma held at its value at ``theta_ref`` [dim]: returns
+    ``(theta -> (flux(theta), sigma(theta_ref)), on_bins')`` for :func:`flatten_model`
+    (``on_bins'`` likewise per subset of bins; None when ``on_bins`` is None).
+
+    Why: with sigma evaluated at every theta the Gaussian likelihood's log-determinant
+    ``-1/2 log|Sigma(theta)|`` and its weights move with theta, so the fit is pulled towards
+    parameters where the emulator *claims* to be more accurate (e.g. deeper lines, whose
+    asinh-space sigma maps to a smaller flux sigma), a pull that holds no information about
+    the data (cf. Carron 2013, A&A 551, A88, on parameter-dependent covariances).  A covariance
+    fixed at a reference point -- the usual choice -- keeps the emulator's error budget and
+    drops the pull."""
+    theta_ref = jnp.asarray(theta_ref)
+    sigma_ref = jax.lax.stop_gradient(spectrum_and_sigma(theta_ref)[1])
+
+    def fixed(theta):
+        return spectrum_and_sigma(theta)[0], sigma_ref
+
+    if on_bins is None:
+        return fixed, None
+
+    def fixed_on_bins(rows):
+        f = on_bins(rows)
+        s_rows = jax.lax.stop_gradient(f(theta_ref)[1])
+        return lambda theta: (f(theta)[0], s_rows)
+
+    return fixed, fixed_on_bins
+
+
 def z_names(fm: FlatModel) -> list[str]:
     """Names of the flat coordinates z[i] in their order (``jax.flatten_util.ravel_pytree``
     sorts the sites by name: the systematic and ``log_scale`` come before ``u``):

@@ -386,6 +386,52 @@ def test_density_on_the_used_bins_equals_the_full_grid_density(error_model):
         L.restrict_to_bins(data, rows[1:])
 
 
+def test_fixed_sigma_likelihood_peaks_at_the_truth_on_noise_free_data(toy_emu, space3):
+    """Noise-free data made by the model itself: with the emulator sigma fixed (at the truth)
+    the log density's slope at the truth is the prior's alone, because the residual is zero;
+    with sigma(theta) varying, the log-determinant adds -1/2 d/dtheta sum log var_i(theta),
+    computed here by hand (independent bins, var = s_obs^2 + (rel f(theta))^2): the pull that
+    freeze_sigma removes."""
+    from jax.scipy.special import logit
+
+    setup = M.make_setup(space3, n_poly=0, box_link="logit")
+    theta_t = jnp.array([1.1, 11000.0, 0.6])
+    w = toy_emu.wavelength
+    f_t = np.asarray(toy_emu.spectrum(theta_t))
+    s_obs = np.full(w.size, 0.001)
+    data = L.make_likelihood_data(w, f_t, s_obs, np.ones(w.size, bool))
+    varying = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
+    sas, _ = M.freeze_sigma(toy_emu.spectrum_and_sigma, theta_t)
+    fixed = M.flatten_model(setup, sas, data)
+    u_t = (np.asarray(theta_t) - space3.lower) / (space3.upper - space3.lower)
+    z_t = M.z_from_values(varying, u_t, log_scale=0.0, f_sys=0.0)
+    assert float(varying.logdensity(z_t)) == pytest.approx(float(fixed.logdensity(z_t)), rel=1e-12)
+    prior_only = M.flatten_model(setup, lambda th: (toy_emu.spectrum(th) * 0 + f_t, jnp.asarray(0.002 * np.abs(f_t))), data)
+    g_prior = np.asarray(jax.grad(prior_only.logdensity)(z_t))
+    g_fixed = np.asarray(jax.grad(fixed.logdensity)(z_t))
+    np.testing.assert_allclose(g_fixed, g_prior, atol=1e-9)  # zero residual: no likelihood slope
+
+    def half_logdet(u):  # by hand, independent bins, in the box coordinates u
+        th = space3.lower + u * (space3.upper - space3.lower)
+        f = toy_emu.spectrum(th)
+        return -0.5 * jnp.sum(jnp.log(s_obs ** 2 + (toy_emu.rel_sigma * f) ** 2))
+
+    du_dz = u_t * (1 - u_t)  # logit link
+    want = np.asarray(jax.grad(half_logdet)(jnp.asarray(u_t))) * du_dz
+    idx = [i for i, n in enumerate(M.z_names(varying)) if n.startswith("u:")]
+    g_var = np.asarray(jax.grad(varying.logdensity)(z_t))
+    np.testing.assert_allclose(g_var[idx] - g_fixed[idx], want, rtol=1e-6)
+    assert np.max(np.abs(want)) > 1.0  # a real pull on this toy (the line depth d)
+    assert np.allclose(np.asarray(logit(jnp.asarray(u_t))), np.asarray(varying.unravel(z_t)["u"]))
+    # the on_bins form holds the same sigma
+    emu_rows = lambda rows: (lambda th: (toy_emu.spectrum(th)[rows], toy_emu.spectrum_and_sigma(th)[1][rows]))  # noqa: E731
+    _, ob = M.freeze_sigma(toy_emu.spectrum_and_sigma, theta_t, emu_rows)
+    rows = np.arange(0, w.size, 3)
+    fl, sg = ob(rows)(theta_t + jnp.array([0.1, 500.0, -0.1]))
+    np.testing.assert_allclose(np.asarray(sg), np.asarray(toy_emu.spectrum_and_sigma(theta_t)[1])[rows])
+    np.testing.assert_allclose(np.asarray(fl), np.asarray(toy_emu.spectrum(theta_t + jnp.array([0.1, 500.0, -0.1])))[rows])
+
+
 def test_woodbury_custom_gradient_equals_dense_autodiff():
     """The hand-written reverse rule of the Woodbury log-density equals jax.grad of the dense
     multivariate normal with Sigma = diag(d) + (ws B)(ws B)^T, for r, ws and d."""

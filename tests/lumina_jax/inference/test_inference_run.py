@@ -255,3 +255,42 @@ def test_coverage_files_that_are_not_coverage_runs_are_refused(tmp_path, toys, m
         for opt in ("--out", "--merge"):
             code, _, err = _run_cli(common + [opt, str(f)], monkeypatch, capsys)
             assert code == 2 and err.startswith("error:") and "coverage file" in err and err.count("\n") == 1, err
+
+
+
+def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_path, monkeypatch):
+    """``likelihood: {emulator_sigma: fixed}``: ``infer`` samples with the emulator's sigma held
+    at the MAP of the varying model (recorded in the summary); the density the sampler saw equals
+    the frozen model rebuilt here from that reference point, and differs from the varying one."""
+    import jax
+    import jax.numpy as jnp
+
+    from lumina_jax.errors import UserError
+    from lumina_jax.inference import api, fit as F, model as M
+    from lumina_jax.inference.config import load_inference_config
+    from lumina_jax.inference.samplers import SamplerConfig
+
+    (tmp_path / "bad.yaml").write_text("likelihood: {emulator_sigma: sometimes}\n")
+    with pytest.raises(UserError, match="emulator_sigma must be"):
+        load_inference_config(tmp_path / "bad.yaml")
+    assert load_inference_config()["likelihood"]["emulator_sigma"] in ("varying", "fixed")
+    (tmp_path / "inf.yaml").write_text(CONFIG.replace("log_scale_sd: 0.5,", "log_scale_sd: 0.5, emulator_sigma: fixed,"))
+    seen = []
+    make = F.make_likelihood_data
+    monkeypatch.setattr(F, "make_likelihood_data", lambda *a, **k: seen.append(make(*a, **k)) or seen[-1])
+    sp = toy_space()
+    emu = ToyEmulator(sp, rel_sigma=0.01)
+    req = api.InferRequest(stage=1, out=tmp_path / "res", config_path=tmp_path / "inf.yaml", map_starts=2,
+                           sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30))
+    out, _ = api.infer(req, emulator=emu, synthesizer=ToySynth(sp), log=lambda m: None)
+    lk = out.summary["likelihood"]
+    assert lk["emulator_sigma"] == "fixed"
+    theta_ref = np.array([lk["emulator_sigma_reference"][n] for n in sp.names])
+    assert np.all((theta_ref > sp.lower) & (theta_ref < sp.upper))
+    setup, data = out.flat_model.setup, seen[0]
+    frozen = M.flatten_model(setup, M.freeze_sigma(emu.spectrum_and_sigma, jnp.asarray(theta_ref))[0], data)
+    varying = M.flatten_model(setup, emu.spectrum_and_sigma, data)
+    z = 0.3 * jax.random.normal(jax.random.PRNGKey(1), (4, frozen.n_z))
+    v_run, v_frozen, v_var = (np.asarray(jax.vmap(f.logdensity)(z)) for f in (out.flat_model, frozen, varying))
+    np.testing.assert_allclose(v_run, v_frozen, rtol=1e-10)
+    assert np.max(np.abs(v_run - v_var)) > 1e-3  # sigma moves with theta in the varying model
