@@ -262,6 +262,7 @@ def check_coverage(
 
     if n < 1 or map_starts < 1:
         raise UserError("--n and --map-starts must be >= 1")
+    _emulator_sigma_option(emulator_sigma)
     if not (math.isfinite(noise) and noise > 0):
         raise UserError(f"--noise must be a finite fraction of the flux > 0, got {noise}")
     shard_km = None
@@ -278,7 +279,7 @@ def check_coverage(
     emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
     check_emulator_stage(emu.space, stage)
     lk = cfg["likelihood"]
-    lk["emulator_sigma"] = _emulator_sigma_option(emulator_sigma) or lk["emulator_sigma"]
+    lk["emulator_sigma"] = emulator_sigma or lk["emulator_sigma"]
     setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
                        f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
                        log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
@@ -307,6 +308,11 @@ def check_coverage(
                 "checkpoint": str(checkpoint or default_checkpoint(stage))}
     if lk["emulator_sigma"] != "varying":  # (absent from files written before the option existed)
         settings["emulator_sigma"] = lk["emulator_sigma"]
+    if config is not None:  # another config: what it resolved to must match for a resume / merge
+        import dataclasses as _dc
+
+        settings["config"] = {"likelihood": {k: v for k, v in lk.items()}, "sampler": _dc.asdict(scfg),
+                              "priors": cfg.get("priors")}
     if simulator == "emulator":  # mocks are the prediction itself (before: re-preprocessed; such files do not resume)
         settings["mock_mean"] = "prediction"
 
@@ -471,12 +477,17 @@ def check_gradient(
         raise UserError(f"--draws must be >= 0, got {draws}")
     summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
     theta = np.asarray(idata.constant_data["theta_best"])
-    res = checks.gradient_agreement(setup, emu, synth, data, theta, nuis)
+    # a fit made with the emulator's sigma fixed: its likelihood held sigma at the reference point
+    lk = summary["likelihood"]
+    ref = lk.get("emulator_sigma_reference") if lk.get("emulator_sigma") == "fixed" else None
+    theta_sigma = None if ref is None else np.asarray(setup.space.from_dict(ref), float)
+    res = checks.gradient_agreement(setup, emu, synth, data, theta, nuis, theta_sigma=theta_sigma)
     if draws:
         th, nd = full_theta_draws(summary, idata, draws)
         for k in ("log_scale", "f_sys"):  # results that did not sample a nuisance: its best fit
             nd.setdefault(k, np.full(len(th), nuis[k]))
-        res["draws"] = checks.gradient_agreement_draws(setup, emu, synth, data, th, nd)
+        res["draws"] = checks.gradient_agreement_draws(setup, emu, synth, data, th, nd, theta_sigma=theta_sigma)
+    res["emulator_sigma"] = "fixed" if theta_sigma is not None else "varying"
     if json_out:
         typer.echo(dumps_json(res, indent=1))
     else:

@@ -131,6 +131,8 @@ def results_dir(req: InferRequest) -> Path:
 
 def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
     """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
+    if req.emulator_sigma not in (None, "fixed", "varying"):
+        raise UserError(f"emulator_sigma must be fixed or varying, got {req.emulator_sigma!r}")
     cfg = load_inference_config(req.config_path)
     space, fixed = chaining.stage_box(req.stage, req.previous, margin=req.margin)
     ckpt = req.checkpoint

@@ -22,7 +22,7 @@ import numpy as np
 
 from lumina_jax.inference.diagnostics import format_rhat
 from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, predicted_flux
-from lumina_jax.inference.model import FitSetup
+from lumina_jax.inference.model import FitSetup, freeze_sigma
 from lumina_jax.inference.observed import observation_from_model, observation_from_prediction
 from lumina_jax.inference.samplers import SamplerConfig, chain_count
 
@@ -235,14 +235,25 @@ def _one_observation(theta, simulate, emulator, noise_frac, seed, window, predic
                                   noise_frac=noise_frac, seed=seed, window=window, source="coverage injection")
 
 
-def _synth_path(emulator, synthesizer):
+def _synth_path(emulator, synthesizer, theta_sigma=None):
     """theta -> (the synthesizer's flux after the emulator's preprocessing, the emulator's sigma):
-    only the mean differs from the emulator's own path."""
+    only the mean differs from the emulator's own path.  ``theta_sigma``: the sigma held at
+    that point (a fit made with ``emulator_sigma: fixed``) instead of sigma(theta)."""
+    sigma_ref = None if theta_sigma is None else emulator.spectrum_and_sigma(jnp.asarray(theta_sigma))[1]
+
     def f(theta):
         w, lum = synthesizer.spectrum(theta)
-        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), emulator.spectrum_and_sigma(theta)[1]
+        sigma = emulator.spectrum_and_sigma(theta)[1] if sigma_ref is None else sigma_ref
+        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), sigma
 
     return f
+
+
+def _emulator_path(emulator, theta_sigma=None):
+    """The emulator's (flux, sigma), with sigma held at ``theta_sigma`` when given."""
+    if theta_sigma is None:
+        return emulator.spectrum_and_sigma
+    return freeze_sigma(emulator.spectrum_and_sigma, jnp.asarray(theta_sigma))[0]
 
 
 def _u_gradients(setup: FitSetup, data: LikelihoodData, flux_fn, thetas, nuisances: list[tuple],
@@ -282,14 +293,17 @@ def _agreement(g_emu, g_syn):
 
 
 def gradient_agreement(setup: FitSetup, emulator, synthesizer, data: LikelihoodData, theta_mode, nuisance: dict,
-                       fd_step: float = 1e-3) -> dict:
+                       fd_step: float = 1e-3, theta_sigma=None) -> dict:
     """Compare d logL / d u at the mode through the emulator and through the synthesizer.
 
     The synthesizer path uses the emulator's sigma (so only the mean differs) and the
-    emulator's preprocessing; u is the unit-box coordinate of the free parameters."""
+    emulator's preprocessing; u is the unit-box coordinate of the free parameters.
+    ``theta_sigma``: for a fit made with the emulator's sigma fixed, its reference point (both
+    paths then hold sigma there, as the fit's likelihood did)."""
     nuis = [(nuisance["log_scale"], nuisance["f_sys"], np.asarray(nuisance.get("poly", []), float))]
-    g_emu = _u_gradients(setup, data, emulator.spectrum_and_sigma, [theta_mode], nuis, fd_step)[0][0]
-    g_syn, method = _u_gradients(setup, data, _synth_path(emulator, synthesizer), [theta_mode], nuis, fd_step)
+    g_emu = _u_gradients(setup, data, _emulator_path(emulator, theta_sigma), [theta_mode], nuis, fd_step)[0][0]
+    g_syn, method = _u_gradients(setup, data, _synth_path(emulator, synthesizer, theta_sigma), [theta_mode], nuis,
+                                 fd_step)
     g_syn = g_syn[0]
     cos, ratio = _agreement(g_emu, g_syn)
     per = {n: {"emulator": float(a), "synthesizer": float(b), "ratio": float(a / b) if b != 0 else None}
@@ -298,7 +312,7 @@ def gradient_agreement(setup: FitSetup, emulator, synthesizer, data: LikelihoodD
 
 
 def gradient_agreement_draws(setup: FitSetup, emulator, synthesizer, data: LikelihoodData, thetas,
-                             nuisances: dict) -> dict:
+                             nuisances: dict, theta_sigma=None) -> dict:
     """d logL / d u through the emulator and through the synthesizer at posterior draws.
 
     At the fit's own mode the emulator's likelihood gradient is ~0 by construction, so
@@ -311,8 +325,8 @@ def gradient_agreement_draws(setup: FitSetup, emulator, synthesizer, data: Likel
     polys = sorted((k for k in nuisances if k.startswith("poly_")), key=lambda k: int(k.split("_")[1]))
     nuis = [(nuisances["log_scale"][i], nuisances["f_sys"][i], [nuisances[k][i] for k in polys])
             for i in range(len(thetas))]
-    g_emu, _ = _u_gradients(setup, data, emulator.spectrum_and_sigma, thetas, nuis)
-    g_syn, method = _u_gradients(setup, data, _synth_path(emulator, synthesizer), thetas, nuis)
+    g_emu, _ = _u_gradients(setup, data, _emulator_path(emulator, theta_sigma), thetas, nuis)
+    g_syn, method = _u_gradients(setup, data, _synth_path(emulator, synthesizer, theta_sigma), thetas, nuis)
     cos, ratio = (list(x) for x in zip(*(_agreement(a, b) for a, b in zip(g_emu, g_syn))))
     return {"n_draws": len(cos), "cosine_median": float(np.median(cos)), "cosine_p10": float(np.percentile(cos, 10)),
             "norm_ratio_median": float(np.median(ratio)), "synthesizer_gradient_method": method,

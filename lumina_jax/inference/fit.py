@@ -112,6 +112,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     theta_best = np.asarray(fm.theta(jnp.asarray(z_best)))
     nuis_best = {k: np.asarray(v).tolist() for k, v in fm.nuisance(jnp.asarray(z_best)).items()}
     flux_best, sig_best = (np.asarray(a) for a in spectrum_and_sigma(jnp.asarray(theta_best)))
+    if theta_ref is not None:  # the sigma the likelihood held
+        sig_best = np.asarray(spectrum_and_sigma(jnp.asarray(theta_ref))[1])
     coeffs = jnp.asarray(nuis_best.get("poly", []), dtype=float)
     model_best = np.asarray(predicted_flux(jnp.asarray(flux_best), nuis_best["log_scale"], coeffs, data.x))
     rms = float(normalised_residual_rms(jnp.asarray(flux_best), data, nuis_best["log_scale"], coeffs,

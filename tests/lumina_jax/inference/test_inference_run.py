@@ -262,6 +262,8 @@ def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_pa
     """``likelihood: {emulator_sigma: fixed}``: ``infer`` samples with the emulator's sigma held
     at the MAP of the varying model (recorded in the summary); the density the sampler saw equals
     the frozen model rebuilt here from that reference point, and differs from the varying one."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
 
@@ -294,3 +296,21 @@ def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_pa
     v_run, v_frozen, v_var = (np.asarray(jax.vmap(f.logdensity)(z)) for f in (out.flat_model, frozen, varying))
     np.testing.assert_allclose(v_run, v_frozen, rtol=1e-10)
     assert np.max(np.abs(v_run - v_var)) > 1e-3  # sigma moves with theta in the varying model
+    # the request's value wins over the config's; the varying model is then what was sampled
+    seen.clear()
+    req_v = api.InferRequest(stage=1, out=tmp_path / "res_v", config_path=tmp_path / "inf.yaml", map_starts=2,
+                             emulator_sigma="varying", sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30))
+    out_v, _ = api.infer(req_v, emulator=emu, synthesizer=ToySynth(sp), log=lambda m: None)
+    assert out_v.summary["likelihood"]["emulator_sigma"] == "varying"
+    assert out_v.summary["likelihood"]["emulator_sigma_reference"] is None
+    varying_v = M.flatten_model(setup, emu.spectrum_and_sigma, seen[0])
+    np.testing.assert_allclose(np.asarray(jax.vmap(out_v.flat_model.logdensity)(z)),
+                               np.asarray(jax.vmap(varying_v.logdensity)(z)), rtol=1e-10)
+    with pytest.raises(UserError, match="emulator_sigma must be"):
+        api.infer(dataclasses.replace(req_v, emulator_sigma="sometimes"), emulator=emu, log=lambda m: None)
+
+
+def test_emulator_sigma_flag_is_checked_before_any_work(tmp_path, toys, monkeypatch, capsys):
+    for cmd in (["infer", "--out", str(tmp_path / "r")], ["check", "coverage", "--n", "1"]):
+        code, _, err = _run_cli(cmd + ["--emulator-sigma", "bogus"], monkeypatch, capsys)
+        assert code == 2 and "--emulator-sigma must be varying or fixed" in err, err
