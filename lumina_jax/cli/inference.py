@@ -213,7 +213,9 @@ check_app = typer.Typer(help="Posterior checks against the physics (coverage, gr
 
 
 def _emulator_sigma_option(value: str | None) -> str | None:
-    if value is not None and value not in ("varying", "fixed"):
+    from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
+
+    if value is not None and value not in EMULATOR_SIGMA_MODES:
         raise UserError(f"--emulator-sigma must be varying or fixed, got {value!r}")
     return value
 
@@ -309,9 +311,9 @@ def check_coverage(
     if lk["emulator_sigma"] != "varying":  # (absent from files written before the option existed)
         settings["emulator_sigma"] = lk["emulator_sigma"]
     if config is not None:  # another config: what it resolved to must match for a resume / merge
-        import dataclasses as _dc
+        import dataclasses
 
-        settings["config"] = {"likelihood": {k: v for k, v in lk.items()}, "sampler": _dc.asdict(scfg),
+        settings["config"] = {"likelihood": dict(lk), "sampler": dataclasses.asdict(scfg),
                               "priors": cfg.get("priors")}
     if simulator == "emulator":  # mocks are the prediction itself (before: re-preprocessed; such files do not resume)
         settings["mock_mean"] = "prediction"

@@ -239,12 +239,11 @@ def _synth_path(emulator, synthesizer, theta_sigma=None):
     """theta -> (the synthesizer's flux after the emulator's preprocessing, the emulator's sigma):
     only the mean differs from the emulator's own path.  ``theta_sigma``: the sigma held at
     that point (a fit made with ``emulator_sigma: fixed``) instead of sigma(theta)."""
-    sigma_ref = None if theta_sigma is None else emulator.spectrum_and_sigma(jnp.asarray(theta_sigma))[1]
+    emu = _emulator_path(emulator, theta_sigma)
 
     def f(theta):
         w, lum = synthesizer.spectrum(theta)
-        sigma = emulator.spectrum_and_sigma(theta)[1] if sigma_ref is None else sigma_ref
-        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), sigma
+        return jnp.nan_to_num(jnp.asarray(emulator.preprocess(w, lum, None))), emu(theta)[1]
 
     return f
 

@@ -127,6 +127,8 @@ _POS = functools.partial(_real, gt=0, want="a positive number")
 _NONNEG = functools.partial(_real, ge=0, want="a number >= 0")
 
 #: {section: {key: (default, check)}}; ``priors`` is {parameter name: [mean, sd]} instead.
+EMULATOR_SIGMA_MODES = ("fixed", "varying")  # likelihood.emulator_sigma (see model.freeze_sigma)
+
 _SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
     "mock": {
         **{k: (_NO_DEFAULT, _mock_values) for k in ("stage1", "stage2", "stage3")},
@@ -149,7 +151,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
             _real, gt=0, want="a positive length in Angstrom or null"))),
         "box_link": ("logit", _box_link),
         "ordering_softness": (200.0, functools.partial(_real, ge=0, want="a number >= 0 km/s (0: off)")),
-        "emulator_sigma": ("fixed", _choice("fixed", "varying")),
+        "emulator_sigma": ("fixed", _choice(*EMULATOR_SIGMA_MODES)),
     },
     "observed": {
         "redshift": (0.0, functools.partial(_real, gt=-0.01, lt=5, want="a number in (-0.01, 5)")),

@@ -23,6 +23,7 @@ import numpy as np
 
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
+from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
 from lumina_jax.inference.model import FitSetup, _newton_ascent, find_map, flatten_model, freeze_sigma, prior_draws
 from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
@@ -67,7 +68,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     ``emulator_sigma``: ``varying`` (the emulator's sigma at every theta) or ``fixed`` (its
     value at the MAP of the varying model, held fixed while the mode is re-polished and the
     posterior sampled; see :func:`~lumina_jax.inference.model.freeze_sigma`)."""
-    if emulator_sigma not in ("fixed", "varying"):
+    if emulator_sigma not in EMULATOR_SIGMA_MODES:
         raise ValueError(f"emulator_sigma must be 'varying' or 'fixed', got {emulator_sigma!r}")
     space = setup.space
     data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
@@ -79,11 +80,11 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     t0 = time.perf_counter()
     log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
-    theta_ref = None
+    theta_ref, fm_sigma = None, spectrum_and_sigma
     if emulator_sigma == "fixed":
         theta_ref = fm.theta(z_map)
-        sas_fixed, on_bins_fixed = freeze_sigma(spectrum_and_sigma, theta_ref, on_bins)
-        fm = flatten_model(setup, sas_fixed, data, on_bins=on_bins_fixed)
+        fm_sigma, on_bins_fixed = freeze_sigma(spectrum_and_sigma, theta_ref, on_bins)
+        fm = flatten_model(setup, fm_sigma, data, on_bins=on_bins_fixed)
         ld0 = float(jax.jit(fm.logdensity)(z_map))
         z_map, ld_map = _newton_ascent(fm.logdensity, z_map, ld0, 20, hessian=fm.hessian)
         log(f"emulator sigma fixed at the MAP; mode re-polished: log posterior {ld0:.2f} -> {ld_map:.2f}")
@@ -111,9 +112,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     ld_best = max(ld_map, float(run.logdensity[i_best]))
     theta_best = np.asarray(fm.theta(jnp.asarray(z_best)))
     nuis_best = {k: np.asarray(v).tolist() for k, v in fm.nuisance(jnp.asarray(z_best)).items()}
-    flux_best, sig_best = (np.asarray(a) for a in spectrum_and_sigma(jnp.asarray(theta_best)))
-    if theta_ref is not None:  # the sigma the likelihood held
-        sig_best = np.asarray(spectrum_and_sigma(jnp.asarray(theta_ref))[1])
+    # the sigma the likelihood used: at the reference point when it was held there
+    flux_best, sig_best = (np.asarray(a) for a in fm_sigma(jnp.asarray(theta_best)))
     coeffs = jnp.asarray(nuis_best.get("poly", []), dtype=float)
     model_best = np.asarray(predicted_flux(jnp.asarray(flux_best), nuis_best["log_scale"], coeffs, data.x))
     rms = float(normalised_residual_rms(jnp.asarray(flux_best), data, nuis_best["log_scale"], coeffs,
