@@ -8,7 +8,8 @@ NUTS, BlackJAX ChEES-HMC, BlackJAX adjusted MCLMC and emcee, with the same emula
 
 Each problem: a mock observation from the emulator at a random interior point of the box
 (u in [0.25, 0.75]) with 1 % noise, fitted with the likelihood `lumina-jax infer` uses (the
-checkpoint's correlated emulator error, stride 8, a free systematic and scale); every sampler
+checkpoint's correlated emulator error with its sigma held at the MAP (``--emulator-sigma``), stride 8,
+a free systematic and scale); every sampler
 runs exactly as in `infer`: from the same multi-start MAP, in the same Laplace-whitened
 coordinates, chains started from Laplace draws.  ESS/s counts the total wall time (warmup +
 sampling, JIT compilation and the Laplace Hessian included; the MAP search is left out for all);
@@ -34,7 +35,9 @@ import numpy as np  # noqa: E402
 import lumina_jax  # noqa: E402,F401
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import make_likelihood_data  # noqa: E402
-from lumina_jax.inference.model import BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, make_setup, z_names  # noqa: E402
+from lumina_jax.inference.config import EMULATOR_SIGMA_MODES  # noqa: E402
+from lumina_jax.inference.model import (BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, hold_sigma_at_mode,  # noqa: E402
+                                        make_setup, z_names)
 from lumina_jax.inference.observed import observation_from_model  # noqa: E402
 from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned  # noqa: E402
 from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
@@ -67,12 +70,17 @@ def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit", f_sys_prior="
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
-          target_accept=0.8, box_link="logit", f_sys_prior="half-normal"):
-    fm, setup = problem(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
+          target_accept=0.8, box_link="logit", f_sys_prior="half-normal", emulator_sigma="fixed"):
+    setup, data = mock_data(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
+    on_bins = getattr(emu, "on_bins", None)
+    fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=on_bins)
     names = z_names(fm)
     t0 = time.perf_counter()
     z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
-    print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}", flush=True)
+    if emulator_sigma == "fixed":  # as infer: sigma held at the varying model's MAP, mode re-polished
+        fm, z_map, _, ld, _, _ = hold_sigma_at_mode(fm, emu.spectrum_and_sigma, data, z_map, on_bins)
+    print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}, emulator sigma "
+          f"{emulator_sigma}", flush=True)
     rows = []
     for name in samplers:
         cfg = SamplerConfig(name=name, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
@@ -91,7 +99,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
                      "n_grad": run.n_grad, "min_ess_bulk_per_s": d["min_ess_bulk_per_s"],
                      "min_ess_bulk_per_sampling_s": d["min_ess_bulk"] / max(run.wall_sampling_s, 1e-9),
                      "min_ess_bulk_per_grad": d["min_ess_bulk_per_grad"], "divergences": d["divergences"],
-                     "slowest": slow, "f_sys_prior": f_sys_prior,
+                     "slowest": slow, "f_sys_prior": f_sys_prior, "emulator_sigma": emulator_sigma,
                      "info": {k: v for k, v in run.info.items() if k not in ("step_size", "L")}})
         r = rows[-1]
         print(f"  {name:15s} n_z={r['n_z']:3d}  R-hat {r['max_rhat']:.3f}  min ESS {r['min_ess_bulk']:8.1f}  "
@@ -124,6 +132,9 @@ def main(argv=None):
     ap.add_argument("--f-sys-prior", default="half-normal", choices=list(F_SYS_PRIORS),
                     help="prior of the fractional systematic (infer: likelihood.f_sys_prior); before session 14 "
                          "every benchmark used log-uniform")
+    ap.add_argument("--emulator-sigma", default="fixed", choices=list(EMULATOR_SIGMA_MODES),
+                    help="the emulator's sigma held at the MAP (fixed: infer's default since session 17) or "
+                         "evaluated at every theta (varying: every benchmark before session 18)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -144,12 +155,12 @@ def main(argv=None):
             emu = RandomMLPEmulator.build(load_space(stage), seed=stage)
             label = "random-weight toy MLP"
         print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates, {a.f_sys_prior} "
-              f"systematic):", flush=True)
+              f"systematic, emulator sigma {a.emulator_sigma}):", flush=True)
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
                          emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link,
-                         seed=a.seed, f_sys_prior=a.f_sys_prior)
+                         seed=a.seed, f_sys_prior=a.f_sys_prior, emulator_sigma=a.emulator_sigma)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:

@@ -24,7 +24,7 @@ import numpy as np
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
 from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
-from lumina_jax.inference.model import FitSetup, _newton_ascent, find_map, flatten_model, freeze_sigma, prior_draws
+from lumina_jax.inference.model import FitSetup, find_map, flatten_model, hold_sigma_at_mode, prior_draws
 from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
 
@@ -82,11 +82,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
     theta_ref, fm_sigma = None, spectrum_and_sigma
     if emulator_sigma == "fixed":
-        theta_ref = fm.theta(z_map)
-        fm_sigma, on_bins_fixed = freeze_sigma(spectrum_and_sigma, theta_ref, on_bins)
-        fm = flatten_model(setup, fm_sigma, data, on_bins=on_bins_fixed)
-        ld0 = float(jax.jit(fm.logdensity)(z_map))
-        z_map, ld_map = _newton_ascent(fm.logdensity, z_map, ld0, 20, hessian=fm.hessian)
+        fm, z_map, ld0, ld_map, theta_ref, fm_sigma = hold_sigma_at_mode(fm, spectrum_and_sigma, data, z_map, on_bins)
         log(f"emulator sigma fixed at the MAP; mode re-polished: log posterior {ld0:.2f} -> {ld_map:.2f}")
     t_map = time.perf_counter() - t0
     n_ch = chain_count(cfg)

@@ -329,6 +329,24 @@ def freeze_sigma(spectrum_and_sigma: Callable, theta_ref, on_bins: Callable | No
     return fixed, fixed_on_bins
 
 
+def hold_sigma_at_mode(fm: FlatModel, spectrum_and_sigma: Callable, data: LikelihoodData, z_map,
+                       on_bins: Callable | None = None, newton_steps: int = 20):
+    """The fixed-sigma model of ``infer`` (``likelihood.emulator_sigma: fixed``): ``fm``'s model
+    with the emulator's sigma held at ``theta_ref = fm.theta(z_map)`` (:func:`freeze_sigma`; ``z_map``
+    the mode of the varying-sigma model ``fm``), and its mode re-polished by up to
+    ``newton_steps`` Newton steps from ``z_map``.
+
+    Returns ``(fm_fixed, z_mode, ld_start, ld_mode, theta_ref, spectrum_and_sigma_fixed)``:
+    ``ld_start`` the fixed model's log density at ``z_map``, ``ld_mode`` at the re-polished mode."""
+    theta_ref = fm.theta(jnp.asarray(z_map))
+    fixed, on_bins_fixed = freeze_sigma(spectrum_and_sigma, theta_ref, on_bins)
+    fm_fixed = flatten_model(fm.setup, fixed, data, on_bins=on_bins_fixed)
+    ld0 = float(jax.jit(fm_fixed.logdensity)(jnp.asarray(z_map)))
+    z_mode, ld_mode = _newton_ascent(fm_fixed.logdensity, jnp.asarray(z_map), ld0, newton_steps,
+                                     hessian=fm_fixed.hessian)
+    return fm_fixed, z_mode, ld0, ld_mode, theta_ref, fixed
+
+
 def z_names(fm: FlatModel) -> list[str]:
     """Names of the flat coordinates z[i] in their order (``jax.flatten_util.ravel_pytree``
     sorts the sites by name: the systematic and ``log_scale`` come before ``u``):

@@ -432,6 +432,35 @@ def test_fixed_sigma_likelihood_peaks_at_the_truth_on_noise_free_data(toy_emu, s
     np.testing.assert_allclose(np.asarray(fl), np.asarray(toy_emu.spectrum(theta_t + jnp.array([0.1, 500.0, -0.1])))[rows])
 
 
+def test_hold_sigma_at_mode_freezes_at_the_given_point_and_climbs_to_the_fixed_models_mode(toy_emu, space3):
+    """hold_sigma_at_mode (run_fit's and the benchmark's fixed-sigma step): its model equals
+    flatten_model over freeze_sigma at fm.theta(z_start) at any z, its log density at the start
+    is that model's, and the Newton re-polish ends at a stationary point that is no lower."""
+    setup = M.make_setup(space3, n_poly=0, box_link="logit")
+    theta_t = jnp.array([1.1, 11000.0, 0.6])
+    w = toy_emu.wavelength
+    f_t = np.asarray(toy_emu.spectrum(theta_t))
+    rng = np.random.default_rng(4)
+    s_obs = np.full(w.size, 0.001)  # below the toy's sigma, so sigma(theta) matters
+    data = L.make_likelihood_data(w, f_t + s_obs * rng.normal(size=w.size), s_obs, np.ones(w.size, bool))
+    varying = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
+    u_start = np.array([0.45, 0.55, 0.5])
+    z_start = M.z_from_values(varying, u_start, log_scale=0.01, f_sys=0.0)
+    fixed, z_mode, ld0, ld_mode, theta_ref, sas = M.hold_sigma_at_mode(varying, toy_emu.spectrum_and_sigma, data,
+                                                                       z_start)
+    np.testing.assert_allclose(np.asarray(theta_ref), np.asarray(varying.theta(z_start)), rtol=1e-12)
+    by_hand = M.flatten_model(setup, M.freeze_sigma(toy_emu.spectrum_and_sigma, theta_ref)[0], data)
+    z_other = M.z_from_values(varying, np.array([0.6, 0.4, 0.55]), log_scale=-0.01, f_sys=0.0)
+    assert float(fixed.logdensity(z_other)) == pytest.approx(float(by_hand.logdensity(z_other)), rel=1e-12)
+    assert abs(float(fixed.logdensity(z_other)) - float(varying.logdensity(z_other))) > 0.1
+    assert ld0 == pytest.approx(float(by_hand.logdensity(z_start)), rel=1e-12)
+    assert ld_mode > ld0 and ld_mode == pytest.approx(float(fixed.logdensity(z_mode)), rel=1e-12)
+    g = np.asarray(jax.grad(fixed.logdensity)(z_mode))
+    h = -np.asarray(jax.hessian(fixed.logdensity)(z_mode))
+    assert np.all(np.linalg.eigvalsh(h) > 0) and g @ np.linalg.solve(h, g) < 1e-5  # a maximum: Newton decrement ~ 0
+    np.testing.assert_allclose(np.asarray(sas(theta_t)[1]), np.asarray(toy_emu.spectrum_and_sigma(theta_ref)[1]))
+
+
 def test_woodbury_custom_gradient_equals_dense_autodiff():
     """The hand-written reverse rule of the Woodbury log-density equals jax.grad of the dense
     multivariate normal with Sigma = diag(d) + (ws B)(ws B)^T, for r, ws and d."""
