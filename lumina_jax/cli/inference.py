@@ -213,11 +213,9 @@ check_app = typer.Typer(help="Posterior checks against the physics (coverage, gr
 
 
 def _emulator_sigma_option(value: str | None) -> str | None:
-    from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
+    from lumina_jax.inference.config import check_emulator_sigma
 
-    if value is not None and value not in EMULATOR_SIGMA_MODES:
-        raise UserError(f"--emulator-sigma must be varying or fixed, got {value!r}")
-    return value
+    return check_emulator_sigma(value, "--emulator-sigma")
 
 
 @check_app.command("coverage")

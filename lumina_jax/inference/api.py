@@ -15,7 +15,7 @@ import numpy as np
 
 from lumina_jax.errors import UserError
 from lumina_jax.inference import chaining
-from lumina_jax.inference.config import DEFAULT_RESULTS, EMULATOR_SIGMA_MODES, box_link_for, default_checkpoint, load_inference_config
+from lumina_jax.inference.config import DEFAULT_RESULTS, box_link_for, check_emulator_sigma, default_checkpoint, load_inference_config
 from lumina_jax.inference.fit import FitOutput, run_fit, write_results
 from lumina_jax.inference.model import make_setup
 from lumina_jax.inference.observed import load_observation, observation_from_model
@@ -131,8 +131,7 @@ def results_dir(req: InferRequest) -> Path:
 
 def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
     """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
-    if req.emulator_sigma is not None and req.emulator_sigma not in EMULATOR_SIGMA_MODES:
-        raise UserError(f"emulator_sigma must be fixed or varying, got {req.emulator_sigma!r}")
+    check_emulator_sigma(req.emulator_sigma)
     cfg = load_inference_config(req.config_path)
     space, fixed = chaining.stage_box(req.stage, req.previous, margin=req.margin)
     ckpt = req.checkpoint

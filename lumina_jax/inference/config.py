@@ -126,9 +126,18 @@ def _prior(v):
 _POS = functools.partial(_real, gt=0, want="a positive number")
 _NONNEG = functools.partial(_real, ge=0, want="a number >= 0")
 
-#: {section: {key: (default, check)}}; ``priors`` is {parameter name: [mean, sd]} instead.
 EMULATOR_SIGMA_MODES = ("fixed", "varying")  # likelihood.emulator_sigma (see model.freeze_sigma)
 
+
+def check_emulator_sigma(value: str | None, name: str = "emulator_sigma") -> str | None:
+    """``value`` when it is one of :data:`EMULATOR_SIGMA_MODES` or None (None: the config's
+    choice); a :class:`UserError` naming ``name`` otherwise (the CLI and ``InferRequest`` check)."""
+    if value is not None and value not in EMULATOR_SIGMA_MODES:
+        raise UserError(f"{name} must be varying or fixed, got {value!r}")
+    return value
+
+
+#: {section: {key: (default, check)}}; ``priors`` is {parameter name: [mean, sd]} instead.
 _SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
     "mock": {
         **{k: (_NO_DEFAULT, _mock_values) for k in ("stage1", "stage2", "stage3")},
