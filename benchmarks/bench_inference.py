@@ -14,6 +14,8 @@ runs exactly as in `infer`: from the same multi-start MAP, in the same Laplace-w
 coordinates, chains started from Laplace draws.  ESS/s counts the total wall time (warmup +
 sampling, JIT compilation and the Laplace Hessian included; the MAP search is left out for all);
 the sampling-phase figure divides by the time after warmup (emcee: after burn-in) alone.
+Every sampler, emcee included, samples in the coordinates `infer` gives it: since session 19 the
+profile-path shear along t_exp (``--ridge``, its fit counted as warm-up) on top of the whitening.
 emcee's evaluations are log-density calls, the others' gradient calls.  Goal: NUTS >= 10x
 emcee at 135-D with R-hat <= 1.01 for both.
 """
@@ -39,6 +41,7 @@ from lumina_jax.inference.config import EMULATOR_SIGMA_MODES  # noqa: E402
 from lumina_jax.inference.model import (BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, hold_sigma_at_mode,  # noqa: E402
                                         make_setup, z_names)
 from lumina_jax.inference.observed import observation_from_model  # noqa: E402
+from lumina_jax.inference.ridge import ridge_coordinate  # noqa: E402
 from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned  # noqa: E402
 from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
 from lumina_jax.params import load_space  # noqa: E402
@@ -70,7 +73,7 @@ def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit", f_sys_prior="
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
-          target_accept=0.8, box_link="logit", f_sys_prior="half-normal", emulator_sigma="fixed"):
+          target_accept=0.8, box_link="logit", f_sys_prior="half-normal", emulator_sigma="fixed", ridge="t_exp"):
     setup, data = mock_data(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
     on_bins = getattr(emu, "on_bins", None)
     fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=on_bins)
@@ -85,8 +88,9 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
     for name in samplers:
         cfg = SamplerConfig(name=name, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
                             emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn,
-                            target_accept=target_accept)
-        run, _ = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1), hessian=fm.hessian)
+                            target_accept=target_accept, ridge=ridge)
+        run, pre = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1), hessian=fm.hessian,
+                                      ridge_index=ridge_coordinate(ridge, setup, names), value_and_grad=fm.value_and_grad)
         # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical
         # units), the half-normal systematic as f_sys = |f_sys_signed| (as infer reports it)
         pos = run.positions.copy()
@@ -100,6 +104,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
                      "min_ess_bulk_per_sampling_s": d["min_ess_bulk"] / max(run.wall_sampling_s, 1e-9),
                      "min_ess_bulk_per_grad": d["min_ess_bulk_per_grad"], "divergences": d["divergences"],
                      "slowest": slow, "f_sys_prior": f_sys_prior, "emulator_sigma": emulator_sigma,
+                     "ridge": pre.get("ridge"),
                      "info": {k: v for k, v in run.info.items() if k not in ("step_size", "L")}})
         r = rows[-1]
         print(f"  {name:15s} n_z={r['n_z']:3d}  R-hat {r['max_rhat']:.3f}  min ESS {r['min_ess_bulk']:8.1f}  "
@@ -135,6 +140,9 @@ def main(argv=None):
     ap.add_argument("--emulator-sigma", default="fixed", choices=list(EMULATOR_SIGMA_MODES),
                     help="the emulator's sigma held at the MAP (fixed: infer's default since session 17) or "
                          "evaluated at every theta (varying: every benchmark before session 18)")
+    ap.add_argument("--ridge", default="t_exp",
+                    help="parameter whose profile path the sampler coordinates straighten (infer's sampler.ridge; "
+                         "'none': off, every benchmark before session 19)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -155,12 +163,13 @@ def main(argv=None):
             emu = RandomMLPEmulator.build(load_space(stage), seed=stage)
             label = "random-weight toy MLP"
         print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates, {a.f_sys_prior} "
-              f"systematic, emulator sigma {a.emulator_sigma}):", flush=True)
+              f"systematic, emulator sigma {a.emulator_sigma}, ridge {a.ridge}):", flush=True)
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
                          emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link,
-                         seed=a.seed, f_sys_prior=a.f_sys_prior, emulator_sigma=a.emulator_sigma)
+                         seed=a.seed, f_sys_prior=a.f_sys_prior, emulator_sigma=a.emulator_sigma,
+                         ridge=None if a.ridge == "none" else a.ridge)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:

@@ -21,14 +21,21 @@ def _echo(json_out: bool):
 
 
 def _sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense, progress, ns_live=None,
-                 emcee_moves=None):
+                 emcee_moves=None, ridge=None):
     """The run's :class:`SamplerConfig`: the inference config's ``sampler`` section (``config``: a
-    YAML path or None for the shipped one), with the flags that are not None on top."""
+    YAML path or None for the shipped one), with the flags that are not None on top (``ridge``:
+    a parameter name, or ``none`` to switch the config's ridge off)."""
+    import dataclasses
+
     from lumina_jax.inference.config import load_inference_config, sampler_config
 
-    return sampler_config(load_inference_config(config)["sampler"], name=sampler, num_chains=chains,
-                          num_warmup=warmup, num_samples=samples, seed=seed, target_accept=target_accept,
-                          dense_mass=dense, progress=progress, ns_live=ns_live, emcee_moves=emcee_moves)
+    if ridge is not None and ridge != "none" and not ridge.isidentifier():
+        raise UserError(f"--ridge must be a parameter name (e.g. t_exp) or none, got {ridge!r}")
+    cfg = sampler_config(load_inference_config(config)["sampler"], name=sampler, num_chains=chains,
+                         num_warmup=warmup, num_samples=samples, seed=seed, target_accept=target_accept,
+                         dense_mass=dense, progress=progress, ns_live=ns_live, emcee_moves=emcee_moves,
+                         ridge=None if ridge == "none" else ridge)
+    return dataclasses.replace(cfg, ridge=None) if ridge == "none" else cfg
 
 
 def infer(
@@ -67,6 +74,10 @@ def infer(
                                            "parameters: logit or probit (u = Phi(w), w ~ N(0, 1)); same prior and "
                                            "posterior, different geometry for the sampler.  Default: config "
                                            "likelihood.box_link, logit at stage 1 and probit at stages 2-3."),
+    ridge: Optional[str] = typer.Option(None, "--ridge", help="Straighten the posterior's curved ridge along this "
+                                        "parameter before sampling (exact unit-Jacobian shear along its profile "
+                                        "path; docs/inference.md), or none.  Default: config sampler.ridge (t_exp: "
+                                        "the homologous t_exp / L / rho_0 degeneracy)."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying (the emulator's sigma at "
                                                  "every theta) or fixed (its value at the MAP, held while sampling). "
                                                  "Default: config likelihood.emulator_sigma."),
@@ -101,7 +112,7 @@ def infer(
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
         sampler=_sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense, not json_out,
-                             ns_live, emcee_moves),
+                             ns_live, emcee_moves, ridge),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link,

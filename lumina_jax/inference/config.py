@@ -89,6 +89,12 @@ def _flag(v):
     return v
 
 
+def _name(v):
+    if not (isinstance(v, str) and v.isidentifier()):
+        raise _Bad("a parameter name (e.g. t_exp) or null")
+    return v
+
+
 def _box_link(v):
     from lumina_jax.inference.model import BOX_LINKS
 
@@ -181,6 +187,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "map_starts": (32, functools.partial(_integer, lo=1, want="an integer >= 1")),
         "ns_live": (300, functools.partial(_integer, lo=10, want="an integer >= 10")),
         "emcee_moves": ("stretch", _choice(*EMCEE_MOVES)),
+        "ridge": (None, _optional(_name)),
     },
     "convergence": {
         "rhat_max": (RHAT_MAX, functools.partial(_real, ge=1, want="a number >= 1")),
@@ -239,7 +246,7 @@ def _checked(path, key: str, value, check):
 
 #: the ``sampler`` keys that are :class:`~lumina_jax.inference.samplers.SamplerConfig` fields
 SAMPLER_FIELDS = ("name", "num_chains", "num_warmup", "num_samples", "target_accept", "max_tree_depth", "dense_mass",
-                  "ns_live", "emcee_moves")
+                  "ns_live", "emcee_moves", "ridge")
 
 
 def sampler_config(section: dict[str, Any], **overrides):

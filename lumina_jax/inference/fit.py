@@ -24,7 +24,8 @@ import numpy as np
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
 from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
-from lumina_jax.inference.model import FitSetup, find_map, flatten_model, hold_sigma_at_mode, prior_draws
+from lumina_jax.inference.model import FitSetup, find_map, flatten_model, hold_sigma_at_mode, prior_draws, z_names
+from lumina_jax.inference.ridge import ridge_coordinate
 from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
 
@@ -75,6 +76,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
                                 emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
     emu_error = describe_emulator_error(data, corr_length)
     fm = flatten_model(setup, spectrum_and_sigma, data, on_bins=on_bins)
+    ridge = ridge_coordinate(cfg.ridge, setup, z_names(fm))  # an unknown name stops here, before the MAP
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)
     t0 = time.perf_counter()
@@ -92,7 +94,16 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         run = run_nested(cfg, fm.logprior, fm.loglikelihood, lambda k, n: prior_draws(fm, k, n), log=log)
         pre = {"preconditioned": False, "hessian_s": 0.0}
     else:
-        run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init, hessian=fm.hessian)
+        if cfg.ridge is not None and ridge is None:
+            log(f"ridge: {cfg.ridge} is not a free parameter of this fit; sampling without the profile-path shear")
+        run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init, hessian=fm.hessian, ridge_index=ridge,
+                                      value_and_grad=fm.value_and_grad)
+        if pre.get("ridge"):
+            r = pre["ridge"]
+            log(f"ridge: profile path along {cfg.ridge} straightened ({len(r['profile_offsets'])} points, "
+                f"log density down {max(r['profile_drops']):.1f} at its ends, {r['seconds']:.1f} s)")
+        elif ridge is not None:
+            log(f"ridge: too few profile points along {cfg.ridge}; sampling without the shear")
     zs = run.positions
     theta = np.asarray(jax.jit(jax.vmap(jax.vmap(fm.theta)))(jnp.asarray(zs)))
     nuis = _nuisance_draws(fm, zs)
@@ -137,7 +148,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "diagnostics": d,
         "map": {"log_posterior": float(ld_map), "wall_s": t_map, "starts": map_starts},
         "preconditioning": {"laplace": pre["preconditioned"], "hessian_s": pre["hessian_s"],
-                            "init_scale": cfg.init_scale},
+                            "init_scale": cfg.init_scale, "ridge": pre.get("ridge")},
         "sampler_config": dataclasses.asdict(cfg),
         "evidence": ({k: run.info[k] for k in ("log_evidence", "log_evidence_sd", "runs")}
                      if cfg.name == "blackjax-nss" else None),

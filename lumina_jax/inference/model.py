@@ -234,6 +234,11 @@ class FlatModel:
         (the MAP search's Newton steps and the samplers' Laplace preconditioner share it)."""
         return jax.jit(jax.hessian(self.logdensity))
 
+    @functools.cached_property
+    def value_and_grad(self) -> Callable:
+        """Jitted ``z -> (logdensity(z), its gradient)``, compiled once per model."""
+        return jax.jit(jax.value_and_grad(self.logdensity))
+
     def nuisance(self, z) -> dict:
         c = self.constrain(z)
         out = {"f_sys": c["f_sys"], "log_scale": c["log_scale"]}
@@ -342,8 +347,8 @@ def hold_sigma_at_mode(fm: FlatModel, spectrum_and_sigma: Callable, data: Likeli
     fixed, on_bins_fixed = freeze_sigma(spectrum_and_sigma, theta_ref, on_bins)
     fm_fixed = flatten_model(fm.setup, fixed, data, on_bins=on_bins_fixed)
     ld0 = float(jax.jit(fm_fixed.logdensity)(jnp.asarray(z_map)))
-    z_mode, ld_mode = _newton_ascent(fm_fixed.logdensity, jnp.asarray(z_map), ld0, newton_steps,
-                                     hessian=fm_fixed.hessian)
+    z_mode, ld_mode = newton_ascent(fm_fixed.logdensity, jnp.asarray(z_map), ld0, newton_steps,
+                                     hessian=fm_fixed.hessian, value_and_grad=fm_fixed.value_and_grad)
     return fm_fixed, z_mode, ld0, ld_mode, theta_ref, fixed
 
 
@@ -503,29 +508,35 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
         if bool(jnp.isfinite(ld_p)) and ld_p > ld_best:
             z_best, ld_best = z_p, ld_p
     if newton_steps > 0:
-        z_best, ld_best = _newton_ascent(fm.logdensity, z_best, ld_best, newton_steps, hessian=fm.hessian)
+        z_best, ld_best = newton_ascent(fm.logdensity, z_best, ld_best, newton_steps, hessian=fm.hessian,
+                                         value_and_grad=fm.value_and_grad)
     return z_best, float(ld_best), zs, lds
 
 
-def _newton_ascent(fn, z, f0, n_steps: int, min_curvature: float = 0.1, gtol: float = 1e-6,
-                   hessian: Callable | None = None):
+def newton_ascent(fn, z, f0, n_steps: int, min_curvature: float = 0.1, gtol: float = 1e-6,
+                  hessian: Callable | None = None, value_and_grad: Callable | None = None, free=None):
     """Up to ``n_steps`` Newton steps on ``fn`` from ``z`` (value ``f0``): the step solves
     ``(-H) dz = g`` with the eigenvalues of ``-H`` floored at ``min_curvature`` (always an
     ascent direction), halved up to 20 times until ``fn`` increases; stops when the Newton
-    decrement ``g . dz`` falls below ``gtol`` or no halving helps.  ``hessian``: a compiled
-    Hessian of ``fn`` (default: compiled here).  Returns (z, fn(z))."""
-    vg = jax.jit(jax.value_and_grad(fn))
+    decrement ``g . dz`` falls below ``gtol`` or no halving helps.  ``hessian``,
+    ``value_and_grad``: compiled ``fn`` derivatives (default: compiled here).  ``free``: indices
+    of the coordinates that move (default all; the others stay put -- a conditional maximum).
+    Returns (z, fn(z))."""
+    vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(fn))
     hess = hessian if hessian is not None else jax.jit(jax.hessian(fn))
     f0 = float(f0)
+    z = jnp.asarray(z)
+    idx = np.arange(z.shape[0]) if free is None else np.asarray(free, int)
     for _ in range(n_steps):
         _, g = vg(z)
-        h = -np.asarray(hess(z), np.float64)
-        g = np.asarray(g, np.float64)
+        h = -np.asarray(hess(z), np.float64)[np.ix_(idx, idx)]
+        g = np.asarray(g, np.float64)[idx]
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(g))):
             break
         ev, vec = np.linalg.eigh(0.5 * (h + h.T))
-        dz = vec @ ((vec.T @ g) / np.maximum(ev, min_curvature))
-        if g @ dz < gtol:
+        dz = np.zeros(z.shape[0])
+        dz[idx] = vec @ ((vec.T @ g) / np.maximum(ev, min_curvature))
+        if g @ dz[idx] < gtol:
             break
         for _ in range(20):
             f1, _ = vg(z + dz)

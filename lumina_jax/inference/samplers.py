@@ -83,6 +83,7 @@ class SamplerConfig:
     ns_dlogz: float = 0.05  # stop when log(Z_dead + Z_live) - log(Z_dead) < ns_dlogz
     ns_max_steps: int = 100_000  # cap on NS steps per run (a run that hits it is reported)
     precondition: bool = True  # sample x with z = z_map + L x, L L^T = (-Hessian at the MAP)^-1
+    ridge: str | None = None  # box parameter whose profile path the coordinates straighten (ridge.py); None: off
     init_scale: float = 1.0  # chains start at x ~ N(0, init_scale^2) (Laplace draws when preconditioned)
     progress: bool = False
 
@@ -91,6 +92,8 @@ class SamplerConfig:
             raise UserError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
         if self.num_chains < 1 or self.num_samples < 10 or self.num_warmup < 0:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
+        if self.ridge is not None and not (isinstance(self.ridge, str) and self.ridge):
+            raise UserError(f"ridge must be a parameter name or None, got {self.ridge!r}")
         if not self.hmc_trajectory_length > 0:
             raise UserError(f"hmc_trajectory_length must be > 0, got {self.hmc_trajectory_length}")
         if not 0.0 < self.target_accept < 1.0:
@@ -148,8 +151,12 @@ def laplace_factor(logdensity: Callable, z_map, *, min_curvature: float = 0.1,
     already compiled ``z -> Hessian of logdensity`` to use instead (``FlatModel.hessian``, which
     the MAP search's Newton steps compiled; saves that compilation)."""
     hess = hessian if hessian is not None else jax.jit(jax.hessian(logdensity))
-    h = -np.asarray(hess(jnp.asarray(z_map)), np.float64)
-    h = 0.5 * (h + h.T)
+    return whitening_factor(np.asarray(hess(jnp.asarray(z_map)), np.float64), min_curvature)
+
+
+def whitening_factor(hess, min_curvature: float = 0.1) -> np.ndarray:
+    """:func:`laplace_factor` from the Hessian ``hess [n_z, n_z]`` itself (identity if not finite)."""
+    h = -0.5 * (hess + hess.T)
     if not np.all(np.isfinite(h)):
         return np.eye(h.shape[0])
     ev, vec = np.linalg.eigh(h)
@@ -158,33 +165,54 @@ def laplace_factor(logdensity: Callable, z_map, *, min_curvature: float = 0.1,
 
 
 def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
-                       n_chains: int | None = None, hessian: Callable | None = None) -> tuple["SamplerRun", dict]:
+                       n_chains: int | None = None, hessian: Callable | None = None,
+                       ridge_index: int | None = None, value_and_grad: Callable | None = None,
+                       ) -> tuple["SamplerRun", dict]:
     """Run ``cfg.name`` from the mode ``z_map``; with ``cfg.precondition`` in Laplace-whitened
     coordinates (see :func:`laplace_factor`), positions mapped back to ``z``.
 
-    Chains (emcee: every walker) start at ``z_map + L x0``, ``x0 ~ N(0, cfg.init_scale^2)``
-    (``L = I`` without preconditioning).  Returns (run, info) with the Laplace standard
-    deviations in ``info``.  ``hessian``: see :func:`laplace_factor`."""
+    ``ridge_index``: with preconditioning, first straighten the posterior's ridge along
+    ``z[ridge_index]`` by the unit-Jacobian profile-path shear of
+    :mod:`lumina_jax.inference.ridge` (``z = shear(z_map + L x)``, ``L`` then the Laplace factor
+    in the sheared coordinates); the fit's time counts as warm-up.  Chains (emcee: every walker)
+    start at ``x0 ~ N(0, cfg.init_scale^2)`` (``L = I`` without preconditioning).  Returns
+    (run, info) with the Laplace standard deviations (of the sampled coordinates) and the
+    shear's record (or None) in ``info``.  ``hessian`` / ``value_and_grad``: compiled
+    derivatives of ``logdensity`` to reuse (default: compiled here)."""
+    from lumina_jax.inference.ridge import fit_ridge
+
     z_map = jnp.asarray(z_map)
     if cfg.name == "emcee":
         n_chains = emcee_walkers(cfg, z_map.shape[0])
     n_chains = n_chains or chain_count(cfg)
     t0 = time.perf_counter()
+    shear = None
     if cfg.precondition:
-        lf = jnp.asarray(laplace_factor(logdensity, z_map, hessian=hessian))
+        hess = hessian if hessian is not None else jax.jit(jax.hessian(logdensity))
+        h = np.asarray(hess(z_map), np.float64)
+        lf = whitening_factor(h)
+        if ridge_index is not None:
+            vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(logdensity))
+            shear = fit_ridge(logdensity, z_map, int(ridge_index), float(np.sqrt(np.sum(lf[ridge_index] ** 2))),
+                              hessian=hess, value_and_grad=vg)
+            if shear is not None:
+                lf = whitening_factor(shear.pullback_hessian(h, vg(z_map)[1], z_map))
+        lf = jnp.asarray(lf)
     else:
         lf = jnp.eye(z_map.shape[0])
     t_h = time.perf_counter() - t0
+    to_z = shear.forward if shear is not None else (lambda v: v)
 
     def ld_x(x):
-        return logdensity(z_map + lf @ x)
+        return logdensity(to_z(z_map + lf @ x))
 
     x0 = cfg.init_scale * jax.random.normal(rng_key, (n_chains, z_map.shape[0]))
     run = run_sampler(cfg, ld_x, x0)
-    run.positions = np.asarray(z_map)[None, None, :] + np.einsum("ij,cdj->cdi", np.asarray(lf), run.positions)
+    run.positions = to_z(np.asarray(z_map)[None, None, :] + np.einsum("ij,cdj->cdi", np.asarray(lf), run.positions))
     run.wall_warmup_s += t_h
     info = {"preconditioned": bool(cfg.precondition), "hessian_s": t_h,
-            "laplace_sd": np.sqrt(np.sum(np.asarray(lf) ** 2, axis=1)).tolist()}
+            "laplace_sd": np.sqrt(np.sum(np.asarray(lf) ** 2, axis=1)).tolist(),
+            "ridge": None if shear is None else shear.record()}
     return run, info
 
 

@@ -53,6 +53,8 @@ def seen_request(monkeypatch):
     ("sampler: {num_chains: 0}", "sampler.num_chains must be an integer >= 1"),
     ("sampler: {name: gibbs}", "sampler.name must be one of nuts, hmc"),
     ("sampler: {target_accept: 1.5}", "sampler.target_accept must be a number in (0, 1)"),
+    ("sampler: {ridge: 3}", "sampler.ridge must be a parameter name (e.g. t_exp) or null"),
+    ("sampler: {ridge: t exp}", "sampler.ridge must be a parameter name"),
     ("convergence: {rhat_max: abc}", "convergence.rhat_max must be a number >= 1"),
     ("convergence: {max_divergent_frac: 2}", "convergence.max_divergent_frac must be a number in [0, 1]"),
 ])
@@ -79,7 +81,7 @@ def test_shipped_config_loads_with_every_key_filled_in():
     cfg = load_inference_config()
     assert cfg["sampler"] == {"name": "nuts", "num_chains": 4, "num_warmup": 500, "num_samples": 1000,
                               "target_accept": 0.8, "max_tree_depth": 10, "map_starts": 32, "dense_mass": None,
-                              "ns_live": 300, "emcee_moves": "stretch"}
+                              "ns_live": 300, "emcee_moves": "stretch", "ridge": "t_exp"}
     assert cfg["convergence"] == {"rhat_max": 1.01, "max_divergent_frac": 0.01}
     assert cfg["observed"]["edge_trim"] == 10.0 and cfg["likelihood"]["n_poly"] == 2
 
@@ -100,6 +102,13 @@ def test_sampler_section_gives_the_defaults_that_flags_override(tmp_path, monkey
     sc = seen_request[-1].sampler
     assert (sc.name, sc.num_chains, sc.num_warmup, sc.num_samples, sc.target_accept, sc.max_tree_depth) == \
         ("nuts", 3, 50, 60, 0.7, 6)
+    assert sc.ridge is None  # this config has no ridge key: the schema's default (off)
+    p.write_text("sampler: {ridge: t_exp}\n")
+    for flag, want in (([], "t_exp"), (["--ridge", "log_L"], "log_L"), (["--ridge", "none"], None)):
+        with pytest.raises(_Stop):
+            _run_cli(["infer", "--config", str(p), "--out", str(tmp_path / "r")] + flag, monkeypatch, capsys)
+        assert seen_request[-1].sampler.ridge == want
+    p.write_text("sampler: {name: hmc, map_starts: 3}\n")
     # a bad config stops the CLI with one line before any work
     p.write_text("likelihood: {bogus_key: 1}\n")
     code, _, err = _run_cli(["infer", "--config", str(p), "--out", str(tmp_path / "r")], monkeypatch, capsys)
@@ -116,6 +125,7 @@ def test_sampler_section_gives_the_defaults_that_flags_override(tmp_path, monkey
     (["--window", "nan,9000"], "LO and HI must be finite"),
     (["--seed", "-1"], "--seed must be >= 0"),
     (["--chains", "0"], "num_chains >= 1"),
+    (["--ridge", "t-exp"], "--ridge must be a parameter name (e.g. t_exp) or none"),
 ])
 def test_bad_flag_values_stop_before_any_work(tmp_path, monkeypatch, capsys, seen_request, args, msg):
     code, _, err = _run_cli(["infer", "--out", str(tmp_path / "r")] + args, monkeypatch, capsys)

@@ -100,8 +100,10 @@ def test_nested_sampling_run_reports_evidence_and_recovers_mock(tmp_path, toys, 
 
 def test_check_coverage_shards_merge_into_the_full_run(tmp_path, toys, monkeypatch, capsys):
     """`check coverage --shard K/M` runs fit disjoint injections; `--merge` joins them without refitting."""
+    cfg = tmp_path / "inf.yaml"
+    cfg.write_text(CONFIG)  # the toy space has no t_exp, the shipped config's sampler.ridge
     common = ["check", "coverage", "--n", "2", "--chains", "2", "--warmup", "50", "--samples", "50",
-              "--map-starts", "1", "--seed", "1"]
+              "--map-starts", "1", "--seed", "1", "--config", str(cfg)]
     for k in (0, 1):
         code, _, err = _run_cli(common + ["--shard", f"{k}/2", "--out", str(tmp_path / f"s{k}.json")],
                                 monkeypatch, capsys)
@@ -154,7 +156,8 @@ def test_one_chain_infer_and_coverage_run_without_rhat(tmp_path, toys, monkeypat
     assert not any("R-hat" in p for p in s["problems"])
     assert "max R-hat n/a (1 chain)" in err and (out / "rank.png").is_file()
     code, stdout, err = _run_cli(["check", "coverage", "--n", "1", "--chains", "1", "--warmup", "30", "--samples",
-                                  "30", "--map-starts", "1", "--json", "--out", str(tmp_path / "cov.json")],
+                                  "30", "--map-starts", "1", "--json", "--out", str(tmp_path / "cov.json"),
+                                  "--config", str(cfg)],
                                  monkeypatch, capsys)
     assert code == 0, err[-800:]
     res = json.loads(stdout[stdout.index("{"):])
