@@ -18,7 +18,7 @@ It is triangular with a unit diagonal, so its Jacobian determinant is exactly 1:
 ``v`` is ``logdensity(shear(v))`` with nothing added, every posterior is sampled exactly, and
 draws map back to ``z`` by :meth:`RidgeShear.forward`.  A poor path costs efficiency only.
 
-``r`` is a polynomial (degree 3 by default, no constant term) fitted to profile points found by
+``r`` is the not-a-knot cubic spline through profile points found by
 predictor-corrector continuation (tangent step from the implicit-function theorem, then Newton
 on the other coordinates) every half Laplace standard deviation of ``z_k``, up to 12 steps on each
 side or until the profile has dropped by 12.5 (5 sigma) from the mode; beyond the fitted range
@@ -43,43 +43,55 @@ from lumina_jax.inference.model import newton_ascent
 class RidgeShear:
     """``z = forward(v)`` (see the module docstring).
 
-    index: the ridge coordinate k of z; centre: ``c`` (its value at the mode); lo, hi: the
-    fitted range of ``d = v_k - c``; coef [degree, n_z]: polynomial coefficients of ``r`` (powers
-    1..degree; column k is zero); offsets, drops: the profile points' ``d`` and the log density's
-    drop below the mode there (for the record); residual: largest |fit - profile point|; seconds:
-    time the fit took."""
+    index: the ridge coordinate k of z; centre: ``c`` (its value at the mode); knots [m]: the
+    profile points' offsets ``d`` (ascending, 0 among them); coef [4, m - 1, n_z]: the cubic
+    pieces of ``r`` between knots (``scipy.interpolate.PPoly`` layout, highest power first; column
+    k is zero); drops: the log density's drop below the mode at the knots; seconds: time the fit
+    took.  Build it with :meth:`from_points`."""
 
     index: int
     centre: float
-    lo: float
-    hi: float
+    knots: np.ndarray
     coef: np.ndarray
-    offsets: tuple = ()
     drops: tuple = ()
-    residual: float = 0.0
     seconds: float = 0.0
 
+    @classmethod
+    def from_points(cls, index: int, centre: float, offsets, path, drops=(), seconds: float = 0.0) -> "RidgeShear":
+        """Not-a-knot cubic spline (exact for cubic paths) through ``path [m, n_z]`` at ``offsets [m]``
+        (m >= 4; ``path`` 0 at offset 0 and in column ``index``)."""
+        from scipy.interpolate import CubicSpline
+
+        offsets = np.asarray(offsets, float)
+        order = np.argsort(offsets)
+        path = np.array(path, float)[order]
+        path[:, index] = 0.0
+        spline = CubicSpline(offsets[order], path, axis=0, bc_type="not-a-knot")
+        return cls(int(index), float(centre), offsets[order], np.asarray(spline.c), tuple(drops), float(seconds))
+
     @property
-    def degree(self) -> int:
-        return int(self.coef.shape[0])
+    def lo(self) -> float:
+        return float(self.knots[0])
+
+    @property
+    def hi(self) -> float:
+        return float(self.knots[-1])
 
     def _path(self, d, order: int):
         """``r`` (order 0), ``r'`` (1) or ``r''`` (2) at ``d`` [...] -> [..., n_z]; linear beyond [lo, hi]."""
         xp = jnp if isinstance(d, jax.Array) else np
-        coef = xp.asarray(self.coef)
+        knots, coef = xp.asarray(self.knots), xp.asarray(self.coef)
         dc = xp.clip(d, self.lo, self.hi)
-        ps = range(1, self.degree + 1)  # Python ints: integer powers, finite gradients at d = 0
-
-        def basis(k):  # k-th derivative of (d^1 .. d^degree) at dc, [..., degree]
-            return xp.stack([float(np.prod(range(p - k + 1, p + 1))) * dc ** max(p - k, 0) if p >= k
-                             else xp.zeros_like(dc) for p in ps], -1)
-
+        i = xp.clip(xp.searchsorted(knots, dc, side="right") - 1, 0, self.knots.size - 2)
+        t = (dc - knots[i])[..., None]
+        c3, c2, c1, c0 = coef[0][i], coef[1][i], coef[2][i], coef[3][i]
+        slope = (3.0 * c3 * t + 2.0 * c2) * t + c1
         if order == 0:
-            return basis(0) @ coef + (basis(1) @ coef) * (d - dc)[..., None]
+            return ((c3 * t + c2) * t + c1) * t + c0 + slope * (d - dc)[..., None]
         if order == 1:
-            return basis(1) @ coef
+            return slope
         inside = (d >= self.lo) & (d <= self.hi)
-        return xp.where(inside[..., None], basis(2) @ coef, 0.0)
+        return xp.where(inside[..., None], 6.0 * c3 * t + 2.0 * c2, 0.0)
 
     def forward(self, v):
         """Sampler coordinates ``v`` [..., n_z] -> model coordinates ``z`` (jnp or numpy)."""
@@ -102,20 +114,20 @@ class RidgeShear:
 
     def record(self) -> dict:
         """JSON-ready summary (written to the fit's summary)."""
-        return {"index": self.index, "centre": self.centre, "range": [self.lo, self.hi], "degree": self.degree,
-                "profile_offsets": list(self.offsets), "profile_drops": list(self.drops),
-                "fit_residual": self.residual, "seconds": self.seconds}
+        return {"index": self.index, "centre": self.centre, "range": [self.lo, self.hi],
+                "profile_offsets": self.knots.tolist(), "profile_drops": list(self.drops),
+                "path_max_shift": float(np.abs(self.coef[3]).max()), "seconds": self.seconds}
 
 
 def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian: Callable | None = None,
               value_and_grad: Callable | None = None, step: float = 0.5, max_steps: int = 12,
-              max_drop: float = 12.5, degree: int = 3, newton_steps: int = 12,
+              max_drop: float = 12.5, newton_steps: int = 12,
               min_curvature: float = 0.1) -> RidgeShear | None:
     """Profile path of ``logdensity`` along ``z[index]`` from the mode ``z_map`` [n_z] and its
     :class:`RidgeShear` (module docstring).  ``scale``: the step unit (the Laplace standard
     deviation of ``z[index]``).  ``hessian`` / ``value_and_grad``: compiled derivatives of
-    ``logdensity`` (default: compiled here).  Returns None when fewer than ``degree + 1``
-    profile points could be found (the caller then samples without the shear)."""
+    ``logdensity`` (default: compiled here).  Returns None when fewer than 4 profile points
+    could be found (the caller then samples without the shear)."""
     t0 = time.perf_counter()
     vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(logdensity))
     hess = hessian if hessian is not None else jax.jit(jax.hessian(logdensity))
@@ -148,18 +160,11 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
             points[off], drops[off] = z, f_mode - f
             if f_mode - f > max_drop:
                 break
-    if len(points) < degree + 1:
+    if len(points) < 4:
         return None
     offs = np.array(sorted(points))
-    rel = np.stack([points[o] - z0 for o in offs])
-    rel[:, index] = 0.0
-    design = offs[:, None] ** np.arange(1, degree + 1)
-    coef, *_ = np.linalg.lstsq(design, rel, rcond=None)
-    coef[:, index] = 0.0
-    resid = float(np.abs(design @ coef - rel).max())
-    return RidgeShear(int(index), float(z0[index]), float(offs[0]), float(offs[-1]), coef,
-                      tuple(float(o) for o in offs), tuple(float(drops[o]) for o in offs), resid,
-                      time.perf_counter() - t0)
+    return RidgeShear.from_points(index, float(z0[index]), offs, np.stack([points[o] - z0 for o in offs]),
+                                  tuple(float(drops[o]) for o in offs), time.perf_counter() - t0)
 
 
 def ridge_coordinate(name: str | None, setup, names: list[str]) -> int | None:
