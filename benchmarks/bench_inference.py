@@ -78,6 +78,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
     on_bins = getattr(emu, "on_bins", None)
     fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=on_bins)
     names = z_names(fm)
+    ridge_index = ridge_coordinate(ridge, setup, names)  # a bad name stops before the MAP search
     t0 = time.perf_counter()
     z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
     if emulator_sigma == "fixed":  # as infer: sigma held at the varying model's MAP, mode re-polished
@@ -90,7 +91,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
                             emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn,
                             target_accept=target_accept, ridge=ridge)
         run, pre = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1), hessian=fm.hessian,
-                                      ridge_index=ridge_coordinate(ridge, setup, names), value_and_grad=fm.value_and_grad)
+                                      ridge_index=ridge_index, value_and_grad=fm.value_and_grad)
         # ESS on the unconstrained coordinates (bulk ESS is invariant under the monotone maps to physical
         # units), the half-normal systematic as f_sys = |f_sys_signed| (as infer reports it)
         pos = run.positions.copy()

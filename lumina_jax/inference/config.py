@@ -90,8 +90,10 @@ def _flag(v):
 
 
 def _name(v):
+    if isinstance(v, str) and v.lower() == "none":
+        return None
     if not (isinstance(v, str) and v.isidentifier()):
-        raise _Bad("a parameter name (e.g. t_exp) or null")
+        raise _Bad("a parameter name (e.g. t_exp), or null / none")
     return v
 
 
@@ -187,7 +189,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "map_starts": (32, functools.partial(_integer, lo=1, want="an integer >= 1")),
         "ns_live": (300, functools.partial(_integer, lo=10, want="an integer >= 10")),
         "emcee_moves": ("stretch", _choice(*EMCEE_MOVES)),
-        "ridge": (None, _optional(_name)),
+        "ridge": ("t_exp", _optional(_name)),
     },
     "convergence": {
         "rhat_max": (RHAT_MAX, functools.partial(_real, ge=1, want="a number >= 1")),

@@ -91,18 +91,22 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}"
         + (f" ({n_ch} chains: its adaptation pools at least {cfg.chees_min_chains})" if n_ch != cfg.num_chains else ""))
     if cfg.name == "blackjax-nss":  # from the prior: no MAP start, no preconditioning
+        if ridge is not None:
+            log(f"ridge: blackjax-nss samples from the prior without preconditioning; the {cfg.ridge} shear is not used")
         run = run_nested(cfg, fm.logprior, fm.loglikelihood, lambda k, n: prior_draws(fm, k, n), log=log)
         pre = {"preconditioned": False, "hessian_s": 0.0}
     else:
         if cfg.ridge is not None and ridge is None:
             log(f"ridge: {cfg.ridge} is not a free parameter of this fit; sampling without the profile-path shear")
+        elif ridge is not None and not cfg.precondition:
+            log(f"ridge: the {cfg.ridge} shear needs the Laplace preconditioning, which is off; not used")
         run, pre = run_preconditioned(cfg, fm.logdensity, z_map, k_init, hessian=fm.hessian, ridge_index=ridge,
                                       value_and_grad=fm.value_and_grad)
         if pre.get("ridge"):
             r = pre["ridge"]
             log(f"ridge: profile path along {cfg.ridge} straightened ({len(r['profile_offsets'])} points, "
                 f"log density down {max(r['profile_drops']):.1f} at its ends, {r['seconds']:.1f} s)")
-        elif ridge is not None:
+        elif ridge is not None and cfg.precondition:
             log(f"ridge: too few profile points along {cfg.ridge}; sampling without the shear")
     zs = run.positions
     theta = np.asarray(jax.jit(jax.vmap(jax.vmap(fm.theta)))(jnp.asarray(zs)))

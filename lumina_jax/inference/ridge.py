@@ -21,7 +21,8 @@ draws map back to ``z`` by :meth:`RidgeShear.forward`.  A poor path costs effici
 ``r`` is the not-a-knot cubic spline through profile points found by
 predictor-corrector continuation (tangent step from the implicit-function theorem, then Newton
 on the other coordinates) every half Laplace standard deviation of ``z_k``, up to 12 steps on each
-side or until the profile has dropped by 12.5 (5 sigma) from the mode; beyond the fitted range
+side, until the profile has dropped by 12.5 (5 sigma) from the mode or a corrector fails to
+reach it; beyond the fitted range
 the path continues along its end tangent (C1).  Pure numpy around compiled JAX calls (run once,
 before sampling); the shear itself is pure ``jnp`` and traced into the sampler's density.
 """
@@ -116,18 +117,21 @@ class RidgeShear:
         """JSON-ready summary (written to the fit's summary)."""
         return {"index": self.index, "centre": self.centre, "range": [self.lo, self.hi],
                 "profile_offsets": self.knots.tolist(), "profile_drops": list(self.drops),
-                "path_max_shift": float(np.abs(self.coef[3]).max()), "seconds": self.seconds}
+                "path_max_shift": float(np.abs(self._path(self.knots, 0)).max()), "seconds": self.seconds}
 
 
 def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian: Callable | None = None,
               value_and_grad: Callable | None = None, step: float = 0.5, max_steps: int = 12,
-              max_drop: float = 12.5, newton_steps: int = 12,
+              max_drop: float = 12.5, newton_steps: int = 12, max_decrement: float = 0.05,
               min_curvature: float = 0.1) -> RidgeShear | None:
     """Profile path of ``logdensity`` along ``z[index]`` from the mode ``z_map`` [n_z] and its
     :class:`RidgeShear` (module docstring).  ``scale``: the step unit (the Laplace standard
     deviation of ``z[index]``).  ``hessian`` / ``value_and_grad``: compiled derivatives of
-    ``logdensity`` (default: compiled here).  Returns None when fewer than 4 profile points
-    could be found (the caller then samples without the shear)."""
+    ``logdensity`` (default: compiled here).  A side's continuation stops at the first point
+    where the log density is not finite or the corrector left a Newton decrement above
+    ``max_decrement`` (it did not reach the profile), so no unconverged point becomes a knot.
+    Returns None when fewer than 4 profile points could be found (the caller then samples
+    without the shear)."""
     t0 = time.perf_counter()
     vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(logdensity))
     hess = hessian if hessian is not None else jax.jit(jax.hessian(logdensity))
@@ -135,15 +139,20 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     n = z0.size
     others = np.array([i for i in range(n) if i != index])
     f_mode = float(vg(jnp.asarray(z0))[0])
+    h_mode = -np.asarray(hess(jnp.asarray(z0)), float)
+    if not np.all(np.isfinite(h_mode)):
+        return None
     points, drops = {0.0: z0}, {0.0: 0.0}
+
+    def floored(h):  # eigenpairs of the others' block of -H, eigenvalues floored
+        ev, vec = np.linalg.eigh(0.5 * (h[np.ix_(others, others)] + h[np.ix_(others, others)].T))
+        return np.maximum(ev, min_curvature), vec
+
     for sign in (1.0, -1.0):
-        z = z0.copy()
+        z, h = z0.copy(), h_mode
         for k in range(1, max_steps + 1):
-            h = -np.asarray(hess(jnp.asarray(z)), float)
-            if not np.all(np.isfinite(h)):
-                break
-            ev, vec = np.linalg.eigh(0.5 * (h[np.ix_(others, others)] + h[np.ix_(others, others)].T))
-            tangent = -vec @ ((vec.T @ h[others, index]) / np.maximum(ev, min_curvature))
+            ev, vec = floored(h)
+            tangent = -vec @ ((vec.T @ h[others, index]) / ev)
             dc = sign * step * scale
             z_new = z.copy()
             z_new[others] += tangent * dc
@@ -153,9 +162,15 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
                 break
             z_new, f = newton_ascent(logdensity, jnp.asarray(z_new), f_pred, newton_steps, hessian=hess,
                                      value_and_grad=vg, free=others, min_curvature=min_curvature)
-            if not np.isfinite(f):
+            z_new = np.asarray(z_new, float)
+            h_new = -np.asarray(hess(jnp.asarray(z_new)), float)
+            g = np.asarray(vg(jnp.asarray(z_new))[1], float)[others]
+            if not (np.isfinite(f) and np.all(np.isfinite(h_new)) and np.all(np.isfinite(g))):
                 break
-            z = np.asarray(z_new, float)
+            ev, vec = floored(h_new)
+            if (vec.T @ g) @ ((vec.T @ g) / ev) > max_decrement:  # the corrector did not reach the profile
+                break
+            z, h = z_new, h_new
             off = sign * k * step * scale
             points[off], drops[off] = z, f_mode - f
             if f_mode - f > max_drop:

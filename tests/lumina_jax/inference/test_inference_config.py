@@ -53,7 +53,7 @@ def seen_request(monkeypatch):
     ("sampler: {num_chains: 0}", "sampler.num_chains must be an integer >= 1"),
     ("sampler: {name: gibbs}", "sampler.name must be one of nuts, hmc"),
     ("sampler: {target_accept: 1.5}", "sampler.target_accept must be a number in (0, 1)"),
-    ("sampler: {ridge: 3}", "sampler.ridge must be a parameter name (e.g. t_exp) or null"),
+    ("sampler: {ridge: 3}", "sampler.ridge must be a parameter name (e.g. t_exp), or null / none"),
     ("sampler: {ridge: t exp}", "sampler.ridge must be a parameter name"),
     ("convergence: {rhat_max: abc}", "convergence.rhat_max must be a number >= 1"),
     ("convergence: {max_divergent_frac: 2}", "convergence.max_divergent_frac must be a number in [0, 1]"),
@@ -102,12 +102,13 @@ def test_sampler_section_gives_the_defaults_that_flags_override(tmp_path, monkey
     sc = seen_request[-1].sampler
     assert (sc.name, sc.num_chains, sc.num_warmup, sc.num_samples, sc.target_accept, sc.max_tree_depth) == \
         ("nuts", 3, 50, 60, 0.7, 6)
-    assert sc.ridge is None  # this config has no ridge key: the schema's default (off)
-    p.write_text("sampler: {ridge: t_exp}\n")
-    for flag, want in (([], "t_exp"), (["--ridge", "log_L"], "log_L"), (["--ridge", "none"], None)):
+    assert sc.ridge == "t_exp"  # this config has no ridge key: the schema's default, as the shipped config
+    for text, flag, want in (("", [], "t_exp"), ("", ["--ridge", "log_L"], "log_L"), ("", ["--ridge", "none"], None),
+                             ("ridge: none", [], None), ("ridge: null", [], None), ("ridge: null", ["--ridge", "t_exp"], "t_exp")):
+        p.write_text(f"sampler: {{{text}}}\n")
         with pytest.raises(_Stop):
             _run_cli(["infer", "--config", str(p), "--out", str(tmp_path / "r")] + flag, monkeypatch, capsys)
-        assert seen_request[-1].sampler.ridge == want
+        assert seen_request[-1].sampler.ridge == want, (text, flag)
     p.write_text("sampler: {name: hmc, map_starts: 3}\n")
     # a bad config stops the CLI with one line before any work
     p.write_text("likelihood: {bogus_key: 1}\n")

@@ -34,7 +34,6 @@ def banana(z):
 def test_shear_has_unit_jacobian_an_exact_inverse_and_the_chain_rule_hessian(path, v, k):
     """Random spline paths through 5 knots on [-1, 1.5] (centre 0.2), points inside and beyond them."""
     sh = RidgeShear.from_points(k, 0.2, np.linspace(-1.0, 1.5, 5), np.array(path).reshape(5, 3))
-    assert np.all(sh.coef[..., k] == 0.0)
     v = jnp.asarray(v)
     np.testing.assert_allclose(np.linalg.det(np.asarray(jax.jacfwd(sh.forward)(v))), 1.0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(sh.inverse(sh.forward(v))), np.asarray(v), atol=1e-12)
@@ -58,10 +57,21 @@ def test_profile_path_of_a_banana_is_its_parabola_and_the_sheared_density_is_gau
         np.testing.assert_allclose(np.asarray(hv(jnp.asarray(v))), -np.diag([1.0, S ** -2, 0.3 ** -2]), atol=1e-6)
 
 
-def test_too_few_profile_points_give_no_shear():
-    # a density that is -inf once x moves: no profile point beyond the mode
-    steep = lambda z: jnp.where(jnp.abs(z[0]) > 1e-3, -jnp.inf, banana(z))  # noqa: E731
+def test_continuation_stops_where_the_density_ends_or_the_corrector_fails():
+    # finite only for |x| < 0.7: the mode and x = +-0.5, three points, too few for a spline
+    steep = lambda z: jnp.where(jnp.abs(z[0]) < 0.7, banana(z), -jnp.inf)  # noqa: E731
     assert fit_ridge(steep, jnp.zeros(3), 0, 1.0) is None
+    # |x| < 1.2: five points (0, +-0.5, +-1), enough
+    wider = lambda z: jnp.where(jnp.abs(z[0]) < 1.2, banana(z), -jnp.inf)  # noqa: E731
+    sh = fit_ridge(wider, jnp.zeros(3), 0, 1.0)
+    assert sh is not None and sh.knots.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    # a wiggle x^4 cos(4 y) / 2 bends the profile beyond |x| ~ 1: one Newton step from the tangent
+    # prediction no longer reaches it there, and those points are refused (Newton decrement > 0.05)
+    # instead of becoming knots; without the check they would be kept
+    wiggly = lambda z: banana(z) + 0.5 * jnp.cos(4.0 * z[1]) * z[0] ** 4  # noqa: E731
+    one_step = fit_ridge(wiggly, jnp.zeros(3), 0, 1.0, newton_steps=1)
+    unchecked = fit_ridge(wiggly, jnp.zeros(3), 0, 1.0, newton_steps=1, max_decrement=np.inf)
+    assert one_step.knots.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0] and unchecked.knots.size > 10
 
 
 def test_nuts_with_the_ridge_shear_samples_the_banana_exactly():

@@ -21,7 +21,7 @@ mock:
 likelihood: {n_poly: 1, f_sys_range: [0.001, 0.3], log_scale_sd: 0.5, poly_sd: 0.1}
 priors: {}
 observed: {}
-sampler: {map_starts: 8}
+sampler: {map_starts: 8, ridge: null}  # the toy space has no t_exp
 convergence: {rhat_max: 1.01, max_divergent_frac: 0.01}
 """
 
@@ -101,7 +101,7 @@ def test_nested_sampling_run_reports_evidence_and_recovers_mock(tmp_path, toys, 
 def test_check_coverage_shards_merge_into_the_full_run(tmp_path, toys, monkeypatch, capsys):
     """`check coverage --shard K/M` runs fit disjoint injections; `--merge` joins them without refitting."""
     cfg = tmp_path / "inf.yaml"
-    cfg.write_text(CONFIG)  # the toy space has no t_exp, the shipped config's sampler.ridge
+    cfg.write_text(CONFIG)  # ridge: null (the toy space has no t_exp)
     common = ["check", "coverage", "--n", "2", "--chains", "2", "--warmup", "50", "--samples", "50",
               "--map-starts", "1", "--seed", "1", "--config", str(cfg)]
     for k in (0, 1):
