@@ -163,6 +163,9 @@ def main(argv=None):
         else:
             emu = RandomMLPEmulator.build(load_space(stage), seed=stage)
             label = "random-weight toy MLP"
+        if a.ridge != "none" and a.ridge not in emu.space.names:
+            ap.error(f"--ridge {a.ridge!r} is not a parameter of the stage-{stage} space (or 'none'); known: "
+                     + ", ".join(emu.space.names[:15]))
         print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates, {a.f_sys_prior} "
               f"systematic, emulator sigma {a.emulator_sigma}, ridge {a.ridge}):", flush=True)
         t = time.perf_counter()
