@@ -27,15 +27,17 @@ def _sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, 
     a parameter name, or ``none`` to switch the config's ridge off)."""
     import dataclasses
 
-    from lumina_jax.inference.config import load_inference_config, sampler_config
+    from lumina_jax.inference.config import load_inference_config, ridge_name, sampler_config
 
-    if ridge is not None and ridge != "none" and not ridge.isidentifier():
-        raise UserError(f"--ridge must be a parameter name (e.g. t_exp) or none, got {ridge!r}")
     cfg = sampler_config(load_inference_config(config)["sampler"], name=sampler, num_chains=chains,
                          num_warmup=warmup, num_samples=samples, seed=seed, target_accept=target_accept,
-                         dense_mass=dense, progress=progress, ns_live=ns_live, emcee_moves=emcee_moves,
-                         ridge=None if ridge == "none" else ridge)
-    return dataclasses.replace(cfg, ridge=None) if ridge == "none" else cfg
+                         dense_mass=dense, progress=progress, ns_live=ns_live, emcee_moves=emcee_moves)
+    if ridge is None:  # flag absent: the config's choice
+        return cfg
+    try:
+        return dataclasses.replace(cfg, ridge=ridge_name(ridge))
+    except ValueError:
+        raise UserError(f"--ridge must be a parameter name (e.g. t_exp) or none, got {ridge!r}") from None
 
 
 def infer(

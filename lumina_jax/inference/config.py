@@ -89,12 +89,24 @@ def _flag(v):
     return v
 
 
-def _name(v):
-    if isinstance(v, str) and v.lower() == "none":
+RIDGE_WANT = "a parameter name (e.g. t_exp), or null / none"
+
+
+def ridge_name(value) -> str | None:
+    """``sampler.ridge`` / ``--ridge`` value: None for None or ``none`` (off), the name itself for
+    an identifier; ValueError otherwise (whether the stage has the parameter is checked by the fit)."""
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
         return None
-    if not (isinstance(v, str) and v.isidentifier()):
-        raise _Bad("a parameter name (e.g. t_exp), or null / none")
-    return v
+    if not (isinstance(value, str) and value.isidentifier()):
+        raise ValueError(value)
+    return value
+
+
+def _name(v):
+    try:
+        return ridge_name(v)
+    except ValueError:
+        raise _Bad(RIDGE_WANT) from None
 
 
 def _box_link(v):
