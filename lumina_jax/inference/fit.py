@@ -104,8 +104,11 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
                                       value_and_grad=fm.value_and_grad)
         if pre.get("ridge"):
             r = pre["ridge"]
+            w = r.get("width_ratio")
+            widths = "" if not w else (f"; conditional widths x{w['min']:.2f}-{w['max']:.2f} along it, most "
+                                       f"{z_names(fm)[w['most_varying']].removeprefix('u:')}")
             log(f"ridge: profile path along {cfg.ridge} straightened ({len(r['profile_offsets'])} points, "
-                f"log density down {max(r['profile_drops']):.1f} at its ends, {r['seconds']:.1f} s)")
+                f"log density down {max(r['profile_drops']):.1f} at its ends{widths}, {r['seconds']:.1f} s)")
         elif ridge is not None and cfg.precondition:
             log(f"ridge: too few profile points along {cfg.ridge}; sampling without the shear")
     zs = run.positions

@@ -11,19 +11,29 @@ eigenvalue 10-280 times its value at the mode, so NUTS's step size, adapted in t
 diverged at the ends (docs/inference.md, session 19).
 
 The shear
-    ``z_j = v_j + r_j(v_k - c)`` for ``j != k``,   ``z_k = v_k``,
-with ``r(d)`` the *profile path* -- the other coordinates' conditional maximiser of the log
-density at ``z_k = c + d``, minus the mode (``r(0) = 0``) -- maps the ridge onto the ``v_k`` axis.
-It is triangular with a unit diagonal, so its Jacobian determinant is exactly 1: the density of
-``v`` is ``logdensity(shear(v))`` with nothing added, every posterior is sampled exactly, and
-draws map back to ``z`` by :meth:`RidgeShear.forward`.  A poor path costs efficiency only.
+    ``z_j = m_j + r_j(d) + s_j(d) (v_j - m_j)`` for ``j != k``,   ``z_k = v_k``,   ``d = v_k - c``,
+with ``m`` the mode (``c = m_k``) and ``r(d)`` the *profile path* -- the other coordinates'
+conditional maximiser of the log density at ``z_k = c + d``, minus the mode (``r(0) = 0``) --
+maps the ridge onto the ``v_k`` axis.  ``s_j(d) = exp(l_j(d))`` (``s(0) = 1``) follows the
+*width* of the ridge: the conditional (Laplace) standard deviation of ``z_j`` at the profile
+point over its value at the mode.  A ridge that widens or narrows along ``z_k`` is a funnel,
+which no fixed metric fits: on the 135-D seed-2 benchmark posterior ``log_L``'s conditional
+width grew 5.6-fold along the ``t_exp`` ridge (0.66 to 3.7 times its width at the mode; the
+draws showed the same), and NUTS's slowest mode had kurtosis 32 (docs/inference.md,
+session 20).  The map is triangular, so ``log |det dz/dv| = sum_j l_j(d)``
+(:meth:`RidgeShear.log_det_jacobian`), which the sampled density adds: every posterior is
+sampled exactly, and draws map back to ``z`` by :meth:`RidgeShear.forward`.  A poor path or
+poor widths cost efficiency only.  Without widths (``s = 1``) the shear has unit Jacobian.
 
-``r`` is the not-a-knot cubic spline through profile points found by
+``r`` and ``l`` are not-a-knot cubic splines through profile points found by
 predictor-corrector continuation (tangent step from the implicit-function theorem, then Newton
 on the other coordinates) every half Laplace standard deviation of ``z_k``, up to 12 steps on each
 side, until the profile has dropped by 12.5 (5 sigma) from the mode or a corrector fails to
 reach it; beyond the fitted range
-the path continues along its end tangent (C1).  Pure numpy around compiled JAX calls (run once,
+the path continues along its end tangent, and ``l`` bends to a constant
+(``l(hi) + l'(hi) tau tanh((d - hi) / tau)``, ``tau`` half the fitted range or less, so that
+``l`` moves at most log 2 beyond an end: C1 and bounded, so a warm-up excursion far out cannot
+overflow or collapse ``s``).  Pure numpy around compiled JAX calls (run once,
 before sampling); the shear itself is pure ``jnp`` and traced into the sampler's density.
 """
 
@@ -48,7 +58,8 @@ class RidgeShear:
     profile points' offsets ``d`` (ascending, 0 among them); coef [4, m - 1, n_z]: the cubic
     pieces of ``r`` between knots (``scipy.interpolate.PPoly`` layout, highest power first; column
     k is zero); drops: the log density's drop below the mode at the knots; seconds: time the fit
-    took.  Build it with :meth:`from_points`."""
+    took; mode [n_z]: ``m``; width_coef [4, m - 1, n_z] or None (``s = 1``): the pieces of
+    ``l = log s`` (column k zero).  Build it with :meth:`from_points`."""
 
     index: int
     centre: float
@@ -56,19 +67,35 @@ class RidgeShear:
     coef: np.ndarray
     drops: tuple = ()
     seconds: float = 0.0
+    mode: np.ndarray | None = None
+    width_coef: np.ndarray | None = None
 
     @classmethod
-    def from_points(cls, index: int, centre: float, offsets, path, drops=(), seconds: float = 0.0) -> "RidgeShear":
-        """Not-a-knot cubic spline (exact for cubic paths) through ``path [m, n_z]`` at ``offsets [m]``
-        (m >= 4; ``path`` 0 at offset 0 and in column ``index``)."""
+    def from_points(cls, index: int, centre: float, offsets, path, drops=(), seconds: float = 0.0, *,
+                    mode=None, log_widths=None) -> "RidgeShear":
+        """Not-a-knot cubic splines (exact for cubic paths) through ``path [m, n_z]`` and
+        ``log_widths [m, n_z]`` (``l`` at the knots; None: no width scaling) at ``offsets [m]``
+        (m >= 4; both 0 at offset 0 and in column ``index``).  ``mode`` [n_z]: the mode ``m``
+        (needed with ``log_widths``; its entry ``index`` is ``centre``)."""
         from scipy.interpolate import CubicSpline
 
         offsets = np.asarray(offsets, float)
         order = np.argsort(offsets)
-        path = np.array(path, float)[order]
-        path[:, index] = 0.0
-        spline = CubicSpline(offsets[order], path, axis=0, bc_type="not-a-knot")
-        return cls(int(index), float(centre), offsets[order], np.asarray(spline.c), tuple(drops), float(seconds))
+
+        def pieces(vals):
+            vals = np.array(vals, float)[order]
+            vals[:, index] = 0.0
+            return np.asarray(CubicSpline(offsets[order], vals, axis=0, bc_type="not-a-knot").c)
+
+        coef = pieces(path)
+        if log_widths is None:
+            return cls(int(index), float(centre), offsets[order], coef, tuple(drops), float(seconds))
+        if mode is None:
+            raise ValueError("log_widths need the mode")
+        mode = np.array(mode, float)
+        mode[index] = centre
+        return cls(int(index), float(centre), offsets[order], coef, tuple(drops), float(seconds), mode,
+                   pieces(log_widths))
 
     @property
     def lo(self) -> float:
@@ -80,57 +107,110 @@ class RidgeShear:
 
     def _path(self, d, order: int):
         """``r`` (order 0), ``r'`` (1) or ``r''`` (2) at ``d`` [...] -> [..., n_z]; linear beyond [lo, hi]."""
+        return self._spline(self.coef, d, order, bounded=False)
+
+    def _log_width(self, d, order: int):
+        """``l`` (order 0), ``l'`` (1) or ``l''`` (2) at ``d`` [...] -> [..., n_z] (zeros without widths)."""
+        if self.width_coef is None:
+            xp = jnp if isinstance(d, jax.Array) else np
+            return xp.zeros(xp.shape(d) + (self.coef.shape[2],))
+        return self._spline(self.width_coef, d, order, bounded=True)
+
+    def _spline(self, coef, d, order: int, bounded: bool):
+        """Piecewise cubic ``coef`` at ``d``: beyond [lo, hi] along the end tangent (``bounded``
+        False) or bending to a constant at most log 2 away (True: ``tau tanh(out / tau)`` times the
+        end slope, ``tau = min((hi - lo) / 2, log 2 / |end slope|)``); jnp or numpy."""
         xp = jnp if isinstance(d, jax.Array) else np
-        knots, coef = xp.asarray(self.knots), xp.asarray(self.coef)
+        knots, coef = xp.asarray(self.knots), xp.asarray(coef)
         dc = xp.clip(d, self.lo, self.hi)
         i = xp.clip(xp.searchsorted(knots, dc, side="right") - 1, 0, self.knots.size - 2)
         t = (dc - knots[i])[..., None]
         c3, c2, c1, c0 = coef[0][i], coef[1][i], coef[2][i], coef[3][i]
         slope = (3.0 * c3 * t + 2.0 * c2) * t + c1
+        out = (d - dc)[..., None]
+        inside = ((d >= self.lo) & (d <= self.hi))[..., None]
+        if bounded:  # at most log 2 beyond the end: tau = min(half the range, log 2 / |end slope|)
+            tau = xp.minimum(0.5 * (self.hi - self.lo), np.log(2.0) / (xp.abs(slope) + 1e-12))
+            th = xp.tanh(out / tau)
+            ext = (tau * th, 1.0 - th ** 2, -2.0 * th * (1.0 - th ** 2) / tau)[order]  # d^n/dd^n tau tanh(out/tau)
+        else:
+            ext = (out, 1.0, 0.0)[order]
         if order == 0:
-            return ((c3 * t + c2) * t + c1) * t + c0 + slope * (d - dc)[..., None]
+            return ((c3 * t + c2) * t + c1) * t + c0 + slope * ext
         if order == 1:
-            return slope
-        inside = (d >= self.lo) & (d <= self.hi)
-        return xp.where(inside[..., None], 6.0 * c3 * t + 2.0 * c2, 0.0)
+            return slope * ext
+        return xp.where(inside, 6.0 * c3 * t + 2.0 * c2, slope * ext)
 
     def forward(self, v):
         """Sampler coordinates ``v`` [..., n_z] -> model coordinates ``z`` (jnp or numpy)."""
-        return v + self._path(v[..., self.index] - self.centre, 0)
+        d = v[..., self.index] - self.centre
+        if self.width_coef is None:
+            return v + self._path(d, 0)
+        xp = jnp if isinstance(v, jax.Array) else np
+        return self.mode + self._path(d, 0) + xp.exp(self._log_width(d, 0)) * (v - self.mode)
 
     def inverse(self, z):
         """Model coordinates ``z`` [..., n_z] -> sampler coordinates ``v``."""
-        return z - self._path(z[..., self.index] - self.centre, 0)
+        d = z[..., self.index] - self.centre
+        if self.width_coef is None:
+            return z - self._path(d, 0)
+        xp = jnp if isinstance(z, jax.Array) else np
+        return self.mode + (z - self.mode - self._path(d, 0)) * xp.exp(-self._log_width(d, 0))
+
+    def log_det_jacobian(self, v):
+        """``log |det dz/dv|`` at ``v`` [..., n_z] -> [...] (0 without widths): add it to
+        ``logdensity(forward(v))`` for the density of ``v``."""
+        if self.width_coef is None:
+            xp = jnp if isinstance(v, jax.Array) else np
+            return xp.zeros(xp.shape(v)[:-1])
+        return self._log_width(v[..., self.index] - self.centre, 0).sum(-1)
 
     def pullback_hessian(self, hess_z, grad_z, v) -> np.ndarray:
-        """Hessian in ``v`` of ``f(forward(v))`` from ``f``'s Hessian ``hess_z`` and gradient
-        ``grad_z`` at ``forward(v)`` (chain rule; saves compiling a second Hessian)."""
-        v = np.asarray(v, float)
-        d = v[self.index] - self.centre
-        jac = np.eye(v.size)
-        jac[:, self.index] += np.asarray(self._path(np.asarray(d), 1))
+        """Hessian in ``v`` of ``f(forward(v)) + log_det_jacobian(v)`` from ``f``'s Hessian
+        ``hess_z`` and gradient ``grad_z`` at ``forward(v)`` (chain rule; saves compiling a
+        second Hessian)."""
+        v, g = np.asarray(v, float), np.asarray(grad_z, float)
+        k = self.index
+        d = np.asarray(v[k] - self.centre)
+        l0, l1, l2 = (np.asarray(self._log_width(d, n)) for n in (0, 1, 2))
+        s = np.exp(l0)
+        s1, s2 = s * l1, s * (l2 + l1 ** 2)  # s', s''
+        dv = v - (self.mode if self.mode is not None else v)
+        jac = np.diag(s)
+        jac[:, k] += np.asarray(self._path(d, 1)) + s1 * dv
         h = jac.T @ np.asarray(hess_z, float) @ jac
-        h[self.index, self.index] += float(np.asarray(grad_z, float) @ np.asarray(self._path(np.asarray(d), 2)))
+        h[k, k] += float(g @ (np.asarray(self._path(d, 2)) + s2 * dv)) + float(l2.sum())
+        h[k, :] += g * s1
+        h[:, k] += g * s1
         return h
 
     def record(self) -> dict:
         """JSON-ready summary (written to the fit's summary)."""
-        return {"index": self.index, "centre": self.centre, "range": [self.lo, self.hi],
-                "profile_offsets": self.knots.tolist(), "profile_drops": list(self.drops),
-                "path_max_shift": float(np.abs(self._path(self.knots, 0)).max()), "seconds": self.seconds}
+        rec = {"index": self.index, "centre": self.centre, "range": [self.lo, self.hi],
+               "profile_offsets": self.knots.tolist(), "profile_drops": list(self.drops),
+               "path_max_shift": float(np.abs(self._path(self.knots, 0)).max()), "seconds": self.seconds,
+               "width_ratio": None}
+        if self.width_coef is not None:
+            s = np.exp(self._log_width(self.knots, 0))
+            j = int(np.argmax(np.abs(np.log(s)).max(0)))
+            rec["width_ratio"] = {"min": float(s.min()), "max": float(s.max()), "most_varying": j,
+                                  "most_varying_at_knots": s[:, j].tolist()}
+        return rec
 
 
 def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian: Callable | None = None,
               value_and_grad: Callable | None = None, step: float = 0.5, max_steps: int = 12,
               max_drop: float = 12.5, newton_steps: int = 12, max_decrement: float = 0.05,
-              min_curvature: float = 0.1) -> RidgeShear | None:
+              min_curvature: float = 0.1, widths: bool = True) -> RidgeShear | None:
     """Profile path of ``logdensity`` along ``z[index]`` from the mode ``z_map`` [n_z] and its
     :class:`RidgeShear` (module docstring).  ``scale``: the step unit (the Laplace standard
     deviation of ``z[index]``).  ``hessian`` / ``value_and_grad``: compiled derivatives of
     ``logdensity`` (default: compiled here).  A side's continuation stops at the first point
     where the log density is not finite or the corrector left a Newton decrement above
     ``max_decrement`` (it did not reach the profile), so no unconverged point becomes a knot.
-    Returns None when fewer than 4 profile points could be found (the caller then samples
+    ``widths``: also follow the conditional standard deviations of the other coordinates
+    (diagonal of the inverse of their block of ``-H`` at each profile point, eigenvalues floored
+    at ``min_curvature``) -- the width scaling ``s``; False: the unit-Jacobian shear.  Returns None when fewer than 4 profile points could be found (the caller then samples
     without the shear)."""
     t0 = time.perf_counter()
     vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(logdensity))
@@ -142,11 +222,17 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     h_mode = -np.asarray(hess(jnp.asarray(z0)), float)
     if not np.all(np.isfinite(h_mode)):
         return None
-    points, drops = {0.0: z0}, {0.0: 0.0}
 
     def floored(h):  # eigenpairs of the others' block of -H, eigenvalues floored
         ev, vec = np.linalg.eigh(0.5 * (h[np.ix_(others, others)] + h[np.ix_(others, others)].T))
         return np.maximum(ev, min_curvature), vec
+
+    def log_sd(ev, vec):  # log conditional standard deviations of z (0 in column index)
+        out = np.zeros(n)
+        out[others] = 0.5 * np.log(np.einsum("ij,j,ij->i", vec, 1.0 / ev, vec))
+        return out
+
+    points, drops, log_sds = {0.0: z0}, {0.0: 0.0}, {0.0: log_sd(*floored(h_mode))}
 
     for sign in (1.0, -1.0):
         z, h = z0.copy(), h_mode
@@ -172,14 +258,16 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
                 break
             z, h = z_new, h_new
             off = sign * k * step * scale
-            points[off], drops[off] = z, f_mode - f
+            points[off], drops[off], log_sds[off] = z, f_mode - f, log_sd(ev, vec)
             if f_mode - f > max_drop:
                 break
     if len(points) < 4:
         return None
     offs = np.array(sorted(points))
+    log_widths = np.stack([log_sds[o] - log_sds[0.0] for o in offs]) if widths else None
     return RidgeShear.from_points(index, float(z0[index]), offs, np.stack([points[o] - z0 for o in offs]),
-                                  tuple(float(drops[o]) for o in offs), time.perf_counter() - t0)
+                                  tuple(float(drops[o]) for o in offs), time.perf_counter() - t0,
+                                  mode=z0, log_widths=log_widths)
 
 
 def ridge_coordinate(name: str | None, setup, names: list[str]) -> int | None:

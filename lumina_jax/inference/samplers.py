@@ -172,9 +172,10 @@ def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
     coordinates (see :func:`laplace_factor`), positions mapped back to ``z``.
 
     ``ridge_index``: with preconditioning, first straighten the posterior's ridge along
-    ``z[ridge_index]`` by the unit-Jacobian profile-path shear of
-    :mod:`lumina_jax.inference.ridge` (``z = shear(z_map + L x)``, ``L`` then the Laplace factor
-    in the sheared coordinates); the fit's time counts as warm-up.  Chains (emcee: every walker)
+    ``z[ridge_index]`` (and follow its width) by the profile-path shear of
+    :mod:`lumina_jax.inference.ridge` (``z = shear(z_map + L x)``, its log Jacobian added to the
+    sampled density, ``L`` then the Laplace factor in the sheared coordinates); the fit's time
+    counts as warm-up; ``run.logdensity`` stays the log density of ``z``.  Chains (emcee: every walker)
     start at ``x0 ~ N(0, cfg.init_scale^2)`` (``L = I`` without preconditioning).  Returns
     (run, info) with the Laplace standard deviations (of the sampled coordinates) and the
     shear's record (or None) in ``info``.  ``hessian`` / ``value_and_grad``: compiled
@@ -204,11 +205,17 @@ def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
     to_z = shear.forward if shear is not None else (lambda v: v)
 
     def ld_x(x):
-        return logdensity(to_z(z_map + lf @ x))
+        v = z_map + lf @ x
+        if shear is None:
+            return logdensity(v)
+        return logdensity(shear.forward(v)) + shear.log_det_jacobian(v)
 
     x0 = cfg.init_scale * jax.random.normal(rng_key, (n_chains, z_map.shape[0]))
     run = run_sampler(cfg, ld_x, x0)
-    run.positions = to_z(np.asarray(z_map)[None, None, :] + np.einsum("ij,cdj->cdi", np.asarray(lf), run.positions))
+    v = np.asarray(z_map)[None, None, :] + np.einsum("ij,cdj->cdi", np.asarray(lf), run.positions)
+    run.positions = to_z(v)
+    if shear is not None:  # the log density of z, not of the sampled coordinates
+        run.logdensity = run.logdensity - shear.log_det_jacobian(v)
     run.wall_warmup_s += t_h
     info = {"preconditioned": bool(cfg.precondition), "hessian_s": t_h,
             "laplace_sd": np.sqrt(np.sum(np.asarray(lf) ** 2, axis=1)).tolist(),
