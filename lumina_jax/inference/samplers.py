@@ -212,10 +212,16 @@ def run_preconditioned(cfg: SamplerConfig, logdensity: Callable, z_map, rng_key,
 
     x0 = cfg.init_scale * jax.random.normal(rng_key, (n_chains, z_map.shape[0]))
     run = run_sampler(cfg, ld_x, x0)
-    v = np.asarray(z_map)[None, None, :] + np.einsum("ij,cdj->cdi", np.asarray(lf), run.positions)
-    run.positions = to_z(v)
-    if shear is not None:  # the log density of z, not of the sampled coordinates
-        run.logdensity = run.logdensity - shear.log_det_jacobian(v)
+    # back to z one chain at a time: the spline's temporaries for all of emcee's 262 walkers x
+    # 10,000 draws at once would need ~10x the 2.7 GB of the draws themselves
+    lf_np, zm_np = np.asarray(lf), np.asarray(z_map)
+    run.positions = np.array(run.positions, dtype=np.float64)  # writable (the samplers may hand back jax views)
+    run.logdensity = np.array(run.logdensity, dtype=np.float64)
+    for c in range(run.positions.shape[0]):
+        v = zm_np[None, :] + run.positions[c] @ lf_np.T
+        run.positions[c] = to_z(v)
+        if shear is not None:  # the log density of z, not of the sampled coordinates
+            run.logdensity[c] = run.logdensity[c] - shear.log_det_jacobian(v)
     run.wall_warmup_s += t_h
     info = {"preconditioned": bool(cfg.precondition), "hessian_s": t_h,
             "laplace_sd": np.sqrt(np.sum(np.asarray(lf) ** 2, axis=1)).tolist(),
