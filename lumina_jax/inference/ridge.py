@@ -50,6 +50,11 @@ import numpy as np
 from lumina_jax.inference.model import newton_ascent
 
 
+def _xp(a):
+    """The array module of ``a``: jnp for jax arrays and tracers (inside the sampler), numpy otherwise."""
+    return jnp if isinstance(a, jax.Array) else np
+
+
 @dataclasses.dataclass(frozen=True)
 class RidgeShear:
     """``z = forward(v)`` (see the module docstring).
@@ -112,7 +117,7 @@ class RidgeShear:
     def _log_width(self, d, order: int):
         """``l`` (order 0), ``l'`` (1) or ``l''`` (2) at ``d`` [...] -> [..., n_z] (zeros without widths)."""
         if self.width_coef is None:
-            xp = jnp if isinstance(d, jax.Array) else np
+            xp = _xp(d)
             return xp.zeros(xp.shape(d) + (self.coef.shape[2],))
         return self._spline(self.width_coef, d, order, bounded=True)
 
@@ -120,7 +125,7 @@ class RidgeShear:
         """Piecewise cubic ``coef`` at ``d``: beyond [lo, hi] along the end tangent (``bounded``
         False) or bending to a constant at most log 2 away (True: ``tau tanh(out / tau)`` times the
         end slope, ``tau = min((hi - lo) / 2, log 2 / |end slope|)``); jnp or numpy."""
-        xp = jnp if isinstance(d, jax.Array) else np
+        xp = _xp(d)
         knots, coef = xp.asarray(self.knots), xp.asarray(coef)
         dc = xp.clip(d, self.lo, self.hi)
         i = xp.clip(xp.searchsorted(knots, dc, side="right") - 1, 0, self.knots.size - 2)
@@ -146,7 +151,7 @@ class RidgeShear:
         d = v[..., self.index] - self.centre
         if self.width_coef is None:
             return v + self._path(d, 0)
-        xp = jnp if isinstance(v, jax.Array) else np
+        xp = _xp(v)
         return self.mode + self._path(d, 0) + xp.exp(self._log_width(d, 0)) * (v - self.mode)
 
     def inverse(self, z):
@@ -154,14 +159,14 @@ class RidgeShear:
         d = z[..., self.index] - self.centre
         if self.width_coef is None:
             return z - self._path(d, 0)
-        xp = jnp if isinstance(z, jax.Array) else np
+        xp = _xp(z)
         return self.mode + (z - self.mode - self._path(d, 0)) * xp.exp(-self._log_width(d, 0))
 
     def log_det_jacobian(self, v):
         """``log |det dz/dv|`` at ``v`` [..., n_z] -> [...] (0 without widths): add it to
         ``logdensity(forward(v))`` for the density of ``v``."""
         if self.width_coef is None:
-            xp = jnp if isinstance(v, jax.Array) else np
+            xp = _xp(v)
             return xp.zeros(xp.shape(v)[:-1])
         return self._log_width(v[..., self.index] - self.centre, 0).sum(-1)
 
@@ -191,8 +196,8 @@ class RidgeShear:
                "path_max_shift": float(np.abs(self._path(self.knots, 0)).max()), "seconds": self.seconds,
                "width_ratio": None}
         if self.width_coef is not None:
-            s = np.exp(self._log_width(self.knots, 0))
-            j = int(np.argmax(np.abs(np.log(s)).max(0)))
+            log_s = self._log_width(self.knots, 0)
+            s, j = np.exp(log_s), int(np.argmax(np.abs(log_s).max(0)))
             rec["width_ratio"] = {"min": float(s.min()), "max": float(s.max()), "most_varying": j,
                                   "most_varying_at_knots": s[:, j].tolist()}
         return rec
