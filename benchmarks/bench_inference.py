@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import lumina_jax  # noqa: E402,F401
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import make_likelihood_data  # noqa: E402
-from lumina_jax.inference.config import EMULATOR_SIGMA_MODES  # noqa: E402
+from lumina_jax.inference.config import EMULATOR_SIGMA_MODES, box_link_for, load_inference_config  # noqa: E402
 from lumina_jax.inference.model import (BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, hold_sigma_at_mode,  # noqa: E402
                                         make_setup, z_names)
 from lumina_jax.inference.observed import observation_from_model  # noqa: E402
@@ -72,15 +72,35 @@ def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit", f_sys_prior="
     return setup, data
 
 
+def main_job_problem(emu, box_link="logit", emulator_sigma="fixed"):
+    """(flat model, setup, likelihood data, MAP starts) of the main job, ``lumina-jax infer --stage 1``
+    without ``--observed``: the synthesizer mock at the config's SN 2011fe-like parameters, the
+    config's likelihood (stride, correlated emulator error, priors), fitted with ``emu``."""
+    from lumina_jax.inference import api
+    from lumina_jax.inference.fit import build_model
+
+    req = api.InferRequest(stage=1, box_link=box_link, emulator_sigma=emulator_sigma)
+    p = api.prepare(req, emulator=emu, log=lambda m: print("  " + m, flush=True))
+    kw = p.fit_kwargs
+    fm, data = build_model(p.setup, emu.spectrum_and_sigma, p.obs, **{k: kw[k] for k in (
+        "corr_length", "emu_basis", "stride", "emu_rank", "emu_var_scale", "on_bins")})
+    return fm, p.setup, data, kw["map_starts"]
+
+
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
-          target_accept=0.8, box_link="logit", f_sys_prior="half-normal", emulator_sigma="fixed", ridge="t_exp"):
-    setup, data = mock_data(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
+          target_accept=0.8, box_link="logit", f_sys_prior="half-normal", emulator_sigma="fixed", ridge="t_exp",
+          mock="random"):
     on_bins = getattr(emu, "on_bins", None)
-    fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=on_bins)
+    if mock == "main":
+        fm, setup, data, map_starts = main_job_problem(emu, box_link=box_link, emulator_sigma=emulator_sigma)
+    else:
+        setup, data = mock_data(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
+        fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=on_bins)
+        map_starts = 32
     names = z_names(fm)
     ridge_index = ridge_coordinate(ridge, setup, names)  # a bad name stops before the MAP search
     t0 = time.perf_counter()
-    z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed))
+    z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed), n_starts=map_starts)
     if emulator_sigma == "fixed":  # as infer: sigma held at the varying model's MAP, mode re-polished
         fm, z_map, _, ld, _, _ = hold_sigma_at_mode(fm, emu.spectrum_and_sigma, data, z_map, on_bins)
     print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}, emulator sigma "
@@ -104,7 +124,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
                      "n_grad": run.n_grad, "min_ess_bulk_per_s": d["min_ess_bulk_per_s"],
                      "min_ess_bulk_per_sampling_s": d["min_ess_bulk"] / max(run.wall_sampling_s, 1e-9),
                      "min_ess_bulk_per_grad": d["min_ess_bulk_per_grad"], "divergences": d["divergences"],
-                     "slowest": slow, "f_sys_prior": f_sys_prior, "emulator_sigma": emulator_sigma,
+                     "slowest": slow, "mock": mock, "f_sys_prior": f_sys_prior, "emulator_sigma": emulator_sigma,
                      "ridge": pre.get("ridge"),
                      "info": {k: v for k, v in run.info.items() if k not in ("step_size", "L")}})
         r = rows[-1]
@@ -131,8 +151,10 @@ def main(argv=None):
     ap.add_argument("--emcee-burn", type=float, default=0.5, help="fraction of emcee's steps discarded as burn-in")
     ap.add_argument("--target-accept", type=float, default=0.8,
                     help="NumPyro and BlackJAX NUTS / HMC target acceptance (infer --target-accept; raise it when NUTS diverges)")
-    ap.add_argument("--box-link", default="logit", choices=list(BOX_LINKS),
-                    help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w)")
+    ap.add_argument("--box-link", default="logit", choices=list(BOX_LINKS) + ["config"],
+                    help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w); "
+                         "config: each stage's link from configs/inference.yaml, as infer (logit at stage 1, probit "
+                         "at 135-D)")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the samplers and the MAP search; the mock (its point and noise) uses seed + 1")
     ap.add_argument("--f-sys-prior", default="half-normal", choices=list(F_SYS_PRIORS),
@@ -144,6 +166,11 @@ def main(argv=None):
     ap.add_argument("--ridge", default="t_exp",
                     help="parameter whose profile path the sampler coordinates straighten (infer's sampler.ridge; "
                          "'none': off, every benchmark before session 19)")
+    ap.add_argument("--stage1-mock", default="random", choices=["random", "main"],
+                    help="the stage-1 problem. random: the emulator at a random interior point of the box (seed + "
+                         "1), 1 %% noise (as at 135-D); main: the main job's problem, `lumina-jax infer --stage 1` "
+                         "without --observed (the synthesizer mock at the config's SN 2011fe-like parameters, "
+                         "infer's likelihood and f_sys prior from configs/inference.yaml)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -154,6 +181,8 @@ def main(argv=None):
     out = {}
     for dim in (int(x) for x in a.dims.split(",")):
         stage = 1 if dim == 15 else 3
+        mock = a.stage1_mock if stage == 1 else "random"
+        box_link = box_link_for(load_inference_config()["likelihood"], stage) if a.box_link == "config" else a.box_link
         ck = a.checkpoint if stage == 1 else a.checkpoint3
         if ck:
             from lumina_jax.emulator import load_emulator
@@ -166,14 +195,15 @@ def main(argv=None):
         if a.ridge != "none" and a.ridge not in emu.space.names:
             ap.error(f"--ridge {a.ridge!r} is not a parameter of the stage-{stage} space (or 'none'); known: "
                      + ", ".join(emu.space.names[:15]))
-        print(f"stage {stage} ({emu.space.dim}-D, {label}, {a.box_link} box coordinates, {a.f_sys_prior} "
-              f"systematic, emulator sigma {a.emulator_sigma}, ridge {a.ridge}):", flush=True)
+        print(f"stage {stage} ({emu.space.dim}-D, {label}, {mock} mock, {box_link} box coordinates, "
+              f"{a.f_sys_prior if mock == 'random' else 'config'} systematic prior, emulator sigma "
+              f"{a.emulator_sigma}, ridge {a.ridge}):", flush=True)
         t = time.perf_counter()
         out[dim] = bench(emu, samplers, chains=a.chains, warmup=a.warmup, samples=a.samples,
                          emcee_steps=a.emcee_steps, emcee_moves=a.emcee_moves,
-                         emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=a.box_link,
+                         emcee_burn=a.emcee_burn, target_accept=a.target_accept, box_link=box_link,
                          seed=a.seed, f_sys_prior=a.f_sys_prior, emulator_sigma=a.emulator_sigma,
-                         ridge=None if a.ridge == "none" else a.ridge)
+                         ridge=None if a.ridge == "none" else a.ridge, mock=mock)
         base = [r for r in out[dim] if r["sampler"] == "emcee"]
         if base:
             for r in out[dim]:

@@ -129,8 +129,24 @@ def results_dir(req: InferRequest) -> Path:
     return Path(req.out) if req.out else DEFAULT_RESULTS / f"stage{req.stage}"
 
 
-def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
-    """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
+@dataclasses.dataclass
+class PreparedFit:
+    """Everything :func:`~lumina_jax.inference.fit.run_fit` needs for one ``infer`` request:
+    the fit setup (box, fixed values, priors), the emulator, the observation (or the mock's),
+    the mock's truth (``None`` for an observed spectrum) and ``fit_kwargs`` (likelihood and
+    convergence settings from the config, as keyword arguments of ``run_fit``)."""
+
+    setup: object
+    emulator: object
+    obs: object
+    truth: dict | None
+    fit_kwargs: dict
+
+
+def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> PreparedFit:
+    """Validate ``req`` and build its problem (setup, observation or mock, likelihood settings)
+    without fitting: ``infer`` = ``prepare`` + ``run_fit`` + ``write_results``.  The sampler
+    benchmark uses it to time the samplers on exactly the main job's problem."""
     check_emulator_sigma(req.emulator_sigma)
     cfg = load_inference_config(req.config_path)
     space, fixed = chaining.stage_box(req.stage, req.previous, margin=req.margin)
@@ -201,13 +217,19 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
         meta["previous"] = str(req.previous)
     sc = cfg["sampler"]
     emu_basis, corr_length = emulator_error_model(emulator, lk, log)
-    out = run_fit(setup, emulator.spectrum_and_sigma, obs, req.sampler,
-                  map_starts=req.map_starts or int(sc.get("map_starts", 32)), truth=truth, meta=meta,
-                  rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
-                  max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)), log=log,
-                  corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
-                  emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log),
-                  on_bins=getattr(emulator, "on_bins", None), emulator_sigma=req.emulator_sigma or lk["emulator_sigma"])
+    kw = dict(map_starts=req.map_starts or int(sc.get("map_starts", 32)), truth=truth, meta=meta,
+              rhat_max=float(cfg["convergence"].get("rhat_max", 1.01)),
+              max_divergent_frac=float(cfg["convergence"].get("max_divergent_frac", 0.01)),
+              corr_length=corr_length, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
+              emu_rank=lk.get("emulator_rank"), emu_var_scale=emulator_error_scale(emulator, lk, emu_basis, log),
+              on_bins=getattr(emulator, "on_bins", None), emulator_sigma=req.emulator_sigma or lk["emulator_sigma"])
+    return PreparedFit(setup=setup, emulator=emulator, obs=obs, truth=truth, fit_kwargs=kw)
+
+
+def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
+    """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
+    p = prepare(req, emulator=emulator, synthesizer=synthesizer, log=log)
+    out = run_fit(p.setup, p.emulator.spectrum_and_sigma, p.obs, req.sampler, log=log, **p.fit_kwargs)
     out_dir = results_dir(req)
     write_results(out, out_dir)
     return out, out_dir

@@ -51,6 +51,16 @@ def _nuisance_draws(fm, zs):
     return out
 
 
+def build_model(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, *, corr_length: float | None = None,
+                emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
+                on_bins: Callable | None = None):
+    """(flat model, likelihood data) of ``obs`` fitted with ``spectrum_and_sigma`` under ``setup``:
+    the density :func:`run_fit` samples (arguments as there), with the emulator's sigma still varying."""
+    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
+                                emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
+    return flatten_model(setup, spectrum_and_sigma, data, on_bins=on_bins), data
+
+
 def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg: SamplerConfig, *,
             map_starts: int = 32, truth: dict | None = None, meta: dict | None = None,
             rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
@@ -72,10 +82,9 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     if emulator_sigma not in EMULATOR_SIGMA_MODES:
         raise ValueError(f"emulator_sigma must be 'varying' or 'fixed', got {emulator_sigma!r}")
     space = setup.space
-    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
-                                emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
+    fm, data = build_model(setup, spectrum_and_sigma, obs, corr_length=corr_length, emu_basis=emu_basis,
+                           stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale, on_bins=on_bins)
     emu_error = describe_emulator_error(data, corr_length)
-    fm = flatten_model(setup, spectrum_and_sigma, data, on_bins=on_bins)
     ridge = ridge_coordinate(cfg.ridge, setup, z_names(fm))  # an unknown name stops here, before the MAP
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)

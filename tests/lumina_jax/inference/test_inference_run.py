@@ -317,3 +317,32 @@ def test_emulator_sigma_flag_is_checked_before_any_work(tmp_path, toys, monkeypa
     for cmd in (["infer", "--out", str(tmp_path / "r")], ["check", "coverage", "--n", "1"]):
         code, _, err = _run_cli(cmd + ["--emulator-sigma", "bogus"], monkeypatch, capsys)
         assert code == 2 and "--emulator-sigma must be varying or fixed" in err, err
+
+
+def test_prepare_builds_infers_problem_without_fitting(tmp_path):
+    """`api.prepare` (what the sampler benchmark's `--stage1-mock main` times) gives infer's problem:
+    the config's mock truth, the synthesizer's spectrum on the emulator's grid within the window,
+    the config's MAP starts; it writes nothing; the mode of the model it builds sits at the mock's
+    line velocity (posterior sd < 100 km/s, see the first test)."""
+    import jax
+    import jax.numpy as jnp
+
+    from lumina_jax.inference import api
+    from lumina_jax.inference.fit import build_model
+    from lumina_jax.inference.model import find_map
+
+    (tmp_path / "inf.yaml").write_text(CONFIG)
+    sp = toy_space()
+    emu = ToyEmulator(sp)
+    req = api.InferRequest(stage=1, out=tmp_path / "res", config_path=tmp_path / "inf.yaml")
+    p = api.prepare(req, emulator=emu, synthesizer=ToySynth(sp), log=lambda m: None)
+    assert not (tmp_path / "res").exists()
+    assert p.truth == {"a": 1.0, "v": 11000.0, "d": 0.5}
+    assert p.fit_kwargs["map_starts"] == 8 and p.fit_kwargs["truth"] == p.truth
+    used = p.obs.wavelength[p.obs.mask]
+    assert used.min() >= 3300.0 and used.max() <= 8800.0
+    keys = ("corr_length", "emu_basis", "stride", "emu_rank", "emu_var_scale", "on_bins")
+    fm, _ = build_model(p.setup, emu.spectrum_and_sigma, p.obs, **{k: p.fit_kwargs[k] for k in keys})
+    z_map, _, _, _ = find_map(fm, jax.random.PRNGKey(0), n_starts=4, n_steps=300)
+    theta = np.asarray(fm.theta(jnp.asarray(z_map)))
+    assert abs(theta[sp.index("v")] - 11000.0) < 300.0, theta
