@@ -214,8 +214,10 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     where the log density is not finite or the corrector left a Newton decrement above
     ``max_decrement`` (it did not reach the profile), so no unconverged point becomes a knot.
     ``widths``: also follow the conditional standard deviations of the other coordinates
-    (diagonal of the inverse of their block of ``-H`` at each profile point, eigenvalues floored
-    at ``min_curvature``) -- the width scaling ``s``; False: the unit-Jacobian shear.  Returns None when fewer than 4 profile points could be found (the caller then samples
+    (diagonal of the inverse of their block of ``-H`` at each profile point) -- the width
+    scaling ``s``; a coordinate's width is held at its last value from the first point outward
+    where an eigenvalue below ``min_curvature`` enters it (the Laplace width is then undefined:
+    :func:`_held_widths`); False: the unit-Jacobian shear.  Returns None when fewer than 4 profile points could be found (the caller then samples
     without the shear)."""
     t0 = time.perf_counter()
     vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(logdensity))
@@ -232,10 +234,18 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
         ev, vec = np.linalg.eigh(0.5 * (h[np.ix_(others, others)] + h[np.ix_(others, others)].T))
         return np.maximum(ev, min_curvature), vec
 
-    def log_sd(ev, vec):  # log conditional standard deviations of z (0 in column index)
-        out = np.zeros(n)
+    def log_sd(ev, vec):
+        """(log conditional standard deviations of z [n] (0 in column ``index``), defined [n] bool):
+        a coordinate's Laplace width is defined where the floor on the eigenvalues does not set it
+        (near a bifurcation -- e.g. the signed systematic, whose conditional turns bimodal at +-f
+        where the fit worsens -- the curvature passes through zero and the Laplace width through
+        infinity while the true width stays finite)."""
+        out, lax = np.zeros(n), np.zeros(n)
         out[others] = 0.5 * np.log(np.einsum("ij,j,ij->i", vec, 1.0 / ev, vec))
-        return out
+        # the same with the floored eigenvalues (exactly min_curvature) 1000x lower: unchanged iff defined
+        low = np.where(ev <= min_curvature, 1e-3 * min_curvature, ev)
+        lax[others] = 0.5 * np.log(np.einsum("ij,j,ij->i", vec, 1.0 / low, vec))
+        return out, np.abs(out - lax) < 1e-3
 
     points, drops, log_sds = {0.0: z0}, {0.0: 0.0}, {0.0: log_sd(*floored(h_mode))}
 
@@ -269,10 +279,28 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     if len(points) < 4:
         return None
     offs = np.array(sorted(points))
-    log_widths = np.stack([log_sds[o] - log_sds[0.0] for o in offs]) if widths else None
+    log_widths = _held_widths(offs, log_sds) if widths else None
     return RidgeShear.from_points(index, float(z0[index]), offs, np.stack([points[o] - z0 for o in offs]),
                                   tuple(float(drops[o]) for o in offs), time.perf_counter() - t0,
                                   mode=z0, log_widths=log_widths)
+
+
+def _held_widths(offs, log_sds) -> np.ndarray:
+    """``l`` [m, n_z] at the sorted knot offsets ``offs`` from ``log_sds`` {offset: (log sd, defined)}:
+    the log sd over its value at the mode where the Laplace width is defined; from a coordinate's
+    first undefined knot outward on each side, its last defined value (0 throughout for a
+    coordinate whose width is undefined at the mode itself)."""
+    ref, ok0 = log_sds[0.0]
+    out = np.zeros((len(offs), ref.size))
+    i0 = int(np.flatnonzero(offs == 0.0)[0])
+    for side in (range(i0 + 1, len(offs)), range(i0 - 1, -1, -1)):
+        last, held = np.zeros(ref.size), ~ok0
+        for i in side:
+            ls, ok = log_sds[float(offs[i])]
+            held |= ~ok
+            last = np.where(held, last, ls - ref)
+            out[i] = last
+    return out
 
 
 def ridge_coordinate(name: str | None, setup, names: list[str]) -> int | None:

@@ -116,6 +116,34 @@ def test_widths_of_a_funnel_make_it_exactly_gaussian():
     np.testing.assert_allclose(ratio, np.exp(2 * (4 * FB + 8 * FC * XM)), rtol=1e-6)
 
 
+# bifurcation: x ~ N(0, 1); y is symmetric about 0 with curvature CY (1 - x / 2) at y = 0 and a quartic
+# wall: for x < 2 its conditional width is sd(x) = CY^-1/2 (1 - x/2)^-1/2, at x >= 2 it turns bimodal
+# (+-y) and the Laplace width at the profile point y = 0 does not exist (curvature <= 0) -- as the
+# signed systematic's does where a stage-3 fit worsens along t_exp.  Scales as a systematic's (CY^-1/2 = 0.01).
+CY, QY = 1e4, 1e7
+
+
+def bifurcation(z):
+    x, y, w = z[0], z[1], z[2]
+    return -0.5 * x ** 2 - 0.5 * CY * (1.0 - 0.5 * x) * y ** 2 - QY * y ** 4 - 0.5 * (w / 0.3) ** 2
+
+
+def test_widths_are_held_where_the_laplace_width_is_undefined():
+    sh = fit_ridge(bifurcation, jnp.zeros(3), 0, 1.0)
+    assert sh is not None and sh.width_coef is not None
+    knots = sh.knots
+    l_y = np.asarray(sh._log_width(knots, 0))[:, 1]
+    inside = knots < 2.0
+    # where y's conditional curvature is positive its width is the Laplace one, (1 - x/2)^-1/2 ...
+    np.testing.assert_allclose(l_y[inside], -0.5 * np.log1p(-0.5 * knots[inside]), atol=1e-6)
+    # ... from x = 2 on (curvature 0, then negative) it is held at x = 1.5's: 2x the mode's, where the
+    # curvature floor alone made it 1 / sqrt(0.1) / 0.01 = 316x
+    np.testing.assert_allclose(l_y[~inside], np.log(2.0), atol=1e-6)
+    assert np.ptp(l_y[~inside]) == 0.0 and (~inside).sum() >= 3
+    assert sh.record()["width_ratio"]["max"] == pytest.approx(2.0, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(sh._log_width(knots, 0))[:, 2], 0.0, atol=1e-8)  # w unchanged
+
+
 def test_nuts_through_the_width_scaled_shear_samples_the_funnel_exactly():
     """y = FA x^2 + FS exp(FB x + FC x^2) e with x, e standard normal: E[y] = FA, var(y) =
     2 FA^2 + FS^2 E[exp(2 FB x + 2 FC x^2)] = 2 FA^2 + FS^2 exp(2 FB^2 / (1 - 4 FC)) / sqrt(1 - 4 FC).
