@@ -5,8 +5,13 @@ NUTS, BlackJAX ChEES-HMC, BlackJAX adjusted MCLMC and emcee, with the same emula
     python benchmarks/bench_inference.py                       # random-weight toy emulator
     python benchmarks/bench_inference.py --checkpoint CKPT1 --checkpoint3 CKPT3
     python benchmarks/bench_inference.py --dims 15 --samplers nuts,emcee --quick
+    # both stages as infer runs them, in one invocation (stage 1: the main job's problem)
+    python benchmarks/bench_inference.py --checkpoint CKPT1 --checkpoint3 CKPT3 --stage1-mock main \
+        --box-link config --samplers nuts,blackjax-nuts,blackjax-chees,emcee --samples 10000 \
+        --emcee-moves de --emcee-steps 100000 --emcee-burn 0.2
 
-Each problem: a mock observation from the emulator at a random interior point of the box
+Each problem (``--stage1-mock main``: stage 1 is instead the main job's, ``lumina-jax infer --stage 1``
+without ``--observed``): a mock observation from the emulator at a random interior point of the box
 (u in [0.25, 0.75]) with 1 % noise, fitted with the likelihood `lumina-jax infer` uses (the
 checkpoint's correlated emulator error with its sigma held at the MAP (``--emulator-sigma``), stride 8,
 a free systematic and scale); every sampler
