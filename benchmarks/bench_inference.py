@@ -78,7 +78,7 @@ def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit", f_sys_prior="
 
 
 def main_job_problem(emu, box_link="logit", emulator_sigma="fixed"):
-    """(flat model, setup, likelihood data, MAP starts) of the main job, ``lumina-jax infer --stage 1``
+    """(flat model, setup, likelihood data, MAP starts, emulator-sigma mode) of the main job, ``lumina-jax infer --stage 1``
     without ``--observed``: the synthesizer mock at the config's SN 2011fe-like parameters, the
     config's likelihood (stride, correlated emulator error, priors), fitted with ``emu``."""
     from lumina_jax.inference import api
@@ -89,23 +89,25 @@ def main_job_problem(emu, box_link="logit", emulator_sigma="fixed"):
     kw = p.fit_kwargs
     fm, data = build_model(p.setup, emu.spectrum_and_sigma, p.obs, **{k: kw[k] for k in (
         "corr_length", "emu_basis", "stride", "emu_rank", "emu_var_scale", "on_bins")})
-    return fm, p.setup, data, kw["map_starts"]
+    return fm, p.setup, data, kw["map_starts"], kw["emulator_sigma"]
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
           target_accept=0.8, box_link="logit", f_sys_prior="half-normal", emulator_sigma="fixed", ridge="t_exp",
           mock="random"):
     on_bins = getattr(emu, "on_bins", None)
-    if mock == "main":
-        fm, setup, data, map_starts = main_job_problem(emu, box_link=box_link, emulator_sigma=emulator_sigma)
+    if mock == "main":  # as run_fit: its MAP key, the config's f_sys prior and emulator sigma
+        fm, setup, data, map_starts, emulator_sigma = main_job_problem(emu, box_link=box_link,
+                                                                       emulator_sigma=emulator_sigma)
+        map_key, f_sys_prior = jax.random.split(jax.random.PRNGKey(seed))[0], "config"
     else:
         setup, data = mock_data(emu, seed=seed + 1, box_link=box_link, f_sys_prior=f_sys_prior)
         fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=on_bins)
-        map_starts = 32
+        map_starts, map_key = 32, jax.random.PRNGKey(seed)
     names = z_names(fm)
     ridge_index = ridge_coordinate(ridge, setup, names)  # a bad name stops before the MAP search
     t0 = time.perf_counter()
-    z_map, ld, _, _ = find_map(fm, jax.random.PRNGKey(seed), n_starts=map_starts)
+    z_map, ld, _, _ = find_map(fm, map_key, n_starts=map_starts)
     if emulator_sigma == "fixed":  # as infer: sigma held at the varying model's MAP, mode re-polished
         fm, z_map, _, ld, _, _ = hold_sigma_at_mode(fm, emu.spectrum_and_sigma, data, z_map, on_bins)
     print(f"  MAP log posterior {ld:.1f} ({time.perf_counter() - t0:.0f} s), n_z = {fm.n_z}, emulator sigma "

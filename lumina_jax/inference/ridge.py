@@ -206,7 +206,7 @@ class RidgeShear:
 def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian: Callable | None = None,
               value_and_grad: Callable | None = None, step: float = 0.5, max_steps: int = 12,
               max_drop: float = 12.5, newton_steps: int = 12, max_decrement: float = 0.05,
-              min_curvature: float = 0.1, widths: bool = True) -> RidgeShear | None:
+              min_curvature: float = 0.1, widths: bool = True, max_floored_share: float = 0.01) -> RidgeShear | None:
     """Profile path of ``logdensity`` along ``z[index]`` from the mode ``z_map`` [n_z] and its
     :class:`RidgeShear` (module docstring).  ``scale``: the step unit (the Laplace standard
     deviation of ``z[index]``).  ``hessian`` / ``value_and_grad``: compiled derivatives of
@@ -216,7 +216,8 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     ``widths``: also follow the conditional standard deviations of the other coordinates
     (diagonal of the inverse of their block of ``-H`` at each profile point) -- the width
     scaling ``s``; a coordinate's width is held at its last value from the first point outward
-    where an eigenvalue below ``min_curvature`` enters it (the Laplace width is then undefined:
+    where eigen-directions with curvature below ``min_curvature`` (floored) carry more than
+    ``max_floored_share`` of its conditional variance (the floor, not the density, then sets it:
     :func:`_held_widths`); False: the unit-Jacobian shear.  Returns None when fewer than 4 profile points could be found (the caller then samples
     without the shear)."""
     t0 = time.perf_counter()
@@ -237,15 +238,16 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     def log_sd(ev, vec):
         """(log conditional standard deviations of z [n] (0 in column ``index``), defined [n] bool):
         a coordinate's Laplace width is defined where the floor on the eigenvalues does not set it
-        (near a bifurcation -- e.g. the signed systematic, whose conditional turns bimodal at +-f
-        where the fit worsens -- the curvature passes through zero and the Laplace width through
+        (near a bifurcation -- e.g. the signed systematic, symmetric about 0, whose conditional can
+        turn bimodal at +-f where the fit worsens -- the curvature passes through zero and the Laplace width through
         infinity while the true width stays finite)."""
-        out, lax = np.zeros(n), np.zeros(n)
-        out[others] = 0.5 * np.log(np.einsum("ij,j,ij->i", vec, 1.0 / ev, vec))
-        # the same with the floored eigenvalues (exactly min_curvature) 1000x lower: unchanged iff defined
-        low = np.where(ev <= min_curvature, 1e-3 * min_curvature, ev)
-        lax[others] = 0.5 * np.log(np.einsum("ij,j,ij->i", vec, 1.0 / low, vec))
-        return out, np.abs(out - lax) < 1e-3
+        out, ok = np.zeros(n), np.ones(n, bool)
+        var = np.einsum("ij,j,ij->i", vec, 1.0 / ev, vec)
+        out[others] = 0.5 * np.log(var)
+        # share of each coordinate's variance from floored directions (eigenvalue exactly min_curvature)
+        floored_var = np.einsum("ij,j,ij->i", vec, np.where(ev <= min_curvature, 1.0 / ev, 0.0), vec)
+        ok[others] = floored_var <= max_floored_share * var
+        return out, ok
 
     points, drops, log_sds = {0.0: z0}, {0.0: 0.0}, {0.0: log_sd(*floored(h_mode))}
 

@@ -144,6 +144,24 @@ def test_widths_are_held_where_the_laplace_width_is_undefined():
     np.testing.assert_allclose(np.asarray(sh._log_width(knots, 0))[:, 2], 0.0, atol=1e-8)  # w unchanged
 
 
+def test_held_widths_hold_outward_from_the_first_undefined_point_on_each_side():
+    from lumina_jax.inference.ridge import _held_widths
+
+    offs = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5])
+    ref = np.array([0.0, 1.0, 2.0])
+    # coordinate 1: undefined at 0.5, defined again at 1.0 (stays held: the pipeline's case) and at -1.0
+    # only; coordinate 2: undefined at the mode (no scaling anywhere); coordinate 0: the ridge itself
+    ls = {-1.0: ([0, 1.7, 9], [1, 1, 1]), -0.5: ([0, 1.4, 9], [1, 1, 1]), 0.0: (ref, [1, 1, 0]),
+          0.5: ([0, 1.2, 9], [1, 0, 1]), 1.0: ([0, 1.1, 9], [1, 1, 1]), 1.5: ([0, 5.0, 9], [1, 1, 1])}
+    ls = {k: (np.asarray(a, float), np.asarray(b, bool)) for k, (a, b) in ls.items()}
+    ls[-1.0][1][1] = False
+    out = _held_widths(offs, ls)
+    np.testing.assert_array_equal(out[:, 0], 0.0)
+    np.testing.assert_array_equal(out[:, 2], 0.0)
+    # mode 0; +0.5 on: held at the mode's 0; -0.5: 0.4; -1.0 undefined: held at -0.5's 0.4
+    np.testing.assert_allclose(out[:, 1], [0.4, 0.4, 0.0, 0.0, 0.0, 0.0])
+
+
 def test_nuts_through_the_width_scaled_shear_samples_the_funnel_exactly():
     """y = FA x^2 + FS exp(FB x + FC x^2) e with x, e standard normal: E[y] = FA, var(y) =
     2 FA^2 + FS^2 E[exp(2 FB x + 2 FC x^2)] = 2 FA^2 + FS^2 exp(2 FB^2 / (1 - 4 FC)) / sqrt(1 - 4 FC).
