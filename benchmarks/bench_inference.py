@@ -78,8 +78,8 @@ def mock_data(emu, seed=1, noise=0.01, stride=8, box_link="logit", f_sys_prior="
 
 
 def main_job_problem(emu, box_link="logit", emulator_sigma="fixed"):
-    """(flat model, setup, likelihood data, MAP starts, emulator-sigma mode) of the main job, ``lumina-jax infer --stage 1``
-    without ``--observed``: the synthesizer mock at the config's SN 2011fe-like parameters, the
+    """(flat model, setup, likelihood data, MAP starts, emulator-sigma mode) of the main job,
+    ``lumina-jax infer --stage 1`` without ``--observed``: the synthesizer mock at the config's SN 2011fe-like parameters, the
     config's likelihood (stride, correlated emulator error, priors), fitted with ``emu``."""
     from lumina_jax.inference import api
     from lumina_jax.inference.fit import build_model

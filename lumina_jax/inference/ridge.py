@@ -218,8 +218,8 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
     scaling ``s``; a coordinate's width is held at its last value from the first point outward
     where eigen-directions with curvature below ``min_curvature`` (floored) carry more than
     ``max_floored_share`` of its conditional variance (the floor, not the density, then sets it:
-    :func:`_held_widths`); False: the unit-Jacobian shear.  Returns None when fewer than 4 profile points could be found (the caller then samples
-    without the shear)."""
+    :func:`_held_widths`); False: the unit-Jacobian shear.  Returns None when fewer than 4
+    profile points could be found (the caller then samples without the shear)."""
     t0 = time.perf_counter()
     vg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(logdensity))
     hess = hessian if hessian is not None else jax.jit(jax.hessian(logdensity))
@@ -239,8 +239,8 @@ def fit_ridge(logdensity: Callable, z_map, index: int, scale: float, *, hessian:
         """(log conditional standard deviations of z [n] (0 in column ``index``), defined [n] bool):
         a coordinate's Laplace width is defined where the floor on the eigenvalues does not set it
         (near a bifurcation -- e.g. the signed systematic, symmetric about 0, whose conditional can
-        turn bimodal at +-f where the fit worsens -- the curvature passes through zero and the Laplace width through
-        infinity while the true width stays finite)."""
+        turn bimodal at +-f where the fit worsens -- the curvature passes through zero and the
+        Laplace width through infinity while the true width stays finite)."""
         out, ok = np.zeros(n), np.ones(n, bool)
         var = np.einsum("ij,j,ij->i", vec, 1.0 / ev, vec)
         out[others] = 0.5 * np.log(var)
