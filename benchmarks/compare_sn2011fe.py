@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -23,41 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import jax.numpy as jnp  # noqa: E402
-
-from lumina_jax.ejecta import DAY, Ejecta  # noqa: E402
-from lumina_jax.errors import DataFileError  # noqa: E402
-from lumina_jax.params import ELEMENTS, load_space  # noqa: E402
+from lumina_jax.params import load_space  # noqa: E402
 from lumina_jax.synth import SynthConfig, Synthesizer  # noqa: E402
+from lumina_jax.tardis_config import read_tardis_yaml  # noqa: E402
 
 BAND = (3500.0, 9000.0)
-
-
-def _quantity(text: str) -> float:
-    m = re.match(r"\s*([-+\d.eE]+)", str(text))
-    if not m:
-        raise DataFileError(f"cannot parse quantity {text!r}")
-    return float(m.group(1))
-
-
-def tardis_ejecta(cfg: dict, t_e_ratio: float = 0.9) -> Ejecta:
-    """Ejecta of a TARDIS 'specific' structure with a power-law density and uniform abundances."""
-    st = cfg["model"]["structure"]
-    v = st["velocity"]
-    n = int(v["num"])
-    edges = np.linspace(_quantity(v["start"]), _quantity(v["stop"]), n + 1)
-    v_mid = 0.5 * (edges[1:] + edges[:-1])
-    d = st["density"]
-    t_exp = _quantity(cfg["supernova"]["time_explosion"])
-    rho = (_quantity(d["rho_0"]) * (v_mid / _quantity(d["v_0"])) ** float(d["exponent"])
-           * (_quantity(d["time_0"]) / t_exp) ** 3)
-    ab = cfg["model"]["abundances"]
-    x = np.array([float(ab.get(e, 0.0)) for e in ELEMENTS])
-    x = x / x.sum()
-    return Ejecta(v_inner=jnp.asarray(edges[:-1]), v_outer=jnp.asarray(edges[1:]), v_mid=jnp.asarray(v_mid),
-                  t_exp=jnp.asarray(t_exp * DAY), rho=jnp.asarray(rho), X=jnp.asarray(np.tile(x, (n, 1))),
-                  luminosity=jnp.asarray(_quantity(cfg["supernova"]["luminosity_requested"])),
-                  t_e_ratio=jnp.asarray(t_e_ratio))
 
 
 def normalised(wl, flux, grid):
@@ -67,8 +36,6 @@ def normalised(wl, flux, grid):
 
 
 def main() -> None:
-    import yaml
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = next((a / "shared" / "data" / "sn2011fe" for a in ROOT.parents
                     if (a / "shared" / "data" / "sn2011fe").exists()), ROOT.parent / "shared" / "data" / "sn2011fe")
@@ -80,12 +47,11 @@ def main() -> None:
     for f in files:
         if not f.exists():
             raise SystemExit(f"error: {f} not found (the SN 2011fe data lie in ../shared/data/sn2011fe)")
-    cfg = yaml.safe_load(files[0].read_text())
     tardis = np.loadtxt(files[1], delimiter=",", skiprows=1)
     obs = np.loadtxt(files[2], delimiter=",", skiprows=1)
     t0 = time.time()
     synth = Synthesizer.default(load_space(1), SynthConfig.load())
-    ej = tardis_ejecta(cfg)
+    ej = read_tardis_yaml(files[0])
     l_lam, state = synth.spectrum_of_ejecta(ej)
     wl = synth.wavelength
     grid = wl[(wl >= BAND[0]) & (wl <= BAND[1])]

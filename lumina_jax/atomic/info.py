@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lumina_jax.atomic.data import AtomicData, element_index
+from lumina_jax.atomic.data import AtomicData, element_index, ion_label
+from lumina_jax.params import ELEMENTS
 
 #: (label, element, stage, air wavelengths of the main components, E_low eV)
 KEY_FEATURES = [
@@ -63,11 +64,54 @@ def coverage(atomic: AtomicData) -> dict[str, str]:
     return out
 
 
-def summary(atomic: AtomicData, provenance: dict | None = None) -> dict:
-    """JSON-able summary: totals, lines per ion, key-feature coverage, provenance."""
+def identity(atomic: AtomicData, weight=None) -> dict:
+    """Level identity of the lines, per ion and in total.
+
+    For each ion: levels (reference / derived), lines whose two levels are both reference levels
+    (``matched``), that use a derived level with a g from a source (``derived``), or a derived
+    level whose g had to be guessed (``g_guessed``), and -- with ``weight`` [n_lines], e.g. each
+    line's blocking ``sum_shells (1 - e^-tau)`` at a reference plasma state -- the fraction of the
+    weight in each class.  ``full`` = matched + derived (energy and g of both levels from data).
+    """
+    from lumina_jax.atomic.levels import DERIVED_GUESSED, MATCHED, MISSING, REFERENCE, line_identity
+
+    ident = line_identity(np.asarray(atomic.lev_origin), np.asarray(atomic.lower), np.asarray(atomic.upper))
+    el, st = np.asarray(atomic.el), np.asarray(atomic.stage)
+    lev_el, lev_st, origin = np.asarray(atomic.lev_el), np.asarray(atomic.lev_stage), np.asarray(atomic.lev_origin)
+    w = None if weight is None else np.asarray(weight, float)
+
+    def block(sel, lsel):
+        n = int(sel.sum())
+        out = {"levels": int(lsel.sum()), "levels_reference": int((lsel & (origin == REFERENCE)).sum()),
+               "levels_g_guessed": int((lsel & (origin == DERIVED_GUESSED)).sum()), "lines": n}
+        for name, k in (("matched", MATCHED), ("derived", 1), ("g_guessed", MISSING)):
+            out[f"lines_{name}"] = int((sel & (ident == k)).sum())
+        out["line_fraction_full"] = round((out["lines_matched"] + out["lines_derived"]) / n, 4) if n else None
+        if w is not None:
+            tot = w[sel].sum()
+            for name, k in (("matched", MATCHED), ("derived", 1), ("g_guessed", MISSING)):
+                out[f"opacity_{name}"] = round(float(w[sel & (ident == k)].sum() / tot), 4) if tot > 0 else None
+            out["opacity_fraction_full"] = (round(float(w[sel & (ident != MISSING)].sum() / tot), 4)
+                                            if tot > 0 else None)
+            out["opacity_share"] = round(float(tot / w.sum()), 4) if w.sum() > 0 else None
+        return out
+
+    per_ion = {}
+    for e in range(len(ELEMENTS)):
+        for s in range(4):
+            sel = (el == e) & (st == s)
+            if sel.any():
+                per_ion[ion_label(e, s)] = block(sel, (lev_el == e) & (lev_st == s))
+    return {"total": block(np.ones(len(el), bool), np.ones(len(lev_el), bool)), "per_ion": per_ion}
+
+
+def summary(atomic: AtomicData, provenance: dict | None = None, weight=None) -> dict:
+    """JSON-able summary: totals, lines per ion, level identity, key-feature coverage, provenance."""
     wl = np.asarray(atomic.wl)
     return {
         "n_lines": atomic.n_lines,
+        "n_levels": atomic.n_levels,
+        "level_identity": identity(atomic, weight),
         "wavelength_range_A": [float(wl.min()), float(wl.max())] if len(wl) else None,
         "lines_per_ion": atomic.lines_per_ion(),
         "key_features": coverage(atomic),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lumina_jax.atomic.data import HC_EV_CM, AtomicData, assemble, element_index
+from lumina_jax.atomic.sources import TOL_PRECISE
 from lumina_jax.errors import DataFileError
 from lumina_jax.params import ATOMIC_NUMBERS
 
@@ -26,7 +27,7 @@ KURUCZ_URLS = (
 
 
 def read_gfall(path: Path) -> dict:
-    """Read one gfall-format file -> line columns (wl air A, gf, e_low eV, e_up eV, el, stage)."""
+    """Read one gfall-format file -> line columns (wl air A, gf, e_low / e_up eV, el, stage, g_low / g_up = 2J + 1)."""
     rows = []
     try:
         fh = open(path, errors="replace")
@@ -49,13 +50,15 @@ def read_gfall(path: Path) -> dict:
             el = element_index(z)
             if el is None:
                 continue
-            (el_lo, _), (el_up, _) = sorted([(e1, j1), (e2, j2)])
-            rows.append((wl_nm * 10.0, 10.0**loggf, el_lo * HC_EV_CM, el_up * HC_EV_CM, el, stage))
+            (el_lo, j_lo), (el_up, j_up) = sorted([(e1, j1), (e2, j2)])
+            rows.append((wl_nm * 10.0, 10.0**loggf, el_lo * HC_EV_CM, el_up * HC_EV_CM, el, stage,
+                         2 * j_lo + 1, 2 * j_up + 1))
     if not rows:
-        return {k: np.zeros(0) for k in ("wl", "gf", "e_low", "e_up", "el", "stage")}
+        return {k: np.zeros(0) for k in ("wl", "gf", "e_low", "e_up", "el", "stage", "g_low", "g_up", "tol_low")}
     a = np.asarray(rows)
     return {"wl": a[:, 0], "gf": a[:, 1], "e_low": a[:, 2], "e_up": a[:, 3],
-            "el": a[:, 4].astype(int), "stage": a[:, 5].astype(int)}
+            "el": a[:, 4].astype(int), "stage": a[:, 5].astype(int), "g_low": a[:, 6], "g_up": a[:, 7],
+            "tol_low": np.full(len(a), TOL_PRECISE)}
 
 
 def read_kurucz_dir(folder: Path) -> tuple[AtomicData, dict]:

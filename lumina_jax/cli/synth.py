@@ -124,12 +124,24 @@ def atomic_info(
     path: Optional[str] = typer.Option(None, "--path", help="atomic data (default cache, .npz, TARDIS .h5, Kurucz folder)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Lines per ion and coverage of the key SN Ia features."""
+    """Lines and levels per ion, their level identity, and coverage of the key SN Ia features.
+
+    The opacity fractions weight each line by its blocking sum_shells (1 - e^-tau) in the
+    SN 2011fe-like model of lumina_jax.synth.state (the TARDIS configuration, stage-1 parameters)
+    at TARDIS's converged T_inner = 10,521.52 K."""
     from lumina_jax.atomic import load_atomic
     from lumina_jax.atomic.info import summary
+    import jax.numpy as jnp
+
+    from lumina_jax.ejecta import build_ejecta
+    from lumina_jax.params import load_space
+    from lumina_jax.synth.state import REFERENCE_T_INNER, SN2011FE_LIKE, line_blocking, plasma_for_all_lines
 
     atomic, prov = load_atomic(path)
-    s = summary(atomic, prov)
+    space = load_space(1)
+    ejecta = build_ejecta(jnp.asarray(space.from_dict(SN2011FE_LIKE)), space)
+    st = plasma_for_all_lines(atomic, ejecta, t_inner=REFERENCE_T_INNER)
+    s = summary(atomic, prov, weight=line_blocking(st["tau"]))
     if as_json:
         typer.echo(dumps_json(s, indent=1))
         return
@@ -137,11 +149,19 @@ def atomic_info(
     from rich.table import Table
 
     console = Console()
-    console.print(f"{s['n_lines']} lines, {s['wavelength_range_A'][0]:.0f}-{s['wavelength_range_A'][1]:.0f} A, "
-                  f"fingerprint {s['fingerprint']}")
-    t = Table("ion", "lines")
-    for ion, n in s["lines_per_ion"].items():
-        t.add_row(ion, str(n))
+    console.print(f"{s['n_lines']} lines, {s['n_levels']} levels, "
+                  f"{s['wavelength_range_A'][0]:.0f}-{s['wavelength_range_A'][1]:.0f} A, fingerprint {s['fingerprint']}")
+    t = Table("ion", "levels (reference)", "lines", "matched", "derived", "g guessed", "opacity share",
+              "opacity with full identity", title="level identity (opacity: SN 2011fe-like model)")
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f} %"
+
+    ident = s["level_identity"]
+    for ion, b in list(ident["per_ion"].items()) + [("total", ident["total"])]:
+        t.add_row(ion, f"{b['levels']} ({b['levels_reference']})", str(b["lines"]), str(b["lines_matched"]),
+                  str(b["lines_derived"]), str(b["lines_g_guessed"]), pct(b.get("opacity_share")),
+                  pct(b.get("opacity_fraction_full")))
     console.print(t)
     k = Table("key feature", "coverage")
     for lab, v in s["key_features"].items():

@@ -6,16 +6,18 @@ import pytest
 import lumina_jax  # noqa: F401  (float64)
 import jax.numpy as jnp
 
-from lumina_jax.atomic.data import Levels, assemble, partition_tables, K_EV
+from lumina_jax.atomic.data import HC_EV_A, Levels, assemble, partition_tables, vacuum_to_air, K_EV
 from lumina_jax.synth import plasma as pl
 
 
 def small_atomic(extra_lines=None):
-    """Two-level-ish data for every element: ground (g=2), metastable 1 eV (g=4), odd 2 eV (g=6)."""
-    lv = Levels(np.array([0.0, 1.0, 2.0]), np.array([2.0, 4.0, 6.0]), np.array([0, 0, 1]))
+    """Four levels for every ion: ground (g=2), metastable 1 eV (g=4), odd 2 eV (g=6), even 3.5 eV (g=8);
+    Si II lines 1 -> 2 eV and 2 -> 3.5 eV (air wavelengths of the level differences)."""
+    lv = Levels(np.array([0.0, 1.0, 2.0, 3.5]), np.array([2.0, 4.0, 6.0, 8.0]), np.array([0, 0, 1, 0]))
     levels = {(e, s): lv for e in range(11) for s in range(5)}
     chi = np.tile([8.0, 16.0, 30.0, 45.0], (11, 1))
-    lines = {"wl": np.array([6000.0, 5000.0]), "gf": np.array([2.0, 0.5]), "e_low": np.array([1.0, 2.0]),
+    wl = vacuum_to_air(HC_EV_A / np.array([1.0, 1.5]))
+    lines = {"wl": wl, "gf": np.array([2.0, 0.5]), "e_low": np.array([1.0, 2.0]),
              "el": np.array([3, 3]), "stage": np.array([1, 1])}
     if extra_lines:
         lines = extra_lines
@@ -32,8 +34,13 @@ def test_partition_function_from_levels_matches_hand_calculation():
     a = small_atomic()
     w = jnp.array([0.3])
     z = pl.partition_functions(a, jnp.array([10000.0]), w)
-    hand = 2 + 4 * np.exp(-1.0 / (K_EV * 1e4)) + 0.3 * 6 * np.exp(-2.0 / (K_EV * 1e4))
+    kt = K_EV * 1e4
+    hand = 2 + 4 * np.exp(-1.0 / kt) + 0.3 * (6 * np.exp(-2.0 / kt) + 8 * np.exp(-3.5 / kt))
     np.testing.assert_allclose(z[0, 3, 1], hand, rtol=2e-3)  # table interpolation in log T
+    # the lines connect the reference levels: no level is derived
+    assert a.n_levels == 11 * 5 * 4 and not np.any(a.lev_origin)
+    np.testing.assert_allclose(a.e_low, [2.0, 1.0])  # sorted by wavelength: 8265 A, then 12395 A
+    np.testing.assert_allclose(a.e_up, [3.5, 2.0])
     # lines: the 1 eV lower level is metastable, the 2 eV one is not
     assert list(a.meta[np.argsort(a.wl)]) == [0.0, 1.0]
 
@@ -89,7 +96,7 @@ def test_sobolev_tau_formula():
     zz = float(z[0, 3, 1])
     kt = K_EV * t
     for i in range(a.n_lines):
-        g_l, g_u = (4.0, 6.0) if a.e_low[i] == 1.0 else (6.0, 8.0)  # any g_u: only gf and E matter
+        g_l, g_u = (4.0, 6.0) if a.e_low[i] == 1.0 else (6.0, 8.0)
         f_lu = a.gf[i] / g_l
         lam = a.wl[i] * 1e-8
         w_l = 1.0 if a.meta[i] else w
