@@ -1,9 +1,11 @@
 """A whole campaign: validate the inputs, create or resume the store, build the workers, run.
 
 :func:`generate` is what ``lumina-jax generate`` calls.  Every user-fixable problem
-(unknown backend, missing binary or reference directory, unwritable output, an existing
-store without ``--resume``, a store of another stage / backend / binary with ``--resume``)
-raises a :class:`~lumina_jax.errors.UserError` *before* any file is created or changed.
+(unknown backend, missing binary, a missing or broken reference directory, unwritable
+output, an existing store without ``--resume``, a store of another stage / backend / binary /
+reference directory with ``--resume``) raises a :class:`~lumina_jax.errors.UserError`
+*before* any file is created or changed.  Settings that will run but give poor models are
+reported once, at the start, through ``on_warning``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import json
 import os
 import signal
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -119,6 +122,7 @@ class Plan:
     wavelength: object
     make_executors: Callable[[ParameterSpace], list[Executor]]
     resume_attrs: dict | None
+    warnings: list[str] = dataclasses.field(default_factory=list)  # one line each, shown once at the start
 
 
 def plan(opts: GenerateOptions) -> Plan:
@@ -161,11 +165,13 @@ def plan(opts: GenerateOptions) -> Plan:
 
 
 def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
-    from runners.backends.lumina import LuminaExecutor, LuminaSettings, check_binary, check_reference
+    from lumina_jax.params import ATOMIC_NUMBERS
+    from runners.backends.lumina import (HOLD_ITERATIONS, LuminaExecutor, LuminaSettings, check_binary,
+                                         check_reference, reference_sha256)
 
     binary = check_binary(opts.lumina_bin)
     cpu_binary = check_binary(opts.lumina_cpu_bin) if opts.lumina_cpu_bin else binary
-    ref = check_reference(opts.lumina_ref)
+    ref = check_reference(opts.lumina_ref, n_shells=space.ejecta.n_shells, elements=ATOMIC_NUMBERS)
     gpus = tuple(int(g) for g in opts.gpus)
     if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
         raise UserError(f"--gpus must be distinct non-negative device numbers, got {','.join(map(str, gpus))}")
@@ -176,24 +182,36 @@ def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
         raise UserError("no LUMINA workers: give --gpus 0,1,... and/or --cpu-workers M (>= 1)")
     cpu_threads = opts.cpu_threads or max(1, (os.cpu_count() or 1) // max(n_cpu, 1))
     sha, cpu_sha = sha256_file(binary), sha256_file(cpu_binary)
+    ref_sha = reference_sha256(ref)
     if cfg is None:
         settings = opts.lumina_settings or LuminaSettings()
         cfg = {"backend": "lumina", "stage": space.stage, "n_models": int(opts.n_models), "seed": int(opts.seed),
                "space_fingerprint": space.fingerprint(), "binary_sha256": sha, "cpu_binary_sha256": cpu_sha,
-               "lumina_settings": dataclasses.asdict(settings)}
+               "lumina_ref_sha256": ref_sha, "lumina_settings": dataclasses.asdict(settings)}
     else:
-        d = dict(cfg["lumina_settings"])
-        d["spec_range"] = tuple(d["spec_range"])
-        d["extra_env"] = tuple(tuple(x) for x in d["extra_env"])
-        settings = LuminaSettings(**d)
+        settings = LuminaSettings.from_dict(cfg["lumina_settings"])
         for what, old, new, path in (("--lumina-bin", cfg["binary_sha256"], sha, binary),
                                      ("--lumina-cpu-bin", cfg["cpu_binary_sha256"], cpu_sha, cpu_binary)):
             if old != new:
                 raise DataFileError(f"--resume: {path} (sha256 {new[:12]}) is not the binary the store was made "
                                     f"with (sha256 {old[:12]}); models of two LUMINA builds must not be mixed")
+        old_ref = cfg.get("lumina_ref_sha256") or resume_attrs.get("lumina_ref_sha256")
+        if old_ref and old_ref != ref_sha:
+            raise DataFileError(
+                f"--resume: --lumina-ref {ref.path} (sha256 {ref_sha[:12]}) is not the reference directory the store "
+                f"was made with ({resume_attrs.get('lumina_ref', '?')}, sha256 {old_ref[:12]}); models of two sets "
+                "of atomic data must not be mixed")
+    notes = []
+    if settings.n_iters <= HOLD_ITERATIONS + 1:
+        notes.append(
+            f"--n-iters {settings.n_iters}: LUMINA holds T_inner fixed for its first {HOLD_ITERATIONS} iterations and "
+            f"updates it only after each later one, so with <= {HOLD_ITERATIONS + 1} iterations the spectrum (last "
+            "iteration) is made at the initial T_inner and the requested luminosity is not honoured; models may fail "
+            f"the luminosity check (--lum-range {settings.lum_range[0]:g},{settings.lum_range[1]:g}); "
+            "use more iterations (default 10)")
     prov = provenance(binary)
     prov["cpu_binary_path"], prov["cpu_binary_sha256"] = str(cpu_binary), cpu_sha
-    prov["lumina_ref"] = str(ref.path)
+    prov["lumina_ref"], prov["lumina_ref_sha256"] = str(ref.path), ref_sha
     stem = opts.out.name[:-3] if opts.out.name.endswith(".h5") else opts.out.name
     work_root = Path(opts.work_dir).resolve() if opts.work_dir else opts.out.parent / f"{stem}.work"
     log_dir = opts.out.parent / f"{stem}.logs"
@@ -210,7 +228,7 @@ def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
             exs.append(LuminaExecutor(binary=cpu_binary, gpu=None, omp_threads=cpu_threads, **common).named(f"cpu{k}"))
         return exs
 
-    return Plan(opts, space, cfg, prov, settings.wavelength, make, resume_attrs)
+    return Plan(opts, space, cfg, prov, settings.wavelength, make, resume_attrs, notes)
 
 
 def _plan_synth(opts, space, cfg, resume_attrs) -> Plan:
@@ -258,13 +276,17 @@ def open_store(p: Plan) -> CampaignStore:
 
 
 def generate(opts: GenerateOptions, *, on_start: Callable[[CampaignStore], None] | None = None,
-             on_progress: Callable[[Progress], None] | None = None) -> tuple[CampaignStore, Progress]:
+             on_progress: Callable[[Progress], None] | None = None,
+             on_warning: Callable[[str], None] | None = None) -> tuple[CampaignStore, Progress]:
     """Validate, create/resume the store, run every remaining job, checkpoint; return (store, counters).
 
-    SIGTERM and Ctrl-C stop the workers (killing running subprocesses), checkpoint, and raise
-    KeyboardInterrupt; rerun with ``resume=True`` to continue.
+    Each of the plan's warnings goes once to ``on_warning`` (default ``warnings.warn``) before
+    any job runs.  SIGTERM and Ctrl-C stop the workers (killing running subprocesses),
+    checkpoint, and raise KeyboardInterrupt; rerun with ``resume=True`` to continue.
     """
     p = plan(opts)
+    for note in p.warnings:
+        (on_warning or (lambda m: warnings.warn(m, stacklevel=3)))(note)
     store = open_store(p)
     store.acquire_lock()
     try:

@@ -51,11 +51,15 @@ class Outcome:
     reason: str = ""
     elapsed_s: float = 0.0
     worker: str = ""
+    #: per-attempt figures kept in the store (``runners.store.DIAGNOSTICS``), e.g. ``{"mc_seed": 123,
+    #: "lum_ratio": 0.98}``; keys not given are stored as unknown
+    diagnostics: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def failure(cls, job: Job, kind: str, reason: str, elapsed_s: float, worker: str) -> "Outcome":
+    def failure(cls, job: Job, kind: str, reason: str, elapsed_s: float, worker: str,
+                diagnostics: dict | None = None) -> "Outcome":
         assert kind in FAIL_KINDS, kind
-        return cls(job.index, False, None, kind, reason, elapsed_s, worker)
+        return cls(job.index, False, None, kind, reason, elapsed_s, worker, dict(diagnostics or {}))
 
 
 class Executor:
@@ -76,9 +80,11 @@ class Executor:
 def validate_spectrum(flux: np.ndarray, *, n_wave: int, min_positive_fraction: float = 0.5) -> str:
     """Why ``flux`` is not a valid spectrum ("" if it is).
 
-    Valid: shape ``[n_wave]``, every value finite and >= 0, and at least
-    ``min_positive_fraction`` of the bins > 0 (a Monte Carlo histogram legitimately has
-    empty far-UV bins, an all-zero or mostly-zero spectrum is a broken run).
+    Valid: shape ``[n_wave]``, every value finite and >= 0, not all zero, and at least
+    ``min_positive_fraction`` of the bins > 0.  The fraction suits a noise-free integral
+    (the embedded synthesizer); a Monte Carlo histogram with few packets legitimately has
+    many empty bins, so the LUMINA backend passes 0 and judges the luminosity instead
+    (:func:`luminosity_problem`).
     """
     flux = np.asarray(flux)
     if flux.shape != (n_wave,):
@@ -88,7 +94,29 @@ def validate_spectrum(flux: np.ndarray, *, n_wave: int, min_positive_fraction: f
         return f"{int(bad.sum())} non-finite flux value(s)"
     if (flux < 0).any():
         return f"{int((flux < 0).sum())} negative flux value(s)"
+    if not (flux > 0).any():
+        return "every bin is zero (no flux)"
     frac = float(np.mean(flux > 0))
     if frac < min_positive_fraction:
         return f"only {frac:.1%} of the bins have positive flux (need {min_positive_fraction:.0%})"
     return ""
+
+
+def band_luminosity(flux: np.ndarray, wavelength: np.ndarray) -> float:
+    """Luminosity [erg/s] in the grid: sum of L_lambda [erg/s/Angstrom] x bin width [Angstrom].
+
+    ``wavelength`` [n] are bin centres; the widths are the distances between the mid-points
+    of neighbouring centres (the exact bin width on a uniform grid)."""
+    lam = np.asarray(wavelength, dtype=np.float64)
+    widths = np.gradient(lam) if lam.size > 1 else np.ones_like(lam)
+    return float(np.sum(np.asarray(flux, dtype=np.float64) * widths))
+
+
+def luminosity_problem(what: str, ratio: float, lum_range: tuple[float, float]) -> str:
+    """Why a luminosity ratio ``ratio`` (emitted / requested) is unphysical ("" if within ``lum_range``).
+
+    A NaN ratio (figure not available) is no problem."""
+    lo, hi = lum_range
+    if np.isnan(ratio) or lo <= ratio <= hi:
+        return ""
+    return f"{what} = {ratio:.3g} is outside {lo:g}-{hi:g}"

@@ -153,13 +153,15 @@ async def run_queue(store: CampaignStore, executors: Sequence[Executor], *, chec
         history["attempts"] += 1
         st = prog.by_kind[kind]
         if o.ok:
-            store.record_success(o.index, o.spectrum, elapsed_s=o.elapsed_s, worker=o.worker)
+            store.record_success(o.index, o.spectrum, elapsed_s=o.elapsed_s, worker=o.worker,
+                                 diagnostics=o.diagnostics)
             st.done += 1
             prog.n_done += 1
             history["successes"] += 1
             await queue.finish()
         else:
-            store.record_failure(o.index, kind=o.fail_kind, reason=o.reason, elapsed_s=o.elapsed_s, worker=o.worker)
+            store.record_failure(o.index, kind=o.fail_kind, reason=o.reason, elapsed_s=o.elapsed_s, worker=o.worker,
+                                 diagnostics=o.diagnostics)
             st.failed_attempts += 1
             history["reasons"][o.fail_kind] += 1
             if store.attempts[o.index] < max_attempts:

@@ -1,12 +1,13 @@
 """Crash-safe HDF5 store of a simulation campaign (the emulator's training set).
 
-File layout (``format = "lumina-jax-campaign"``, ``format_version = 1``)
+File layout (``format = "lumina-jax-campaign"``, ``format_version = 2``)
 --------------------------------------------------------------------------
 Root attributes: ``format``, ``format_version``, ``stage`` (int), ``space_json``
 (``ParameterSpace.to_json()`` of the sampled space, bounds included), ``backend``, ``seed``,
 ``config_hash``, ``config_json``, ``max_attempts``, provenance (``binary_path``,
 ``binary_sha256``, ``host``, ``created``, ``updated``, ``lumina_jax_version``,
-``n_checkpoints``).
+``n_checkpoints``; LUMINA campaigns add ``cpu_binary_*``, ``lumina_ref`` and
+``lumina_ref_sha256``).
 
 Datasets (N jobs, n_wave wavelengths):
 
@@ -22,6 +23,17 @@ Datasets (N jobs, n_wave wavelengths):
 ``elapsed_s``  [N] float64         wall time of the last attempt
 ``worker``     [N] utf-8 str       worker that ran the last attempt
 =============  ==================  ==================================================
+
+Per-attempt diagnostics (:data:`DIAGNOSTICS`, [N] each, figures of the last attempt, also
+of a failed one; -1 / NaN where unknown, e.g. every one of them for the synth backend):
+``mc_seed`` (int64, LUMINA's Monte Carlo seed), ``l_requested`` (erg/s), ``l_spectrum``
+(erg/s, the spectrum summed over the grid), ``lum_ratio`` (``l_spectrum`` over the requested
+luminosity's blackbody share of the grid), ``l_emitted`` (erg/s, LUMINA's last-iteration
+L_emitted from stdout), ``escape_fraction`` (0-1, last iteration) and ``t_inner`` (K, the
+last iteration's inner-boundary temperature).
+
+Version 1 stores (no diagnostics) are read with the diagnostics unknown; a checkpoint of a
+resumed version-1 store adds the datasets and sets ``format_version = 2``.
 
 Crash safety (copy-on-checkpoint)
 ---------------------------------
@@ -54,12 +66,24 @@ from lumina_jax.errors import DataFileError
 from lumina_jax.params import ParameterSpace
 
 FORMAT = "lumina-jax-campaign"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
 _STR = h5py.string_dtype("utf-8")
-_ROW_DATASETS = ("status", "attempts", "fail_reason", "fail_kind", "spectra", "elapsed_s", "worker")
+#: per-attempt diagnostics: name -> (dtype, value when unknown)
+DIAGNOSTICS = {
+    "mc_seed": (np.int64, -1),
+    "l_requested": (np.float64, np.nan),
+    "l_spectrum": (np.float64, np.nan),
+    "lum_ratio": (np.float64, np.nan),
+    "l_emitted": (np.float64, np.nan),
+    "escape_fraction": (np.float64, np.nan),
+    "t_inner": (np.float64, np.nan),
+}
+_ROW_DATASETS = ("status", "attempts", "fail_reason", "fail_kind", "spectra", "elapsed_s", "worker",
+                 *DIAGNOSTICS)
 _REQUIRED = ("design", "status", "attempts", "fail_reason", "wavelength", "spectra", "elapsed_s", "worker")
 
 
@@ -153,6 +177,7 @@ class CampaignStore:
         self.spectra: np.ndarray = arrays["spectra"]
         self.elapsed_s: np.ndarray = arrays["elapsed_s"]
         self.worker: np.ndarray = arrays["worker"]
+        self.diagnostics: dict[str, np.ndarray] = {k: arrays[k] for k in DIAGNOSTICS}
         self.space = ParameterSpace.from_json(self.attrs["space_json"])
         self._dirty: set[int] = set()
         self._lock_fh = None
@@ -195,6 +220,7 @@ class CampaignStore:
             "spectra": np.full((n, n_wave), np.nan),
             "elapsed_s": np.full(n, np.nan),
             "worker": np.array([""] * n, dtype=object),
+            **_unknown_diagnostics(n),
         }
         store = cls(path, attrs, arrays)
         store._write_full()
@@ -214,6 +240,8 @@ class CampaignStore:
             f.create_dataset("spectra", data=self.spectra, fillvalue=np.nan)
             f.create_dataset("elapsed_s", data=self.elapsed_s)
             f.create_dataset("worker", data=self.worker.astype(object), dtype=_STR)
+            for name, values in self.diagnostics.items():
+                f.create_dataset(name, data=values)
         self._commit_tmp(tmp)
         self._dirty.clear()
 
@@ -233,6 +261,7 @@ class CampaignStore:
         path = Path(path)
         attrs, arrays = _read_all(path)
         store = cls(path, attrs, arrays)
+        store.attrs["format_version"] = FORMAT_VERSION  # what the next checkpoint writes
         if store.tmp_path.exists():
             store.tmp_path.unlink()
         return store
@@ -258,7 +287,8 @@ class CampaignStore:
     def n(self) -> int:
         return self.design.shape[0]
 
-    def record_success(self, i: int, spectrum: np.ndarray, *, elapsed_s: float, worker: str) -> None:
+    def record_success(self, i: int, spectrum: np.ndarray, *, elapsed_s: float, worker: str,
+                       diagnostics: dict | None = None) -> None:
         if self.status[i] == DONE:
             raise RuntimeError(f"job {i} is already done; a finished job must never run twice")
         self.spectra[i] = spectrum
@@ -268,9 +298,11 @@ class CampaignStore:
         self.fail_kind[i] = ""
         self.elapsed_s[i] = elapsed_s
         self.worker[i] = worker
+        self._set_diagnostics(i, diagnostics)
         self._dirty.add(i)
 
-    def record_failure(self, i: int, *, kind: str, reason: str, elapsed_s: float, worker: str) -> None:
+    def record_failure(self, i: int, *, kind: str, reason: str, elapsed_s: float, worker: str,
+                       diagnostics: dict | None = None) -> None:
         """A failed attempt: the row is marked failed (retryable while attempts < max_attempts)."""
         if self.status[i] == DONE:
             raise RuntimeError(f"job {i} is already done")
@@ -281,7 +313,18 @@ class CampaignStore:
         self.fail_kind[i] = kind
         self.elapsed_s[i] = elapsed_s
         self.worker[i] = worker
+        self._set_diagnostics(i, diagnostics)
         self._dirty.add(i)
+
+    def _set_diagnostics(self, i: int, diagnostics: dict | None) -> None:
+        """Row ``i``'s diagnostics of this attempt (names not given: unknown)."""
+        diagnostics = diagnostics or {}
+        unknown = sorted(set(diagnostics) - set(DIAGNOSTICS))
+        if unknown:
+            raise KeyError(f"unknown diagnostics {', '.join(unknown)}")
+        for name, (_, missing) in DIAGNOSTICS.items():
+            value = diagnostics.get(name)
+            self.diagnostics[name][i] = missing if value is None else value
 
     def todo(self, max_attempts: int | None = None) -> np.ndarray:
         """Indices to run: pending rows and failed rows with attempts < max_attempts."""
@@ -304,20 +347,28 @@ class CampaignStore:
         """Copy the rows changed since the last delta (call from the owning thread)."""
         rows = np.array(sorted(self._dirty), dtype=np.int64)
         self._dirty.clear()
-        values = {name: getattr(self, name)[rows].copy() for name in _ROW_DATASETS}
+        values = {name: self._row_array(name)[rows].copy() for name in _ROW_DATASETS}
         self.attrs["n_checkpoints"] = int(self.attrs.get("n_checkpoints", 0)) + 1
         self.attrs["updated"] = now_iso()
         attrs = {k: self.attrs[k] for k in ("n_checkpoints", "updated", "max_attempts")}
         return Delta(rows, values, attrs)
 
+    def _row_array(self, name: str) -> np.ndarray:
+        return self.diagnostics[name] if name in DIAGNOSTICS else getattr(self, name)
+
     def write_delta(self, delta: Delta) -> None:
         """Make ``delta`` durable: copy file -> write rows into the copy -> fsync -> replace.
 
         Pure file work (no access to the in-memory arrays): may run in a worker thread, one
-        at a time."""
+        at a time.  A version-1 file gets the diagnostics datasets (unknown values) first."""
         tmp = self.tmp_path
         shutil.copyfile(self.path, tmp)
         with h5py.File(tmp, "r+") as f:
+            n = f["status"].shape[0]
+            for name, (dtype, missing) in DIAGNOSTICS.items():
+                if name not in f:
+                    f.create_dataset(name, data=np.full(n, missing, dtype=dtype))
+            f.attrs["format_version"] = FORMAT_VERSION
             for a, b in _runs(delta.rows):
                 lo = int(np.searchsorted(delta.rows, a))
                 hi = lo + (b - a)
@@ -353,14 +404,15 @@ def _check_format(f: h5py.File, path: Path) -> None:
     if fmt != FORMAT:
         raise DataFileError(f"{path} is not a lumina-jax campaign store (format attribute {fmt!r})")
     ver = int(f.attrs.get("format_version", -1))
-    if ver != FORMAT_VERSION:
-        raise DataFileError(f"{path}: unsupported store format_version {ver} (this version reads {FORMAT_VERSION})")
+    if ver not in READ_VERSIONS:
+        raise DataFileError(f"{path}: unsupported store format_version {ver} "
+                            f"(this version reads {', '.join(map(str, READ_VERSIONS))})")
     missing = [k for k in _REQUIRED if k not in f]
     if missing:
         raise DataFileError(f"{path}: corrupt store, missing dataset(s) {', '.join(missing)}")
     n, dim = f["design"].shape
     n_wave = f["wavelength"].shape[0]
-    for k in ("status", "attempts", "fail_reason", "elapsed_s", "worker"):
+    for k in ("status", "attempts", "fail_reason", "elapsed_s", "worker", *(d for d in DIAGNOSTICS if d in f)):
         if f[k].shape != (n,):
             raise DataFileError(f"{path}: corrupt store, {k} has shape {f[k].shape}, expected ({n},)")
     if f["spectra"].shape != (n, n_wave):
@@ -376,6 +428,10 @@ def _attrs(f: h5py.File) -> dict:
             v = v.item()
         out[k] = v
     return out
+
+
+def _unknown_diagnostics(n: int) -> dict[str, np.ndarray]:
+    return {name: np.full(n, missing, dtype=dtype) for name, (dtype, missing) in DIAGNOSTICS.items()}
 
 
 def _read_all(path: Path) -> tuple[dict, dict]:
@@ -394,7 +450,11 @@ def _read_all(path: Path) -> tuple[dict, dict]:
                 "spectra": f["spectra"][...].astype(np.float64),
                 "elapsed_s": f["elapsed_s"][...].astype(np.float64),
                 "worker": np.array(f["worker"].asstr()[...], dtype=object),
+                **_unknown_diagnostics(n),
             }
+            for name, (dtype, _) in DIAGNOSTICS.items():
+                if name in f:
+                    arrays[name] = f[name][...].astype(dtype)
             attrs = _attrs(f)
         except (OSError, KeyError, ValueError) as exc:
             raise DataFileError(f"{path}: corrupt store ({exc})") from None
@@ -457,6 +517,15 @@ def store_info(path) -> dict:
     for w in arrays["worker"][done]:
         workers[str(w)] = workers.get(str(w), 0) + 1
     el = arrays["elapsed_s"][done]
+    diag = {}
+    for name in DIAGNOSTICS:
+        if name == "mc_seed":
+            continue
+        v = arrays[name][done]
+        v = v[np.isfinite(v)]
+        if v.size:
+            diag[name] = {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()),
+                          "n": int(v.size)}
     max_att = int(attrs.get("max_attempts", 1))
     return {
         "path": str(path),
@@ -472,5 +541,6 @@ def store_info(path) -> dict:
         "done_by_worker": dict(sorted(workers.items())),
         "elapsed_s_done": {"mean": float(el.mean()), "median": float(np.median(el)), "max": float(el.max())}
         if el.size else {},
+        "diagnostics_done": diag,
         "attrs": {k: v for k, v in attrs.items() if k != "space_json"},
     }

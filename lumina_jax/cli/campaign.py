@@ -34,6 +34,16 @@ def _parse_spec_range(text: str) -> tuple[float, float, int]:
     return out
 
 
+def _parse_lum_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--lum-range must be LOW,HIGH (emitted / requested luminosity), got {text!r}") from None
+    if not (0 <= lo < hi):
+        raise UserError(f"--lum-range needs 0 <= LOW < HIGH, got {text!r}")
+    return lo, hi
+
+
 def _check_numbers(**options) -> None:
     """Lower bounds of the numeric options (``runners.campaign.plan`` checks the others).
 
@@ -78,6 +88,9 @@ def generate(
     nlte_start_iter: int = typer.Option(0, "--nlte-start-iter", help="First iteration with NLTE."),
     dynamic_transprob: bool = typer.Option(False, "--dynamic-transprob", help="Set LUMINA_DYNAMIC_TRANSPROB=1 "
                                            "(needed with expand_atomic_data.py references)."),
+    lum_range: str = typer.Option("0.5,2", "--lum-range", help="LUMINA: accepted emitted / requested luminosity "
+                                  "LOW,HIGH (spectrum over the grid, and stdout's last L_emitted); outside it a "
+                                  "model fails as invalid_output."),
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Scratch directory for the per-job "
                                             "directories (default FILE.work beside the store)."),
     keep_workdirs: bool = typer.Option(False, "--keep-workdirs", help="Keep the working directories of "
@@ -86,7 +99,7 @@ def generate(
     timeout: float = typer.Option(600.0, "--timeout", help="Per-job timeout in seconds (LUMINA)."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Attempts per job before it counts as failed."),
     seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the Latin-hypercube design (and of LUMINA's "
-                             "per-model seeds)."),
+                             "per-attempt seeds)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Models per vmapped synthesizer call."),
     synth_workers: int = typer.Option(1, "--synth-workers", help="Synth workers sharing the device, >= 1 (2 overlaps "
                                       "evaluation of one batch with storing the previous one: for a GPU; on a "
@@ -99,7 +112,12 @@ def generate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ) -> None:
-    """Run a simulation campaign into a crash-safe HDF5 store (the emulator's training set)."""
+    """Run a simulation campaign into a crash-safe HDF5 store (the emulator's training set).
+
+    Exit codes: 0 when at least one job of this run succeeded (or none was left to run);
+    2 on bad input, or when the first attempts all failed (broken setup); 3 when jobs ran
+    and none succeeded (the store is written; see `dataset info`); 130 when interrupted.
+    """
     from runners.backends.lumina import LuminaSettings
     from runners.campaign import GenerateOptions
     from runners.campaign import generate as run_generate
@@ -113,7 +131,8 @@ def generate(
         raise UserError(f"--spectrum must be rotation, real or formal, got {spectrum!r}")
     settings = LuminaSettings(n_packets=n_packets, n_iters=n_iters, spectrum=spectrum, nlte=nlte,
                               nlte_start_iter=nlte_start_iter, spec_range=_parse_spec_range(spec_range),
-                              extra_env=(("LUMINA_DYNAMIC_TRANSPROB", "1"),) if dynamic_transprob else ())
+                              extra_env=(("LUMINA_DYNAMIC_TRANSPROB", "1"),) if dynamic_transprob else (),
+                              lum_range=_parse_lum_range(lum_range))
     opts = GenerateOptions(
         stage=stage, out=out, backend=backend, n_models=n_models, resume=resume, from_dir=from_dir, seed=seed,
         checkpoint_every=checkpoint_every, max_attempts=max_attempts, timeout_s=timeout, lumina_bin=lumina_bin,
@@ -145,8 +164,11 @@ def generate(
         bar.update(state["task"], completed=p.n_done + p.n_failed,
                    info=f"done {p.n_done}  failed {p.n_failed}  ETA {_fmt_eta(p.eta_s())}  {rates}")
 
+    def on_warning(msg):
+        typer.secho(f"warning: {msg}", err=True, fg=typer.colors.YELLOW)
+
     try:
-        store, prog = run_generate(opts, on_start=on_start, on_progress=on_progress)
+        store, prog = run_generate(opts, on_start=on_start, on_progress=on_progress, on_warning=on_warning)
     except KeyboardInterrupt:
         if state.pop("started", False):
             bar.stop()
@@ -164,6 +186,15 @@ def generate(
         c = summary["counts"]
         typer.echo(f"{opts.out}: {c['done']} done, {c['failed']} failed, {c['pending']} pending "
                    f"({prog.elapsed_s:.1f} s, {prog.n_checkpoints} checkpoints)")
+    n_ok = sum(s.done for s in prog.by_kind.values())
+    if prog.n_todo_start > 0 and n_ok == 0:
+        from runners.store import store_info
+
+        kinds = ", ".join(f"{k} x{v}" for k, v in store_info(opts.out)["failure_kinds"].items())
+        typer.secho(f"error: none of the {prog.n_todo_start} jobs run succeeded ({kinds or 'none finished'}); "
+                    f"the store is written: see `lumina-jax dataset info {opts.out}` and the per-job logs",
+                    err=True, fg=typer.colors.RED)
+        raise typer.Exit(3)
 
 
 @dataset_app.command("info")
@@ -198,9 +229,15 @@ def info(
         con.print(t)
     if d["done_by_worker"]:
         con.print("done by worker: " + ", ".join(f"{k} {v}" for k, v in d["done_by_worker"].items()))
+    if d["diagnostics_done"]:
+        t = Table("figure (done models)", "median", "min", "max", "models")
+        for k, v in d["diagnostics_done"].items():
+            t.add_row(k, f"{v['median']:.4g}", f"{v['min']:.4g}", f"{v['max']:.4g}", str(v["n"]))
+        con.print(t)
     t = Table("provenance", "value")
-    for k in ("created", "updated", "host", "lumina_jax_version", "seed", "config_hash", "binary_path",
-              "binary_sha256", "lumina_ref", "synth", "n_checkpoints", "max_attempts"):
+    for k in ("created", "updated", "host", "lumina_jax_version", "format_version", "seed", "config_hash",
+              "binary_path", "binary_sha256", "lumina_ref", "lumina_ref_sha256", "synth", "n_checkpoints",
+              "max_attempts"):
         if a.get(k) not in (None, ""):
             t.add_row(k, str(a[k]))
     con.print(t)

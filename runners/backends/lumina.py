@@ -18,9 +18,13 @@ Per job (``lumina_sn.md`` sections 2-5, 8):
   after a normal exit, so no stray child survives); where util-linux ``setpriv`` exists the
   binary is started through ``setpriv --pdeathsig KILL`` so it dies if the runner itself is
   killed (no orphan keeps a GPU busy after a crash of the runner);
+* a per-attempt Monte Carlo seed (:func:`job_seed`) in ``config.json``;
 * classification: timeout, signal (negative return code, or 128+N from a wrapper shell,
   e.g. 139 = SIGSEGV, LUMINA's reaction to a missing input), exit_code, missing_output,
-  invalid_output (header, numeric, grid, finite, non-negative, mostly positive).
+  invalid_output (header, numeric, grid, finite, non-negative, not all zero, luminosity and
+  escape fraction physical: :func:`judge_spectrum`);
+* diagnostics per attempt from the spectrum and LUMINA's stdout (:func:`parse_stdout`):
+  seed, requested / emitted luminosity, escape fraction, T_inner.
 
 The spectrum is converted from LUMINA's erg/s/cm to erg/s/Angstrom (/1e8).
 """
@@ -30,8 +34,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -43,20 +50,26 @@ import numpy as np
 
 from lumina_jax.errors import UserError
 from lumina_jax.params import ATOMIC_NUMBERS, ParameterSpace
-from runners.executors import Executor, Job, Outcome, validate_spectrum
+from runners.backends import lumina_ref
+from runners.executors import Executor, Job, Outcome, band_luminosity, luminosity_problem, validate_spectrum
 
 #: Files LUMINA regenerates per model (never linked from the reference directory).
 PER_MODEL_FILES = ("config.json", "geometry.csv", "density.csv", "abundances.csv",
                    "electron_densities.csv", "plasma_state.csv")
-#: Atomic-data files LUMINA needs in the reference directory (it segfaults without them).
-REQUIRED_REF_FILES = ("atom_masses.csv", "line_list.csv", "levels.csv", "ionization_energies.csv",
-                      "macro_atom_references.csv", "macro_atom_data.csv", "line2macro_level_upper.npy",
-                      "transition_probabilities.npy")
 OUTPUT_FILES = {"rotation": "lumina_spectrum_rotation.csv", "real": "lumina_spectrum.csv",
                 "formal": "lumina_spectrum_formal.csv"}
 SIGMA_SB = 5.670374419e-5  # erg cm^-2 s^-1 K^-4
 AMU = 1.66053906660e-24  # g
 KM = 1.0e5
+H_PLANCK, C_LIGHT, K_BOLTZMANN = 6.62607015e-27, 2.99792458e10, 1.380649e-16  # cgs
+#: LUMINA keeps T_inner fixed in its first 3 iterations and updates it after each later one
+HOLD_ITERATIONS = 3
+#: per-attempt seeds are below this: LUMINA reads the seed with C ``atol`` (a signed 64-bit long)
+#: and seeds packet p of iteration k with ``seed + 1e6 k + p`` (GPU) / ``seed + 1000 k + thread``
+#: (CPU), which stays below 2**63 for k <= 1000 iterations and p < 2**61 packets
+SEED_LIMIT = 2**62
+#: at most this many problems of a broken reference directory are named in the error
+MAX_REF_PROBLEMS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +83,29 @@ class LuminaSettings:
     nlte_start_iter: int = 0
     spec_range: tuple[float, float, int] = (500.0, 20000.0, 2000)
     extra_env: tuple[tuple[str, str], ...] = ()  # e.g. (("LUMINA_DYNAMIC_TRANSPROB", "1"),)
-    min_positive_fraction: float = 0.5
+    #: accepted emitted / requested luminosity (spectrum over the grid, and stdout's L_emitted)
+    lum_range: tuple[float, float] = (0.5, 2.0)
+    #: lowest accepted escape fraction of the last iteration (from stdout, when printed)
+    min_escape_fraction: float = 0.05
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LuminaSettings":
+        """Settings from a store's ``config_json`` (keys this version does not know are ignored,
+        missing ones take their defaults)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("spec_range", "lum_range"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        if "extra_env" in kw:
+            kw["extra_env"] = tuple(tuple(x) for x in kw["extra_env"])
+        return cls(**kw)
+
+    @property
+    def edges(self) -> np.ndarray:
+        """Bin edges [n + 1] Angstrom of LUMINA's spectrum grid."""
+        lo, hi, n = self.spec_range
+        return np.linspace(lo, hi, int(n) + 1)
 
     @property
     def wavelength(self) -> np.ndarray:
@@ -114,17 +149,23 @@ class Reference:
     ne0: float | None  # reference electron density of shell 0 (cm^-3)
 
 
-def check_reference(path) -> Reference:
-    """Validate a reference directory once, before any job (missing files make LUMINA segfault)."""
+def check_reference(path, *, n_shells: int | None = None, elements: Sequence[int] | None = None) -> Reference:
+    """Validate a reference directory once, before any job (LUMINA segfaults or silently misreads
+    on a missing file, column or shape): :func:`runners.backends.lumina_ref.check_reference`;
+    a UserError names up to ``MAX_REF_PROBLEMS`` problems."""
     if path is None:
         raise UserError("--backend lumina needs --lumina-ref DIR (LUMINA's reference/atomic-data directory)")
     p = Path(path).expanduser().resolve()
     if not p.is_dir():
         raise UserError(f"LUMINA reference directory not found: {p}")
+    problems = lumina_ref.check_reference(p, n_shells=n_shells, elements=elements)
+    if problems:
+        more = len(problems) - MAX_REF_PROBLEMS
+        listed = "; ".join(" ".join(q.split()) for q in problems[:MAX_REF_PROBLEMS])
+        listed += f"; and {more} more" if more > 0 else ""
+        raise UserError(f"LUMINA reference directory {p} is not usable ({len(problems)} problem"
+                        f"{'s' if len(problems) > 1 else ''}): {listed}")
     names = sorted(f.name for f in p.iterdir() if f.is_file())
-    missing = [f for f in REQUIRED_REF_FILES if f not in names]
-    if missing:
-        raise UserError(f"LUMINA reference directory {p} lacks {', '.join(missing)}")
     rho0 = ne0 = None
     try:
         if "density.csv" in names and "electron_densities.csv" in names:
@@ -133,6 +174,11 @@ def check_reference(path) -> Reference:
     except (KeyError, ValueError, IndexError):
         rho0 = ne0 = None
     return Reference(p, tuple(n for n in names if n not in PER_MODEL_FILES), rho0, ne0)
+
+
+def reference_sha256(ref: Reference) -> str:
+    """sha256 of the reference files LUMINA reads (:func:`runners.backends.lumina_ref.reference_hash`)."""
+    return lumina_ref.reference_hash(ref.path)
 
 
 def _read_named_csv(path: Path) -> dict[str, np.ndarray]:
@@ -178,13 +224,23 @@ def model_files(ej, ref: Reference, *, n_packets: int, n_iters: int, seed: int) 
     return files
 
 
-def job_seed(campaign_seed: int, index: int) -> int:
-    """Per-model Monte Carlo seed (lumina-ml used one seed for every model)."""
-    return int((int(campaign_seed) * 1_000_003 + 7919 * int(index) + 23111963) % 2_147_483_647)
+def job_seed(campaign_seed: int, index: int, attempt: int) -> int:
+    """LUMINA's Monte Carlo seed of one attempt of one job, in [0, ``SEED_LIMIT``).
+
+    The top 62 bits of sha256("campaign_seed/index/attempt"): deterministic, different for
+    every attempt (a retry does not replay its failure) and, spread over 2**62, the packet-seed
+    ranges ``[seed, seed + 1e6 n_iters + n_packets)`` of different jobs, attempts and campaigns
+    do not overlap (chance ~1e-3 for 10^4 jobs of 10^7 seeds each)."""
+    text = f"lumina-jax/job-seed/{int(campaign_seed)}/{int(index)}/{int(attempt)}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 2
 
 
 def parse_spectrum(path: Path, settings: LuminaSettings) -> tuple[np.ndarray | None, str]:
-    """(L_lambda [n] erg/s/Angstrom, "") or (None, reason) for LUMINA's spectrum CSV."""
+    """(L_lambda [n] erg/s/Angstrom, "") or (None, reason) for LUMINA's spectrum CSV.
+
+    Checks the form (header, numbers, grid = ``LUMINA_SPEC_RANGE``) and finite, non-negative,
+    not all zero values; empty bins are fine (few packets); :func:`judge_spectrum` judges the
+    physics."""
     try:
         with open(path) as fh:
             header = fh.readline().strip().replace(" ", "")
@@ -203,10 +259,105 @@ def parse_spectrum(path: Path, settings: LuminaSettings) -> tuple[np.ndarray | N
     if not np.all(np.isfinite(data[:, 0])) or np.max(np.abs(data[:, 0] - expected)) > 0.01 * bin_width:
         return None, f"{path.name}: wavelength grid differs from LUMINA_SPEC_RANGE {settings.spec_range}"
     flux = data[:, 1] / 1.0e8  # erg/s/cm -> erg/s/Angstrom
-    why = validate_spectrum(flux, n_wave=expected.size, min_positive_fraction=settings.min_positive_fraction)
+    why = validate_spectrum(flux, n_wave=expected.size, min_positive_fraction=0.0)
     if why:
         return None, f"{path.name}: {why}"
     return flux, ""
+
+
+_NUM = r"([-+]?(?:nan|inf|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))"
+_ITERATION = re.compile(r"---\s*Iteration\s+(\d+)\s*/\s*(\d+)\s*---", re.I)
+_ESCAPED = re.compile(r"Escaped:\s*\d+\s*\(\s*" + _NUM + r"\s*%\s*\)", re.I)
+_T_INNER = re.compile(r"^\s*T_inner:\s*" + _NUM + r"\s*K", re.I | re.M)
+_L_EMITTED = re.compile(r"L_em(?:itted)?\s*[=:]\s*" + _NUM, re.I)
+_L_REQUESTED = re.compile(r"L_req(?:uested)?\s*[=:]\s*" + _NUM, re.I)
+
+
+@dataclasses.dataclass(frozen=True)
+class StdoutFigures:
+    """LUMINA's last iteration as printed on stdout (None: not printed).
+
+    escape_fraction: escaped / all packets (0-1); t_inner: K, the inner-boundary temperature
+    the iteration ran with; l_emitted, l_requested: erg/s (printed from the 4th iteration on,
+    with the T_inner update); iteration, n_iterations: 1-based number of the last iteration
+    header and the count it names."""
+
+    escape_fraction: float | None = None
+    t_inner: float | None = None
+    l_emitted: float | None = None
+    l_requested: float | None = None
+    iteration: int | None = None
+    n_iterations: int | None = None
+
+
+def _last(pattern: re.Pattern, text: str) -> float | None:
+    found = pattern.findall(text)
+    return float(found[-1]) if found else None
+
+
+def parse_stdout(text: str) -> StdoutFigures:
+    """The last iteration's figures from LUMINA's stdout (``lumina_main.c`` / ``lumina_cuda.cu``).
+
+    Lines read (from the last ``--- Iteration k/n ---`` header on; the whole text if there
+    is none): ``Escaped: N (P%)``, ``T_inner: T K ...`` (first number = the temperature the
+    iteration ran with) and, in the update line ``T_inner: T K -> T' K (L_em=..., L_req=...)``,
+    L_emitted / L_requested.  Unknown lines are ignored; a figure not printed is None."""
+    heads = list(_ITERATION.finditer(text))
+    block = text[heads[-1].start():] if heads else text
+    esc = _last(_ESCAPED, block)
+    return StdoutFigures(
+        escape_fraction=None if esc is None else esc / 100.0,
+        t_inner=_last(_T_INNER, block),
+        l_emitted=_last(_L_EMITTED, block),
+        l_requested=_last(_L_REQUESTED, block),
+        iteration=int(heads[-1].group(1)) if heads else None,
+        n_iterations=int(heads[-1].group(2)) if heads else None,
+    )
+
+
+def blackbody_share(edges: np.ndarray, t_kelvin: float, n_sub: int = 64) -> float:
+    """Fraction of a blackbody's luminosity (sigma T^4) at ``t_kelvin`` [K] between ``edges[0]``
+    and ``edges[-1]`` [Angstrom] (``n_sub`` midpoint samples per bin)."""
+    lam = np.linspace(float(edges[0]), float(edges[-1]), (len(edges) - 1) * n_sub + 1)
+    mid = 0.5 * (lam[1:] + lam[:-1]) * 1e-8  # cm
+    x = np.minimum(H_PLANCK * C_LIGHT / (mid * K_BOLTZMANN * t_kelvin), 700.0)
+    b = 2 * H_PLANCK * C_LIGHT**2 / mid**5 / np.expm1(x)  # erg/s/cm^2/sr/cm
+    return float(np.sum(np.pi * b * np.diff(lam) * 1e-8) / (SIGMA_SB * t_kelvin**4))
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def judge_spectrum(flux: np.ndarray, settings: LuminaSettings, *, l_requested: float, t_inner: float,
+                   figures: StdoutFigures) -> tuple[dict, str]:
+    """(diagnostics, why the spectrum is unphysical or "") of a finite, non-negative spectrum.
+
+    flux: L_lambda [n] erg/s/Angstrom; l_requested: erg/s (config.json); t_inner: K, the initial
+    T_inner of config.json, used when stdout shows none.  ``lum_ratio`` = the spectrum summed over
+    the grid / (l_requested x the share of a blackbody at the last T_inner inside the grid: ~0.98
+    for the default 500-20000 Angstrom at 10^4 K); it and stdout's L_emitted / L_requested must lie
+    in ``settings.lum_range``, stdout's escape fraction must be >= ``settings.min_escape_fraction``."""
+    t_ref = figures.t_inner if _finite(figures.t_inner) and figures.t_inner > 0 else t_inner
+    l_spec = band_luminosity(flux, settings.wavelength)
+    share = blackbody_share(settings.edges, t_ref)
+    ratio = l_spec / (l_requested * share) if l_requested > 0 and share > 0 else math.nan
+    diag = {"l_spectrum": l_spec, "lum_ratio": ratio}
+    problems = []
+    esc = figures.escape_fraction
+    if esc is not None and not esc >= settings.min_escape_fraction:
+        problems.append(f"escape fraction {esc:.2%} (stdout) is below {settings.min_escape_fraction:.0%}")
+    if figures.l_emitted is not None:
+        l_req = figures.l_requested if _finite(figures.l_requested) and figures.l_requested > 0 else l_requested
+        stdout_ratio = figures.l_emitted / l_req
+        if not math.isfinite(stdout_ratio):
+            problems.append(f"L_emitted (stdout) is {figures.l_emitted}")
+        else:
+            problems.append(luminosity_problem("L_emitted/L_requested of the last iteration (stdout)",
+                                               stdout_ratio, settings.lum_range))
+    problems.append(luminosity_problem(f"spectrum luminosity / requested (blackbody share of the grid "
+                                       f"{share:.0%} at {t_ref:.0f} K)", ratio, settings.lum_range))
+    return diag, "; ".join(p for p in problems if p)
 
 
 # ----------------------------------------------------------------------- process
@@ -233,16 +384,30 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _log_tail(path: Path, n_chars: int = 200) -> str:
+def _log_excerpt(path: Path, n_chars: int = 200) -> str:
+    """The binary's first line containing ``ERROR`` in the job log, else its last non-empty line
+    (the runner's own ``# ...`` lines are skipped); "" if none."""
+    last = ""
     try:
         with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 4096))
-            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+            for raw in fh:
+                for line in raw.decode(errors="replace").split("\r"):
+                    line = line.strip()
+                    if not line or line.startswith("# "):
+                        continue
+                    if "ERROR" in line:
+                        return f"output: {line[:n_chars]}"
+                    last = line
     except OSError:
         return ""
-    return lines[-1][:n_chars] if lines else ""
+    return f"last output: {last[:n_chars]}" if last else ""
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -295,8 +460,9 @@ class LuminaExecutor(Executor):
     def _ejecta(self, theta):
         return _jit_build_ejecta()(np.asarray(theta, dtype=np.float64), self.space)
 
-    def prepare(self, job: Job) -> Path:
-        """Create the job's working directory and model directory; return the working dir."""
+    def prepare(self, job: Job) -> tuple[Path, dict]:
+        """Create the job's working directory and model directory -> (working dir, config.json
+        contents: the seed, requested luminosity and initial T_inner of this attempt)."""
         work = self.work_root / f"job_{job.index:06d}_a{job.attempt}"
         if work.exists():
             shutil.rmtree(work)
@@ -305,10 +471,10 @@ class LuminaExecutor(Executor):
         for name in self.ref.files:
             os.symlink(self.ref.path / name, model / name)
         files = model_files(self._ejecta(job.theta), self.ref, n_packets=self.settings.n_packets,
-                            n_iters=self.settings.n_iters, seed=job_seed(self.campaign_seed, job.index))
+                            n_iters=self.settings.n_iters, seed=job_seed(self.campaign_seed, job.index, job.attempt))
         for name, text in files.items():
             (model / name).write_text(text)
-        return work
+        return work, json.loads(files["config.json"])
 
     async def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         return [await self.run_one(job) for job in jobs]
@@ -317,16 +483,19 @@ class LuminaExecutor(Executor):
         t0 = time.monotonic()
         elapsed = lambda: time.monotonic() - t0  # noqa: E731
         try:
-            work = self.prepare(job)
+            work, cfg = self.prepare(job)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / f"job_{job.index:06d}_a{job.attempt}.log"
         except Exception as exc:  # noqa: BLE001 - a broken job directory is this job's failure
             return Outcome.failure(job, "error", f"could not prepare the job directory: {exc}", elapsed(), self.name)
+        seed = int(cfg["seed"])
+        base = {"mc_seed": seed, "l_requested": float(cfg["luminosity_inner_erg_s"])}
         cmd = [str(self.binary), str(work / "model"), *self.settings.argv_tail()]
         env = self.environment()
         with open(log_path, "wb") as log:
             log.write(
-                (f"# job {job.index} attempt {job.attempt} worker {self.name}\n# cwd {work}\n# cmd {' '.join(cmd)}\n"
+                (f"# job {job.index} attempt {job.attempt} worker {self.name} seed {seed}\n# cwd {work}\n"
+                 f"# cmd {' '.join(cmd)}\n"
                  f"# env OMP_NUM_THREADS={env['OMP_NUM_THREADS']} CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} "
                  + " ".join(f"{k}={v}" for k, v in sorted(self.settings.env().items())) + "\n").encode())
             log.flush()
@@ -335,7 +504,8 @@ class LuminaExecutor(Executor):
                     *self._prefix, *cmd, cwd=str(work), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
                     stderr=asyncio.subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
-                return Outcome.failure(job, "error", f"could not start {self.binary}: {exc}", elapsed(), self.name)
+                return Outcome.failure(job, "error", f"could not start {self.binary}: {exc}", elapsed(), self.name,
+                                       base)
             try:
                 rc = await asyncio.wait_for(proc.wait(), timeout=self.timeout_s)
             except asyncio.TimeoutError:
@@ -343,33 +513,46 @@ class LuminaExecutor(Executor):
                 await proc.wait()
                 log.write(f"\n# runner: killed process group after the {self.timeout_s:g} s timeout\n".encode())
                 return Outcome.failure(job, "timeout", f"timeout after {self.timeout_s:g} s (process group killed)",
-                                       elapsed(), self.name)
+                                       elapsed(), self.name, base)
             except asyncio.CancelledError:
                 _kill_group(proc.pid)
                 await asyncio.shield(proc.wait())
                 raise
             finally:
                 _kill_group(proc.pid)
-        outcome = self.classify(job, rc, work, log_path, elapsed())
+        outcome = self.classify(job, rc, work, log_path, elapsed(), cfg)
         if outcome.ok and not self.keep_workdirs:
             shutil.rmtree(work, ignore_errors=True)
         return outcome
 
-    def classify(self, job: Job, rc: int, work: Path, log_path: Path, elapsed_s: float) -> Outcome:
-        tail = _log_tail(log_path)
-        last = f"; last output: {tail}" if tail else ""
+    def classify(self, job: Job, rc: int, work: Path, log_path: Path, elapsed_s: float, cfg: dict) -> Outcome:
+        """The outcome of a finished attempt from its return code, output file and stdout log;
+        ``cfg`` is the model's config.json (seed, requested luminosity, initial T_inner)."""
+        figures = parse_stdout(_read_log(log_path))
+        diag = {"mc_seed": int(cfg["seed"]), "l_requested": float(cfg["luminosity_inner_erg_s"]),
+                "l_emitted": figures.l_emitted, "escape_fraction": figures.escape_fraction,
+                "t_inner": figures.t_inner}
+
+        def fail(kind: str, reason: str) -> Outcome:
+            return Outcome.failure(job, kind, reason, elapsed_s, self.name, diag)
+
+        excerpt = _log_excerpt(log_path)
+        said = f"; {excerpt}" if excerpt else ""
         if rc < 0:
-            return Outcome.failure(job, "signal", f"killed by {_signal_name(-rc)}{last}", elapsed_s, self.name)
+            return fail("signal", f"killed by {_signal_name(-rc)}{said}")
         if rc > 128 and (rc - 128) in {s.value for s in signal.Signals}:
-            return Outcome.failure(job, "signal", f"exit code {rc} = 128 + {_signal_name(rc - 128)}{last}",
-                                   elapsed_s, self.name)
+            return fail("signal", f"exit code {rc} = 128 + {_signal_name(rc - 128)}{said}")
         if rc != 0:
-            return Outcome.failure(job, "exit_code", f"exit code {rc}{last}", elapsed_s, self.name)
+            return fail("exit_code", f"exit code {rc}{said}")
         out = work / OUTPUT_FILES[self.settings.spectrum]
         if not out.is_file():
-            return Outcome.failure(job, "missing_output", f"exit 0 but no {out.name} was written{last}",
-                                   elapsed_s, self.name)
+            return fail("missing_output", f"exit 0 but no {out.name} was written{said}")
         flux, why = parse_spectrum(out, self.settings)
         if flux is None:
-            return Outcome.failure(job, "invalid_output", why, elapsed_s, self.name)
-        return Outcome(job.index, True, flux, elapsed_s=elapsed_s, worker=self.name)
+            return fail("invalid_output", why)
+        more, why = judge_spectrum(flux, self.settings, l_requested=float(cfg["luminosity_inner_erg_s"]),
+                                   t_inner=float(cfg["T_inner_K"]), figures=figures)
+        diag.update(more)
+        if why:
+            return fail("invalid_output", f"{out.name}: {why}")
+        return Outcome(job.index, True, flux, elapsed_s=elapsed_s, worker=self.name, diagnostics=diag)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +84,10 @@ def test_from_previous_stage_samples_relaxed_ranges(tmp_path):
 
 
 def test_bad_input_gives_one_line_errors_and_touches_nothing(tmp_path, monkeypatch, capsys, fake_lumina, lumina_ref):
+    import shutil
+
+    broken = Path(shutil.copytree(lumina_ref, tmp_path / "broken_ref"))
+    (broken / "levels.csv").unlink()
     out = tmp_path / "keep.h5"
     r = runner.invoke(app, ["generate", "--stage", "1", "--n-models", "5", "--out", str(out), "--quiet", *STANDIN])
     assert r.exit_code == 0, r.output
@@ -95,6 +101,9 @@ def test_bad_input_gives_one_line_errors_and_touches_nothing(tmp_path, monkeypat
           "--out", tmp_path / "n2.h5"], "LUMINA binary not found"),
         ([*base, "--backend", "lumina", "--lumina-bin", fake_lumina, "--lumina-ref", tmp_path / "noref",
           "--out", tmp_path / "n3.h5"], "reference directory not found"),
+        ([*base, "--backend", "lumina", "--lumina-bin", fake_lumina, "--lumina-ref", broken,
+          "--out", tmp_path / "n8.h5"], "is not usable (1 problem): levels.csv: missing file"),
+        ([*base, *lum, "--lum-range", "2,1", "--out", tmp_path / "n9.h5"], "--lum-range needs 0 <= LOW < HIGH"),
         ([*base, *lum, "--out", tmp_path / "no-dir" / "x.h5"], "does not exist"),
         ([*base, *STANDIN, "--out", out], "already exists: pass --resume"),
         (["generate", "--stage", "2", "--resume", "--out", out], "holds a stage-1 campaign, --stage 2 given"),
@@ -129,3 +138,65 @@ def test_resume_refuses_another_lumina_binary(tmp_path, monkeypatch, capsys, fak
                       out, "--lumina-bin", other, "--lumina-ref", lumina_ref)
     assert code == 2 and "is not the binary the store was made with" in err
     assert out.read_bytes() == before
+
+
+def test_resume_refuses_another_reference_directory(tmp_path, monkeypatch, capsys, fake_lumina, lumina_ref):
+    out = tmp_path / "l.h5"
+    args = ["generate", "--stage", "1", "--n-models", "2", "--backend", "lumina", "--lumina-bin", fake_lumina,
+            "--lumina-ref", lumina_ref, "--out", out, "--spec-range", "500,20000,100", "--quiet", "--max-attempts", "1"]
+    monkeypatch.setenv("FAKE_LUMINA_MODES", str(tmp_path / "modes.json"))
+    (tmp_path / "modes.json").write_text(json.dumps({"1": "crash"}))  # leaves job 1 for the resume
+    code, err = _main(monkeypatch, capsys, *args)
+    assert code == 0, err
+    from runners.backends.lumina_ref import reference_hash
+    from runners.store import read_attrs
+
+    assert read_attrs(out)["lumina_ref_sha256"] == reference_hash(lumina_ref)
+    before = out.read_bytes()
+    other = Path(shutil.copytree(lumina_ref, tmp_path / "other_ref"))
+    tau = np.load(other / "tau_sobolev.npy")
+    np.save(other / "tau_sobolev.npy", tau + 0.5)  # other atomic data, still a valid reference
+    resume = ["generate", "--stage", "1", "--backend", "lumina", "--resume", "--out", out, "--lumina-bin", fake_lumina,
+              "--max-attempts", "2", "--quiet", "--lumina-ref"]
+    code, err = _main(monkeypatch, capsys, *resume, other)
+    assert code == 2 and "is not the reference directory the store was made with" in err and err.count("\n") == 1
+    assert out.read_bytes() == before
+    same = Path(shutil.copytree(lumina_ref, tmp_path / "moved_ref"))  # same contents elsewhere: the same data
+    (tmp_path / "modes.json").write_text("{}")
+    code, err = _main(monkeypatch, capsys, *resume, same)
+    assert code == 0, err
+    assert load_training_set(out).ids.tolist() == [0, 1]
+
+
+def test_exit_code_3_when_no_job_succeeds(tmp_path, monkeypatch, capsys, fake_lumina, lumina_ref):
+    out = tmp_path / "bad.h5"
+    (tmp_path / "modes.json").write_text(json.dumps({"0": "crash", "1": "nonzero"}))
+    monkeypatch.setenv("FAKE_LUMINA_MODES", str(tmp_path / "modes.json"))
+    code, err = _main(monkeypatch, capsys, "generate", "--stage", "1", "--n-models", "2", "--backend", "lumina",
+                      "--lumina-bin", fake_lumina, "--lumina-ref", lumina_ref, "--out", out, "--quiet",
+                      "--max-attempts", "2", "--spec-range", "500,20000,100")
+    assert code == 3, err
+    assert "error: none of the 2 jobs run succeeded (signal x1, exit_code x1)" in err
+    info = json.loads(runner.invoke(app, ["dataset", "info", str(out), "--json"]).output)
+    assert info["counts"] == {"pending": 0, "done": 0, "failed": 2}  # written before the exit
+    # retries that succeed: exit 0; then a finished store resumed runs nothing: exit 0
+    (tmp_path / "modes.json").write_text("{}")
+    code, err = _main(monkeypatch, capsys, "generate", "--stage", "1", "--backend", "lumina", "--resume", "--out",
+                      out, "--lumina-bin", fake_lumina, "--lumina-ref", lumina_ref, "--quiet", "--max-attempts", "3")
+    assert code == 0, err
+    assert json.loads(runner.invoke(app, ["dataset", "info", str(out), "--json"]).output)["counts"]["done"] == 2
+    code, err = _main(monkeypatch, capsys, "generate", "--stage", "1", "--backend", "lumina", "--resume", "--out",
+                      out, "--lumina-bin", fake_lumina, "--lumina-ref", lumina_ref, "--quiet", "--max-attempts", "3")
+    assert code == 0 and "none of" not in err
+
+
+def test_few_iterations_are_warned_about_once(tmp_path, monkeypatch, capsys, fake_lumina, lumina_ref):
+    code, err = _main(monkeypatch, capsys, "generate", "--stage", "1", "--n-models", "3", "--backend", "lumina",
+                      "--lumina-bin", fake_lumina, "--lumina-ref", lumina_ref, "--out", tmp_path / "f.h5", "--quiet",
+                      "--n-iters", "3", "--spec-range", "500,20000,100")
+    assert code == 0, err
+    assert err.count("warning: --n-iters 3: LUMINA holds T_inner fixed") == 1
+    code, err = _main(monkeypatch, capsys, "generate", "--stage", "1", "--n-models", "3", "--backend", "lumina",
+                      "--lumina-bin", fake_lumina, "--lumina-ref", lumina_ref, "--out", tmp_path / "g.h5", "--quiet",
+                      "--n-iters", "6", "--spec-range", "500,20000,100")
+    assert code == 0 and "warning" not in err

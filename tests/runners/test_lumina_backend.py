@@ -1,25 +1,31 @@
-"""The LUMINA backend against a stand-in executable: files, environment, failure classes, retries."""
+"""The LUMINA backend against a stand-in executable: files, environment, failure classes, retries,
+seeds, stdout figures, the physical validity of a spectrum and the pre-run reference check."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lumina_jax.errors import UserError
 from lumina_jax.params import ATOMIC_NUMBERS
-from runners.backends.lumina import LuminaExecutor, LuminaSettings, _jit_build_ejecta, check_reference, model_files
+from runners.backends.lumina import (SEED_LIMIT, LuminaExecutor, LuminaSettings, StdoutFigures, _jit_build_ejecta,
+                                     check_reference, job_seed, judge_spectrum, model_files, parse_stdout)
 from runners.campaign import GenerateOptions, generate
 from runners.design import lhs_design
-from runners.executors import Job
+from runners.executors import Job, validate_spectrum
 from runners.store import DONE, FAILED, load_training_set, store_info
 from runner_helpers import blackbody_lambda, write_modes
 
-SMALL = LuminaSettings(n_packets=1000, n_iters=2, spec_range=(500.0, 20000.0, 200))
+SMALL = LuminaSettings(n_packets=1000, n_iters=6, spec_range=(500.0, 20000.0, 200))
+FEW = dataclasses.replace(SMALL, n_iters=2)  # T_inner never updated
 
 
 def _executor(tmp_path, fake_lumina, lumina_ref, space, *, gpu=None, threads=3, timeout=20.0, settings=SMALL):
@@ -67,7 +73,7 @@ def test_normal_job_spectrum_environment_and_cleanup(tmp_path, fake_lumina, lumi
     np.testing.assert_allclose(o.spectrum, expected, rtol=1e-6)  # erg/s/cm -> erg/s/Angstrom
     log = (tmp_path / "logs" / "job_000007_a1.log").read_text()
     assert "OMP_NUM_THREADS=2 CUDA_VISIBLE_DEVICES=1 LUMINA_SPEC_RANGE=500,20000,200 LUMINA_DYNAMIC_TRANSPROB=None" in log
-    assert "1000 2 rotation" in log
+    assert "1000 6 rotation" in log
     assert not (tmp_path / "work" / "job_000007_a1").exists()  # successful work dirs are removed
     cpu = _executor(tmp_path, fake_lumina, lumina_ref, space1, gpu=None, threads=5)
     (o,) = asyncio.run(cpu.run([Job(8, theta, 1)]))
@@ -77,11 +83,14 @@ def test_normal_job_spectrum_environment_and_cleanup(tmp_path, fake_lumina, lumi
 @pytest.mark.parametrize("mode, kind, words", [
     ("crash", "signal", "SIGSEGV"),
     ("exit139", "signal", "139 = 128 + SIGSEGV"),
-    ("nonzero", "exit_code", "exit code 3; last output: CUDA error: out of memory"),
+    ("crash", "signal", "killed by SIGSEGV; output: ERROR: Column 'rho' not found"),
+    ("nonzero", "exit_code", "exit code 3; output: ERROR: CUDA error: out of memory (lumina_cuda.cu:1923)"),
     ("garbage", "invalid_output", "not numeric"),
     ("nan", "invalid_output", "non-finite"),
     ("badgrid", "invalid_output", "expected 200 rows"),
-    ("nooutput", "missing_output", "no lumina_spectrum_rotation.csv"),
+    ("nooutput", "missing_output", "no lumina_spectrum_rotation.csv was written; last output: done"),
+    ("dim", "invalid_output", "spectrum luminosity / requested (blackbody share of the grid"),
+    ("noescape", "invalid_output", "escape fraction 0.50% (stdout) is below 5%"),
 ])
 def test_failure_modes_are_classified(tmp_path, fake_lumina, lumina_ref, space1, monkeypatch, mode, kind, words):
     monkeypatch.setenv("FAKE_LUMINA_MODES", str(write_modes(tmp_path / "modes.json", {3: mode})))
@@ -97,7 +106,7 @@ def test_missing_reference_file_segfaults_and_is_classified(tmp_path, fake_lumin
     ex = _executor(tmp_path, fake_lumina, lumina_ref, space1)
     ex.ref = ex.ref.__class__(ex.ref.path, tuple(f for f in ex.ref.files if f != "levels.csv"), None, None)
     (o,) = asyncio.run(ex.run([Job(0, lhs_design(space1, 1, seed=0)[0], 1)]))
-    assert o.fail_kind == "signal" and "Cannot open levels.csv" in o.reason
+    assert o.fail_kind == "signal" and "output: ERROR: Cannot open levels.csv" in o.reason
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path, fake_lumina, lumina_ref, space1, monkeypatch):
@@ -148,3 +157,181 @@ def test_campaign_retries_and_never_stores_failures(tmp_path, fake_lumina, lumin
     assert log.read_text().split() == ["5"]
     assert store_info(out)["counts"] == {"pending": 0, "done": 7, "failed": 5}
     assert store2.attempts[5] == 3 and store2.status[5] == DONE
+
+
+# ------------------------------------------------------------------ reference check
+def _options(tmp_path, fake_lumina, ref, **kw):
+    base = dict(stage=1, out=tmp_path / "c.h5", backend="lumina", n_models=3, seed=2, lumina_bin=fake_lumina,
+                lumina_ref=ref, cpu_workers=1, cpu_threads=1, timeout_s=20.0, lumina_settings=SMALL)
+    base.update(kw)
+    return GenerateOptions(**base)
+
+
+def test_broken_reference_stops_the_campaign_before_any_job(tmp_path, fake_lumina, lumina_ref, monkeypatch):
+    seedlog = tmp_path / "seeds.txt"
+    monkeypatch.setenv("FAKE_LUMINA_SEEDLOG", str(seedlog))
+    (lumina_ref / "levels.csv").unlink()
+    tau = np.load(lumina_ref / "tau_sobolev.npy")
+    np.save(lumina_ref / "tau_sobolev.npy", tau.astype(np.float32))  # LUMINA reads float32 as garbage
+    with pytest.raises(UserError) as err:
+        generate(_options(tmp_path, fake_lumina, lumina_ref))
+    msg = str(err.value)
+    assert "is not usable (2 problems)" in msg and "\n" not in msg
+    assert "levels.csv: missing file" in msg and "tau_sobolev.npy: dtype <f4" in msg
+    assert not seedlog.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bin", "ref"]  # nothing ran
+    # many problems: the first five are named, the rest counted
+    for name in ("line_list.csv", "atom_masses.csv", "ionization_energies.csv", "zeta_temps.csv", "density.csv",
+                 "macro_atom_data.csv"):
+        (lumina_ref / name).unlink()
+    with pytest.raises(UserError) as err:
+        generate(_options(tmp_path, fake_lumina, lumina_ref))
+    m = re.search(r"is not usable \((\d+) problems\): (?:[^;]+; ){5}and (\d+) more$", str(err.value))
+    assert m and int(m.group(1)) >= 8 and int(m.group(2)) == int(m.group(1)) - 5, str(err.value)
+
+
+def test_reference_of_another_shell_count_or_element_set_is_refused(tmp_path, lumina_ref):
+    from runner_helpers import write_tiny_reference
+
+    eight = write_tiny_reference(tmp_path / "ref8", elements=(6, 8, 14, 16, 20, 26, 27, 28))
+    with pytest.raises(UserError, match=r"element set .*\(missing \[12, 22, 24\]"):
+        check_reference(eight, n_shells=30, elements=ATOMIC_NUMBERS)
+    twenty = write_tiny_reference(tmp_path / "ref20", n_shells=20)
+    with pytest.raises(UserError, match="geometry.csv: 20 shells, expected 30"):
+        check_reference(twenty, n_shells=30, elements=ATOMIC_NUMBERS)
+    assert check_reference(lumina_ref, n_shells=30, elements=ATOMIC_NUMBERS).path == lumina_ref.resolve()
+
+
+# ---------------------------------------------------------------------------- seeds
+def test_job_seeds_are_deterministic_distinct_per_attempt_and_never_overlap():
+    n_packets, n_iters = 200_000, 10
+    assert job_seed(3, 17, 1) == job_seed(3, 17, 1)
+    seeds = {(c, i, a): job_seed(c, i, a) for c in (0, 1) for i in range(3000) for a in (1, 2, 3)}
+    values = np.array(sorted(seeds.values()), dtype=np.uint64)
+    assert len(set(seeds.values())) == len(seeds)  # per job, per attempt, per campaign seed
+    assert values.min() >= 0 and int(values.max()) < SEED_LIMIT
+    # LUMINA's GPU build seeds packet p of iteration k with seed + 1e6 k + p; the CPU build seed + 1000 k + thread:
+    # the ranges [seed, seed + 1e6 n_iters + n_packets) of all attempts of all jobs are disjoint
+    span = int(1e6) * n_iters + n_packets
+    assert (np.diff(values.astype(object)) >= span).all()
+    # head-room: the largest packet seed of 1000 iterations still fits C's signed 64-bit long (atol)
+    assert SEED_LIMIT + int(1e6) * 1000 + 2**31 < 2**63
+    # the consecutive-index rule this replaces shared 96 % of the packet streams of neighbouring jobs
+    assert job_seed(0, 1, 1) - job_seed(0, 0, 1) != 7919
+
+
+def test_retry_uses_a_new_seed_and_the_store_keeps_the_seed_used(tmp_path, fake_lumina, lumina_ref, monkeypatch):
+    seedlog = tmp_path / "seeds.txt"
+    monkeypatch.setenv("FAKE_LUMINA_SEEDLOG", str(seedlog))
+    monkeypatch.setenv("FAKE_LUMINA_MODES", str(write_modes(tmp_path / "modes.json", {1: ["exit139", "normal"]})))
+    store, _ = generate(_options(tmp_path, fake_lumina, lumina_ref, max_attempts=2, seed=9))
+    ran = [tuple(map(int, line.split())) for line in seedlog.read_text().splitlines()]
+    assert sorted((i, a) for i, a, _ in ran) == [(0, 1), (1, 1), (1, 2), (2, 1)]
+    for i, a, seed in ran:  # the binary read the hashed seed of its attempt from config.json
+        assert seed == job_seed(9, i, a)
+    assert store.diagnostics["mc_seed"].tolist() == [job_seed(9, 0, 1), job_seed(9, 1, 2), job_seed(9, 2, 1)]
+    log = (tmp_path / "c.logs" / "job_000001_a2.log").read_text()
+    assert f"seed {job_seed(9, 1, 2)}" in log.splitlines()[0]
+
+
+# --------------------------------------------------------------------- stdout figures
+REAL_STDOUT = (  # LUMINA-SN 835c64e (CPU build), a 2000-packet run: the last two iterations, verbatim
+    "--- Iteration 4/5 ---\n"
+    "  Packets: ~200/2000\r  Packets: ~2000/2000\r  Packets: 2000/2000 done. Escaped: 1577 (78.85%), "
+    "Reabsorbed: 423 (21.15%)\n"
+    "  [Plasma] Computing tau_sobolev...\n"
+    "    Shell 0: tau_min=5.40e-01, tau_max=7.59e+07, lines with tau>1: 15/22\n"
+    "  Shell  W_LUMINA   T_rad_LUM  nubar/j\n"
+    "    0    0.571871   9762.85 K   7.8593e+14\n"
+    "  T_inner: 10000.00 K -> 9039.45 K (L_em=1.532e+43, L_req=1.000e+43)\n"
+    "\n--- Iteration 5/5 ---\n"
+    "  Packets: ~200/2000\r  Packets: ~2000/2000\r  Packets: 2000/2000 done. Escaped: 1587 (79.35%), "
+    "Reabsorbed: 413 (20.65%)\n"
+    "  Shell  W_LUMINA   T_rad_LUM  nubar/j\n"
+    "    0    0.549644   9365.13 K   7.1605e+14\n"
+    "  T_inner: 9039.45 K -> 8974.20 K (L_em=1.030e+43, L_req=1.000e+43)\n"
+    "\n============================================================\nFinal Results\n"
+    "T_inner final: 8974.20 K (TARDIS: 10521.52 K, err: -14.71%)\n"
+)
+
+
+def test_parse_stdout_reads_the_last_iteration():
+    f = parse_stdout(REAL_STDOUT)
+    assert f == StdoutFigures(escape_fraction=pytest.approx(0.7935), t_inner=9039.45, l_emitted=1.030e43,
+                              l_requested=1.0e43, iteration=5, n_iterations=5)
+    # GPU build: "Escaped: N (P%)" without the packet count; a hold iteration prints no luminosities
+    gpu = ("--- Iteration 3/3 ---\n  Escaped: 410023 (41.00%), Reabsorbed: 589977 (59.00%)\n"
+           "  T_inner: 10412.50 K (hold iteration 3/3)\nT_inner final: 10412.50 K (TARDIS: 10521.52 K, err: -1.04%)\n")
+    assert parse_stdout(gpu) == StdoutFigures(escape_fraction=pytest.approx(0.41), t_inner=10412.5, iteration=3,
+                                              n_iterations=3)
+    assert parse_stdout("Segmentation fault\n") == StdoutFigures()
+    broken = parse_stdout("--- Iteration 2/10 ---\n  T_inner: nan K -> nan K (L_em=-nan, L_req=1.0e43)\n")
+    assert np.isnan(broken.l_emitted) and np.isnan(broken.t_inner) and broken.l_requested == 1.0e43
+
+
+def test_stdout_figures_are_stored_per_model(tmp_path, fake_lumina, lumina_ref):
+    store, _ = generate(_options(tmp_path, fake_lumina, lumina_ref, n_models=2))
+    assert (store.status == DONE).all()
+    d = store.diagnostics
+    np.testing.assert_allclose(d["escape_fraction"], 0.415)
+    l_req = 10 ** store.design[:, store.space.names.index("log_L")]
+    np.testing.assert_allclose(d["l_requested"], l_req, rtol=1e-12)
+    np.testing.assert_allclose(d["l_emitted"], l_req, rtol=2e-3)  # printed with 4 digits
+    r_in = store.design[:, store.space.names.index("v_inner")] * 1e5 * store.design[:, store.space.names.index(
+        "t_exp")] * 86400
+    np.testing.assert_allclose(d["t_inner"], (l_req / (4 * np.pi * 5.670374419e-5 * r_in**2)) ** 0.25, rtol=1e-5)
+    np.testing.assert_allclose(d["lum_ratio"], 1.0, atol=0.01)  # a blackbody holds its requested luminosity
+    info = store_info(tmp_path / "c.h5")["diagnostics_done"]
+    assert info["escape_fraction"]["n"] == 2 and info["lum_ratio"]["median"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_few_iterations_warn_once_at_the_start(tmp_path, fake_lumina, lumina_ref):
+    seen = []
+    generate(_options(tmp_path, fake_lumina, lumina_ref, n_models=4, lumina_settings=FEW), on_warning=seen.append)
+    assert len(seen) == 1 and seen[0].startswith("--n-iters 2: LUMINA holds T_inner fixed for its first 3")
+    store = generate(_options(tmp_path, fake_lumina, lumina_ref, resume=True, n_models=None, lumina_settings=None),
+                     on_warning=seen.append)[0]
+    assert len(seen) == 2  # the resumed campaign runs with the store's settings: warned again, once
+    assert np.isnan(store.diagnostics["l_emitted"]).all()  # T_inner never updated: no L_emitted printed
+    seen.clear()
+    generate(_options(tmp_path, fake_lumina, lumina_ref, out=tmp_path / "five.h5",
+                      lumina_settings=dataclasses.replace(SMALL, n_iters=5)), on_warning=seen.append)
+    assert seen == []
+
+
+# -------------------------------------------------------------------- validity
+def test_sparse_monte_carlo_spectrum_is_accepted_by_its_luminosity(tmp_path, fake_lumina, lumina_ref, space1,
+                                                                   monkeypatch):
+    monkeypatch.setenv("FAKE_LUMINA_MODES", str(write_modes(tmp_path / "modes.json", {0: "sparse", 1: "dim"})))
+    theta = lhs_design(space1, 1, seed=0)[0]
+    ex = _executor(tmp_path, fake_lumina, lumina_ref, space1, settings=SMALL)
+    sparse, dim = asyncio.run(ex.run([Job(0, theta, 1), Job(1, theta, 1)]))
+    assert sparse.ok, sparse.reason  # 10 % of the bins > 0: a few-packet histogram, but the luminosity is right
+    assert np.mean(sparse.spectrum > 0) == pytest.approx(0.1)
+    assert sparse.diagnostics["lum_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert validate_spectrum(sparse.spectrum, n_wave=200) != ""  # the synthesizer's rule would refuse it
+    assert not dim.ok and dim.fail_kind == "invalid_output"
+    assert "L_emitted/L_requested of the last iteration (stdout) = 0.2 is outside 0.5-2" in dim.reason
+    assert dim.diagnostics["lum_ratio"] == pytest.approx(0.2, abs=0.01)  # figures of failed attempts are kept
+
+
+def test_judge_spectrum_rules():
+    s = LuminaSettings(spec_range=(3000.0, 9000.0, 60), lum_range=(0.5, 2.0), min_escape_fraction=0.05)
+    lam = s.wavelength
+    t = 10000.0
+    h, c, k = 6.62607015e-27, 2.99792458e10, 1.380649e-16
+    x = lam * 1e-8
+    r = 1e15
+    flux = 4 * np.pi * r**2 * np.pi * 2 * h * c**2 / x**5 / np.expm1(h * c / (x * k * t)) / 1e8  # erg/s/Angstrom
+    l_req = 4 * np.pi * r**2 * 5.670374419e-5 * t**4
+    diag, why = judge_spectrum(flux, s, l_requested=l_req, t_inner=t, figures=StdoutFigures())
+    assert why == "" and diag["lum_ratio"] == pytest.approx(1.0, abs=2e-3)  # the window holds ~60 % of it
+    assert diag["l_spectrum"] == pytest.approx(0.6 * l_req, rel=0.05)
+    assert "= 2.5 is outside" in judge_spectrum(2.5 * flux, s, l_requested=l_req, t_inner=t, figures=StdoutFigures())[1]
+    ok = StdoutFigures(escape_fraction=0.4, t_inner=t, l_emitted=0.9 * l_req, l_requested=l_req)
+    assert judge_spectrum(flux, s, l_requested=l_req, t_inner=t, figures=ok)[1] == ""
+    low = dataclasses.replace(ok, escape_fraction=0.01)
+    assert "escape fraction 1.00% (stdout) is below 5%" in judge_spectrum(flux, s, l_requested=l_req, t_inner=t,
+                                                                          figures=low)[1]
+    nan = dataclasses.replace(ok, l_emitted=float("nan"))
+    assert "L_emitted (stdout) is nan" in judge_spectrum(flux, s, l_requested=l_req, t_inner=t, figures=nan)[1]
+    assert validate_spectrum(np.zeros(60), n_wave=60, min_positive_fraction=0.0) == "every bin is zero (no flux)"

@@ -23,7 +23,7 @@ def test_layout_matches_the_contract(tmp_path):
     p = tmp_path / "s.h5"
     s = _store(p)
     with h5py.File(p, "r") as f:  # the design is on disk before any job ran
-        assert f.attrs["format"] == "lumina-jax-campaign" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "lumina-jax-campaign" and f.attrs["format_version"] == 2
         assert f.attrs["stage"] == 1 and f.attrs["backend"] == "synth" and f.attrs["seed"] == 1
         for k in ("space_json", "config_hash", "binary_path", "binary_sha256", "host", "created", "lumina_jax_version"):
             assert k in f.attrs
@@ -32,6 +32,9 @@ def test_layout_matches_the_contract(tmp_path):
         assert f["attempts"].dtype == np.int32
         assert f["spectra"].shape == (10, 7) and np.isnan(f["spectra"][...]).all()
         assert f["fail_reason"].asstr()[0] == "" and f["worker"].asstr()[0] == ""
+        assert f["mc_seed"].dtype == np.int64 and (f["mc_seed"][...] == -1).all()
+        for k in ("l_requested", "l_spectrum", "lum_ratio", "l_emitted", "escape_fraction", "t_inner"):
+            assert f[k].shape == (10,) and np.isnan(f[k][...]).all()
         np.testing.assert_array_equal(f["design"][...], s.design)
     assert load_training_set(p).theta.shape == (0, 15)
 
@@ -110,3 +113,49 @@ def test_reader_errors(tmp_path):
         load_training_set(p)
     with pytest.raises(DataFileError, match="already exists"):
         _store(p)
+
+
+def test_diagnostics_are_stored_per_attempt(tmp_path):
+    p = tmp_path / "s.h5"
+    s = _store(p)
+    s.record_failure(1, kind="invalid_output", reason="dim", elapsed_s=1.0, worker="w",
+                     diagnostics={"mc_seed": 2**62 - 1, "lum_ratio": 0.2, "escape_fraction": 0.4})
+    s.record_success(2, np.ones(7), elapsed_s=1.0, worker="w", diagnostics={"mc_seed": 5, "lum_ratio": 1.01,
+                                                                            "l_emitted": None})
+    s.checkpoint()
+    re = CampaignStore.open(p)
+    assert re.diagnostics["mc_seed"][[0, 1, 2]].tolist() == [-1, 2**62 - 1, 5]  # 62-bit seeds survive exactly
+    assert re.diagnostics["lum_ratio"][1] == 0.2 and re.diagnostics["escape_fraction"][1] == 0.4
+    assert np.isnan(re.diagnostics["l_emitted"][2]) and np.isnan(re.diagnostics["t_inner"][1])
+    re.record_success(1, np.ones(7), elapsed_s=1.0, worker="w", diagnostics={"mc_seed": 6})
+    assert np.isnan(re.diagnostics["lum_ratio"][1])  # a new attempt replaces every figure of the last one
+    with pytest.raises(KeyError, match="unknown diagnostics bogus"):
+        re.record_success(3, np.ones(7), elapsed_s=1.0, worker="w", diagnostics={"bogus": 1})
+    info = store_info(p)
+    assert info["diagnostics_done"]["lum_ratio"] == {"median": 1.01, "min": 1.01, "max": 1.01, "n": 1}
+
+
+def test_version1_store_is_read_and_upgraded_on_resume(tmp_path):
+    p = tmp_path / "old.h5"
+    s = _store(p)
+    s.record_success(2, np.full(7, 2.0), elapsed_s=1.0, worker="w")
+    s.checkpoint()
+    with h5py.File(p, "r+") as f:  # the layout before the diagnostics existed
+        for k in ("mc_seed", "l_requested", "l_spectrum", "lum_ratio", "l_emitted", "escape_fraction", "t_inner"):
+            del f[k]
+        f.attrs["format_version"] = 1
+    ts = load_training_set(p, stage=1)
+    assert ts.ids.tolist() == [2] and (ts.spectra == 2.0).all()
+    assert store_info(p)["counts"]["done"] == 1
+    re = CampaignStore.open(p)
+    assert (re.diagnostics["mc_seed"] == -1).all() and np.isnan(re.diagnostics["lum_ratio"]).all()
+    re.record_success(4, np.full(7, 4.0), elapsed_s=1.0, worker="w", diagnostics={"mc_seed": 77, "lum_ratio": 0.9})
+    re.checkpoint()
+    with h5py.File(p, "r") as f:
+        assert f.attrs["format_version"] == 2
+        assert f["mc_seed"][...].tolist() == [-1] * 4 + [77] + [-1] * 5 and f["lum_ratio"][4] == 0.9
+    assert load_training_set(p).ids.tolist() == [2, 4]
+    with h5py.File(p, "r+") as f:
+        f.attrs["format_version"] = 3
+    with pytest.raises(DataFileError, match="unsupported store format_version 3 \\(this version reads 1, 2\\)"):
+        load_training_set(p)
