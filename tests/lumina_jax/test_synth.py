@@ -11,12 +11,8 @@ import jax.numpy as jnp
 from lumina_jax.errors import DataFileError, ParameterError, UserError
 from lumina_jax.params import load_space
 from lumina_jax.synth import SynthConfig, Synthesizer
+from lumina_jax.synth.state import SN2011FE_LIKE
 
-#: SN 2011fe-like stage-1 parameters (the TARDIS reference configuration: L = 9.44e42 erg/s,
-#: t = 19 d, v_ph = 10,000 km/s, rho_0 = 8e-14 g/cm^3 at 10,000 km/s, rho ~ v^-7)
-SN2011FE_LIKE = {"log_L": 42.975, "v_inner": 10000.0, "log_rho_0": -13.097, "density_exp": -7.0, "T_e_ratio": 0.9,
-                 "v_core": 10000.0, "v_wall": 16000.0, "X_Fe_core": 0.5, "X_Si_wall": 0.4, "v_break": 20000.0,
-                 "density_exp_outer": -7.0, "t_exp": 19.0, "X_Fe_wall": 0.1, "X_Ni": 0.1, "X_Fe_outer": 0.05}
 #: a cheaper configuration for the tests (same physics, coarser quadrature)
 FAST = dict(n_samples=4, n_p_core=6, n_p_per_shell=1, obs_dv_kms=300.0, opacity_dv_kms=20.0, t_inner_iterations=1)
 
