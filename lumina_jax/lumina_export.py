@@ -142,3 +142,17 @@ def export_reference(out, ejecta, *, atomic: AtomicData | None = None, config=No
                **(provenance or {})}
     (Path(out) / "lumina_jax_export.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def campaign_reference(space, out, *, config=None, progress=None) -> Path:
+    """The reference of a campaign over ``space`` (``generate --lumina-ref auto``): our atomic data
+    and plasma state at the centre of the space's box.  The runner rewrites the six per-model
+    files for every model; tau_Sobolev (LUMINA's iteration 0) and the macro-atom transition
+    probabilities (frozen unless LUMINA_DYNAMIC_TRANSPROB) stay those of the centre."""
+    from lumina_jax.ejecta import build_ejecta
+
+    centre = space.from_unit(np.full(space.dim, 0.5))
+    ejecta = build_ejecta(jnp.asarray(centre), space)
+    export_reference(out, ejecta, config=config, progress=progress,
+                     provenance={"model": {"stage": space.stage, "box_centre": dict(zip(space.names, map(float, centre)))}})
+    return Path(out)

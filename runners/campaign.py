@@ -46,7 +46,8 @@ class GenerateOptions:
     # lumina
     lumina_bin: Path | None = None
     lumina_cpu_bin: Path | None = None
-    lumina_ref: Path | None = None
+    lumina_ref: Path | None = None  # a reference directory, or "auto": make_reference(space, DIR) writes one
+    make_reference: Callable | None = None  # (space, folder) -> folder; the physics lives with the caller
     gpus: tuple[int, ...] = ()
     jobs_per_gpu: int = 1
     gpu_threads: int = 1
@@ -164,6 +165,21 @@ def plan(opts: GenerateOptions) -> Plan:
     return _plan_synth(opts, space, cfg, resume_attrs)
 
 
+def auto_reference(opts: GenerateOptions, space) -> Path:
+    """``--lumina-ref auto``: the reference directory ``STEM.ref`` beside the store, written by
+    ``opts.make_reference(space, folder)`` unless it exists (a resume reuses it; the store's
+    reference hash then guards against a changed one)."""
+    stem = opts.out.name[:-3] if opts.out.name.endswith(".h5") else opts.out.name
+    folder = opts.out.parent / f"{stem}.ref"
+    if folder.exists():
+        return folder
+    if opts.make_reference is None:
+        raise UserError("--lumina-ref auto: no reference writer given (lumina_jax.lumina_export.campaign_reference)")
+    if not opts.out.parent.is_dir():
+        raise UserError(f"directory {opts.out.parent} of the store does not exist")
+    return Path(opts.make_reference(space, folder))
+
+
 def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
     from lumina_jax.params import ATOMIC_NUMBERS
     from runners.backends.lumina import (HOLD_ITERATIONS, LuminaExecutor, LuminaSettings, check_binary,
@@ -171,7 +187,10 @@ def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
 
     binary = check_binary(opts.lumina_bin)
     cpu_binary = check_binary(opts.lumina_cpu_bin) if opts.lumina_cpu_bin else binary
-    ref = check_reference(opts.lumina_ref, n_shells=space.ejecta.n_shells, elements=ATOMIC_NUMBERS)
+    ref_path = opts.lumina_ref
+    if ref_path is not None and str(ref_path) == "auto":
+        ref_path = auto_reference(opts, space)
+    ref = check_reference(ref_path, n_shells=space.ejecta.n_shells, elements=ATOMIC_NUMBERS)
     gpus = tuple(int(g) for g in opts.gpus)
     if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
         raise UserError(f"--gpus must be distinct non-negative device numbers, got {','.join(map(str, gpus))}")

@@ -44,6 +44,18 @@ def _parse_lum_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _export_reference(space, folder):
+    """``--lumina-ref auto``: lumina_jax.lumina_export.campaign_reference, with a status line."""
+    from rich.console import Console
+
+    from lumina_jax.lumina_export import campaign_reference
+
+    with Console(stderr=True).status("exporting the LUMINA reference") as st:
+        path = campaign_reference(space, folder, progress=lambda m: st.update(f"LUMINA reference: {m}"))
+    typer.echo(f"wrote LUMINA reference {path}", err=True)
+    return path
+
+
 def _check_numbers(**options) -> None:
     """Lower bounds of the numeric options (``runners.campaign.plan`` checks the others).
 
@@ -72,7 +84,9 @@ def generate(
     lumina_bin: Optional[Path] = typer.Option(None, "--lumina-bin", help="LUMINA-SN binary (GPU workers, and CPU "
                                               "workers unless --lumina-cpu-bin)."),
     lumina_cpu_bin: Optional[Path] = typer.Option(None, "--lumina-cpu-bin", help="CPU build of LUMINA for CPU workers."),
-    lumina_ref: Optional[Path] = typer.Option(None, "--lumina-ref", help="LUMINA reference (atomic-data) directory."),
+    lumina_ref: Optional[Path] = typer.Option(None, "--lumina-ref", help="LUMINA reference (atomic-data) directory, "
+                                              "or 'auto': export one for the campaign's stage (our atomic data, the "
+                                              "plasma state at the box centre) into FILE.ref beside the store."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU workers, e.g. 0,1 (CUDA_VISIBLE_DEVICES per worker)."),
     jobs_per_gpu: int = typer.Option(1, "--jobs-per-gpu", help="Concurrent LUMINA runs per GPU."),
     gpu_threads: int = typer.Option(1, "--gpu-threads", help="OMP_NUM_THREADS of each GPU job."),
@@ -136,7 +150,8 @@ def generate(
     opts = GenerateOptions(
         stage=stage, out=out, backend=backend, n_models=n_models, resume=resume, from_dir=from_dir, seed=seed,
         checkpoint_every=checkpoint_every, max_attempts=max_attempts, timeout_s=timeout, lumina_bin=lumina_bin,
-        lumina_cpu_bin=lumina_cpu_bin, lumina_ref=lumina_ref, gpus=_parse_gpus(gpus), jobs_per_gpu=jobs_per_gpu,
+        lumina_cpu_bin=lumina_cpu_bin, lumina_ref=lumina_ref, make_reference=_export_reference,
+        gpus=_parse_gpus(gpus), jobs_per_gpu=jobs_per_gpu,
         gpu_threads=gpu_threads, cpu_workers=cpu_workers, cpu_threads=cpu_threads, work_dir=work_dir,
         keep_workdirs=keep_workdirs, lumina_settings=settings, batch_size=batch_size, synth_workers=synth_workers,
         synth_factory=synth_factory, synth_config=str(synth_config) if synth_config else None)

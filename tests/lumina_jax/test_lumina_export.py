@@ -113,3 +113,19 @@ def test_cli_export_and_check(tmp_path):
     (tmp_path / "ref" / "levels.csv").unlink()
     r = CliRunner().invoke(app, ["lumina", "check-ref", str(tmp_path / "ref")])
     assert r.exit_code == 1 and "levels.csv" in r.stdout
+
+
+def test_campaign_reference_is_the_box_centre(tmp_path):
+    from lumina_jax.lumina_export import campaign_reference
+
+    save_npz(tmp_path / "small.npz", small_atomic(), {"name": "small"})
+    cfg = tmp_path / "synth.yaml"
+    cfg.write_text(f"atomic: {tmp_path / 'small.npz'}\nradiation: {{t_inner_iterations: 1}}\n")
+    space = load_space(1)
+    out = campaign_reference(space, tmp_path / "c.ref", config=cfg)
+    assert check_reference(out) == []
+    meta = json.loads((out / "lumina_jax_export.json").read_text())
+    centre = space.from_unit(np.full(space.dim, 0.5))
+    assert meta["model"]["box_centre"]["v_inner"] == pytest.approx(float(centre[space.index("v_inner")]))
+    geo = np.loadtxt(out / "geometry.csv", delimiter=",", skiprows=1)
+    assert geo[0, 3] == pytest.approx(float(centre[space.index("v_inner")]) * 1e5)

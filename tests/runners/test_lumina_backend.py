@@ -335,3 +335,24 @@ def test_judge_spectrum_rules():
     nan = dataclasses.replace(ok, l_emitted=float("nan"))
     assert "L_emitted (stdout) is nan" in judge_spectrum(flux, s, l_requested=l_req, t_inner=t, figures=nan)[1]
     assert validate_spectrum(np.zeros(60), n_wave=60, min_positive_fraction=0.0) == "every bin is zero (no flux)"
+
+
+def test_auto_reference_is_written_beside_the_store_and_reused(tmp_path, fake_lumina):
+    from runner_helpers import write_tiny_reference
+
+    calls = []
+
+    def make(space, folder):
+        calls.append((space.stage, folder))
+        return write_tiny_reference(folder)
+
+    out = tmp_path / "camp.h5"
+    generate(_options(tmp_path, fake_lumina, Path("auto"), out=out, make_reference=make))
+    assert calls == [(1, tmp_path / "camp.ref")]
+    assert store_info(out)["counts"]["done"] == 3
+    assert store_info(out)["attrs"]["lumina_ref"] == str(tmp_path / "camp.ref")
+    # a resume reuses the folder (no second export); without a writer, auto is a clear error
+    generate(_options(tmp_path, fake_lumina, Path("auto"), out=out, resume=True, n_models=None, make_reference=make))
+    assert len(calls) == 1
+    with pytest.raises(UserError, match="auto"):
+        generate(_options(tmp_path, fake_lumina, Path("auto"), out=tmp_path / "other.h5"))
