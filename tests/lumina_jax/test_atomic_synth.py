@@ -33,6 +33,12 @@ def test_kurucz_gfall_reader(tmp_path):
     assert atomic.n_lines == 2 and prov["sources"] == ["gf1401.pos"]
     # Si II 4s 2S (8.12 eV) lies above the lowest even level (3s3p2 4P, 5.3 eV): not metastable
     assert np.all(atomic.meta == 0.0)
+    # level identity: both lines end on NIST levels of Si II with Kurucz's g = 2J + 1
+    from lumina_jax.atomic.levels import MATCHED, line_identity
+
+    assert list(line_identity(atomic.lev_origin, atomic.lower, atomic.upper)) == [MATCHED, MATCHED]
+    np.testing.assert_allclose(atomic.lev_g[atomic.lower], [2.0, 2.0])
+    np.testing.assert_allclose(atomic.lev_g[atomic.upper], [4.0, 2.0])  # 6347 A: J = 3/2; 6371 A: J = 1/2
     bad = tmp_path / "bad" / "gf2601.pos"
     bad.parent.mkdir()
     bad.write_text("x" * 100 + "\n")
@@ -91,6 +97,11 @@ def test_tardis_hdf5_reader(tmp_path):
     np.testing.assert_allclose(atomic.gf, [2.0 * 0.69])
     np.testing.assert_allclose(atomic.e_low, [8.121])
     assert atomic.meta[0] == 0.0
+    # the file's levels are the level table; the line connects its level numbers 1 -> 2
+    si2 = np.flatnonzero((atomic.lev_el == si) & (atomic.lev_stage == 1))
+    np.testing.assert_allclose(atomic.lev_energy[si2], [0.0, 8.121, 10.074])
+    np.testing.assert_allclose(atomic.lev_g[si2], [6.0, 2.0, 6.0])
+    assert (atomic.lower[0], atomic.upper[0]) == (si2[1], si2[2]) and not np.any(atomic.lev_origin)
     np.testing.assert_allclose(atomic.chi[si], [8.1517, 16.3458, 33.493, 45.1418])
     np.testing.assert_allclose(atomic.zeta[si, 2], [0.3, 0.4, 0.5])
     np.testing.assert_allclose(atomic.zeta_t, zt)

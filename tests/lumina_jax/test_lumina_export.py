@@ -129,3 +129,25 @@ def test_campaign_reference_is_the_box_centre(tmp_path):
     assert meta["model"]["box_centre"]["v_inner"] == pytest.approx(float(centre[space.index("v_inner")]))
     geo = np.loadtxt(out / "geometry.csv", delimiter=",", skiprows=1)
     assert geo[0, 3] == pytest.approx(float(centre[space.index("v_inner")]) * 1e5)
+
+
+def test_real_lumina_binary_runs_on_an_exported_reference(exported, tmp_path):
+    """Opt-in: a LUMINA-SN binary built from its public source (LUMINA_BIN=/path/to/lumina)."""
+    import os
+    import subprocess
+
+    binary = os.environ.get("LUMINA_BIN")
+    if not binary:
+        pytest.skip("LUMINA_BIN not set: no LUMINA-SN binary to run")
+    *_, ref = exported
+    env = dict(os.environ, OMP_NUM_THREADS="1", LUMINA_SPEC_RANGE="3000,10000,100")
+    r = subprocess.run([binary, str(ref), "2000", "5", "real"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "WARNING" not in r.stdout + r.stderr and "MACRO BUG" not in r.stderr
+    from runners.backends.lumina import parse_stdout
+
+    fig = parse_stdout(r.stdout)
+    assert fig.iteration == 5 and fig.l_emitted and fig.l_requested
+    spec = np.loadtxt(tmp_path / "lumina_spectrum.csv", delimiter=",", skiprows=1)
+    assert spec.shape == (100, 2) and np.all(np.isfinite(spec)) and spec[:, 1].sum() > 0
