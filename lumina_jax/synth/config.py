@@ -29,12 +29,15 @@ class SynthConfig:
     zeta: float = 1.0
     electron_scattering: bool = True
     thermalisation: float = 0.0
+    line_interaction: str = "scatter"
+    macroatom_iterations: int = 30
     occultation: bool = True
     opacity_dv_kms: float = 10.0
     obs_dv_kms: float = 150.0
     n_p_core: int = 12
     n_p_per_shell: int = 2
     tau_min: float = 0.01
+    outlet_share: float = 1e-3
     n_samples: int = 24
     safety: float = 10.0
     max_lines: int | None = None
@@ -64,6 +67,12 @@ class SynthConfig:
         need(1 <= self.n_e_iterations <= 500, "n_e_iterations must be 1..500")
         need(0.0 <= self.zeta <= 1.0, "zeta must be in [0, 1]")
         need(0.0 <= self.thermalisation <= 1.0, "thermalisation must be in [0, 1]")
+        need(self.line_interaction in ("scatter", "downbranch", "macroatom"),
+             f"line_interaction must be scatter, downbranch or macroatom, got {self.line_interaction!r}")
+        need(self.line_interaction == "scatter" or self.thermalisation == 0.0,
+             "thermalisation is a two-level stand-in for fluorescence: use it only with line_interaction: scatter")
+        need(1 <= self.macroatom_iterations <= 1000, "macroatom_iterations must be 1..1000")
+        need(0.0 <= self.outlet_share < 1.0, "line_selection.outlet_share must be in [0, 1)")
         need(0.5 <= self.opacity_dv_kms <= 200.0, "opacity_dv_kms must be in [0.5, 200]")
         need(self.opacity_dv_kms <= self.obs_dv_kms <= 2000.0, "obs_dv_kms must be >= opacity_dv_kms and <= 2000")
         need(2 <= self.n_p_core <= 200 and 1 <= self.n_p_per_shell <= 20, "n_p_core 2..200, n_p_per_shell 1..20")
@@ -79,9 +88,10 @@ class SynthConfig:
             "radiation": {"t_rad_exponent": "t_rad_exponent", "t_inner_guess": "t_inner_guess",
                           "t_inner_iterations": "t_inner_iterations"},
             "plasma": {"n_e_iterations": "n_e_iterations", "zeta": "zeta"},
-            "transfer": {k: k for k in ("electron_scattering", "thermalisation", "occultation", "opacity_dv_kms",
+            "transfer": {k: k for k in ("electron_scattering", "thermalisation", "line_interaction", "macroatom_iterations",
+                                        "occultation", "opacity_dv_kms",
                                         "obs_dv_kms", "n_p_core", "n_p_per_shell")},
-            "line_selection": {k: k for k in ("tau_min", "n_samples", "safety", "max_lines", "seed")},
+            "line_selection": {k: k for k in ("tau_min", "outlet_share", "n_samples", "safety", "max_lines", "seed")},
         }
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key, val in (d or {}).items():

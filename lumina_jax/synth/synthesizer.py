@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from lumina_jax.atomic.data import AtomicData
 from lumina_jax.ejecta import build_ejecta
 from lumina_jax.errors import ParameterError, UserError
 from lumina_jax.params import ParameterSpace
+from lumina_jax.synth import fluorescence as fl
 from lumina_jax.synth import plasma as pl
 from lumina_jax.synth import transfer as tr
 from lumina_jax.synth.config import SynthConfig
@@ -23,8 +25,21 @@ def _as_jnp(atomic: AtomicData) -> AtomicData:
     return AtomicData(*(jnp.asarray(a) for a in atomic))
 
 
-def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, coarse: tr.TransferGrid | None = None):
+class LineSetup(NamedTuple):
+    """Static tables of the macro-atom line interaction: its plan over the synthesizer's lines and
+    the indices ``window`` of the lines the formal integral sees (the others only carry energy)."""
+
+    plan: fl.SourcePlan
+    window: np.ndarray
+
+
+def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, coarse: tr.TransferGrid | None = None,
+                   lines: LineSetup | None = None):
     """Spectrum of one :class:`~lumina_jax.ejecta.Ejecta`: returns (L_lambda [n_out] erg/s/A, state dict).
+
+    ``config.line_interaction``: ``scatter`` -- every line's source is ``W B_nu(T_rad)``;
+    ``downbranch`` / ``macroatom`` -- each line emits its own source function from the
+    macro-atom (:mod:`lumina_jax.synth.fluorescence`; ``lines`` gives its static tables).
 
     T_inner starts at ``t_inner_guess * (L / 4 pi R_ph^2 sigma)^(1/4)`` and is corrected
     ``t_inner_iterations`` times by ``(L / L_emergent)^(1/4)``.  Gradients flow through the
@@ -41,10 +56,19 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
     def one_pass(t_inner, grid):
         st = pl.plasma_state(atomic, ejecta, t_inner, t_rad_exponent=config.t_rad_exponent,
                              n_e_iterations=config.n_e_iterations)
-        cum = tr.cumulative_opacity(st["tau"], grid)
         tau_e = (pl.SIGMA_T * st["n_e"] * 1e5 * ejecta.t_exp) if config.electron_scattering else jnp.zeros_like(st["n_e"])
+        if lines is None:
+            cum = tr.cumulative_opacity(st["tau"], grid)
+            emission = None
+        else:
+            att = fl.line_emissivity(lines.plan, atomic, st["tau"], st["w"], st["t_rad"],
+                                     mode=config.line_interaction, n_iter=config.macroatom_iterations)
+            tau_w, att_w = st["tau"][:, lines.window], att[:, lines.window]
+            cum = tr.cumulative_opacity(tau_w, grid)
+            emission = tr.emission_table(att_w, tau_w, grid)
         l_nu = tr.emergent_l_nu(grid, cum, v_edges, ejecta.t_exp, st["w"], st["t_rad"], st["t_e"], t_inner, tau_e,
-                                thermalisation=config.thermalisation, occultation=config.occultation)
+                                thermalisation=config.thermalisation, occultation=config.occultation,
+                                emission=emission)
         return l_nu, st
 
     def emergent_luminosity(l_nu, t_inner, grid):
@@ -103,7 +127,9 @@ class Synthesizer:
         self.line_window = (float(self.wavelength[0] * (1 - v_max / tr.C_KMS) * 0.98),
                             float(self.wavelength[-1] * (1 + v_max / tr.C_KMS) * 1.02))
         in_window = (np.asarray(atomic.wl) >= self.line_window[0]) & (np.asarray(atomic.wl) <= self.line_window[1])
-        atomic = atomic.select(in_window)
+        macro = config.line_interaction != "scatter"
+        if not macro:  # resonance scattering: only lines the observer can see matter
+            atomic = atomic.select(in_window)
         if select_lines and config.tau_min > 0 and atomic.n_lines:
             keep = self._selection(atomic, cache)
             atomic = atomic.select(keep)
@@ -111,16 +137,23 @@ class Synthesizer:
             raise UserError("no atomic lines left in the wavelength window after the line selection "
                             "(check the atomic data or lower line_selection.tau_min)")
         self.atomic = atomic
-        self.grid = tr.make_grid(np.asarray(atomic.wl), self.wavelength, v_max_kms=v_max,
+        self.lines = None
+        window_wl = np.asarray(atomic.wl)
+        if macro:
+            win = np.flatnonzero((window_wl >= self.line_window[0]) & (window_wl <= self.line_window[1]))
+            self.lines = LineSetup(fl.build_plan(atomic), win)
+            window_wl = window_wl[win]
+        self.grid = tr.make_grid(window_wl, self.wavelength, v_max_kms=v_max,
                                  opacity_dv_kms=config.opacity_dv_kms, obs_dv_kms=config.obs_dv_kms,
                                  n_p_core=config.n_p_core, n_p_per_shell=config.n_p_per_shell)
-        self.grid_coarse = tr.make_grid(np.asarray(atomic.wl), self.wavelength, v_max_kms=v_max,
+        self.grid_coarse = tr.make_grid(window_wl, self.wavelength, v_max_kms=v_max,
                                         opacity_dv_kms=config.opacity_dv_kms, obs_dv_kms=4 * config.obs_dv_kms,
                                         n_p_core=max(4, config.n_p_core // 2), n_p_per_shell=1)
         self._atomic_j = _as_jnp(atomic)
         self._spectrum = jax.jit(self._l_lambda)
         self._with_state = jax.jit(lambda th: model_spectrum(self._atomic_j, self.grid, self.config,
-                                                             build_ejecta(th, self.space), self.grid_coarse))
+                                                             build_ejecta(th, self.space), self.grid_coarse,
+                                                             self.lines))
         self._batch = jax.jit(lambda th: jax.lax.map(self._l_lambda, th, batch_size=config.batch_size))
 
     # ------------------------------------------------------------------ construction
@@ -143,7 +176,8 @@ class Synthesizer:
         c = self.config
         blob = json.dumps([atomic.fingerprint(), self.space.fingerprint(), c.tau_min, c.n_samples, c.safety,
                            c.max_lines, c.seed, c.t_rad_exponent, c.t_inner_guess, c.zeta, c.n_e_iterations,
-                           self.line_window])
+                           self.line_window] + ([c.line_interaction, c.outlet_share] if c.line_interaction != "scatter"
+                                                else []))
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def _selection(self, atomic: AtomicData, cache: bool) -> np.ndarray:
@@ -164,6 +198,8 @@ class Synthesizer:
         if self.config.max_lines is not None and keep.sum() > self.config.max_lines:
             thr = np.sort(tau_max)[-self.config.max_lines]
             keep &= tau_max >= thr
+        if self.config.line_interaction != "scatter":
+            keep = fl.add_outlets(atomic, keep, self.config.outlet_share)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +211,7 @@ class Synthesizer:
     # ------------------------------------------------------------------ evaluation
     def _l_lambda(self, theta):
         ej = build_ejecta(theta, self.space)
-        l_lam, _ = model_spectrum(self._atomic_j, self.grid, self.config, ej, self.grid_coarse)
+        l_lam, _ = model_spectrum(self._atomic_j, self.grid, self.config, ej, self.grid_coarse, self.lines)
         return l_lam
 
     def spectrum(self, theta):
@@ -211,7 +247,7 @@ class Synthesizer:
         composition, e.g. a TARDIS configuration); jitted per shell count."""
         if not hasattr(self, "_ejecta_fn"):
             self._ejecta_fn = jax.jit(lambda e: model_spectrum(self._atomic_j, self.grid, self.config, e,
-                                                               self.grid_coarse))
+                                                               self.grid_coarse, self.lines))
         l_lam, st = self._ejecta_fn(ejecta)
         return np.asarray(l_lam), jax.tree_util.tree_map(np.asarray, st)
 

@@ -50,6 +50,7 @@ class TransferGrid(NamedTuple):
     stride, i0, n_obs : internal observed grid ``x_obs[i] = x0 + (i0 + stride * i) dx``
     n_rows : rows of the strided cumulative table (``n_fine_padded = n_rows * stride``)
     line_cut : [n_rows * stride] int, number of (sorted) lines with ln(lambda) below each fine edge
+    line_bin : [n_lines] int, fine bin ``[edge_q, edge_{q+1})`` of each line (-1: outside the grid)
     x_obs : [n_obs] ln(lambda/A) of the internal observed grid
     core_nodes, core_weights : Gauss-Legendre nodes/weights on [0, 1] for p inside the photosphere
     shell_nodes, shell_weights : GL nodes/weights on [0, 1] within each shell for p outside
@@ -63,6 +64,7 @@ class TransferGrid(NamedTuple):
     n_obs: int
     n_rows: int
     line_cut: np.ndarray
+    line_bin: np.ndarray
     x_obs: np.ndarray
     core_nodes: np.ndarray
     core_weights: np.ndarray
@@ -88,11 +90,15 @@ def make_grid(line_wl, out_wavelength, *, v_max_kms, opacity_dv_kms=10.0, obs_dv
     n_fine = i0 + stride * (n_obs - 1) + i0 + 2
     n_rows = int(np.ceil(n_fine / stride)) + 1
     fine_edges = x0 + dx * np.arange(n_rows * stride)
-    line_cut = np.searchsorted(np.log(np.asarray(line_wl, float)), fine_edges).astype(np.int32)
+    ln_wl = np.log(np.asarray(line_wl, float))
+    line_cut = np.searchsorted(ln_wl, fine_edges).astype(np.int32)
+    line_bin = np.searchsorted(fine_edges, ln_wl, side="right").astype(np.int32) - 1
+    line_bin[(line_bin < 0) | (line_bin >= len(fine_edges) - 1)] = -1
     cn, cw = np.polynomial.legendre.leggauss(n_p_core)
     sn, sw = np.polynomial.legendre.leggauss(n_p_per_shell)
     return TransferGrid(
         x0=float(x0), dx=float(dx), stride=stride, i0=i0, n_obs=n_obs, n_rows=n_rows, line_cut=line_cut,
+        line_bin=line_bin,
         x_obs=x0 + dx * (i0 + stride * np.arange(n_obs)),
         core_nodes=0.5 * (cn + 1), core_weights=0.5 * cw,
         shell_nodes=0.5 * (sn + 1), shell_weights=0.5 * sw,
@@ -118,6 +124,34 @@ def cumulative_opacity(tau_lines, grid: TransferGrid):
     cum = jnp.concatenate([jnp.zeros_like(tau_lines[:, :1]), blocked_cumsum(tau_lines)], axis=1)
     c = cum[:, grid.line_cut]  # [n_s, n_rows * stride]
     return c.reshape(c.shape[0], grid.n_rows, grid.stride).transpose(0, 2, 1)
+
+
+def emission_table(att_s, tau_lines, grid: TransferGrid):
+    """Line emission accumulated along the comoving wavelength, per shell, as a strided table like
+    :func:`cumulative_opacity`: ``H_s(edge q+1) = H_s(edge q) e^{-tau_s(bin q)} + sum_{l in bin q} att_S_{s,l}``
+    (``att_S = (1 - e^{-tau}) S`` of every line, [n_s, n_l]; lines inside one fine bin act as one line of
+    their summed depth and absorption-weighted mean source, as the opacity ignores their order).  A segment ``[a, b]`` of a ray then emits ``H(b) - H(a) e^{-(C(b) - C(a))}``:
+    for a constant S this is ``S (1 - e^{-(C(b) - C(a))})``."""
+    n_fine = grid.n_rows * grid.stride
+    ok = jnp.asarray(grid.line_bin >= 0)
+    bins = jnp.asarray(np.maximum(grid.line_bin, 0))
+    def binned(x):
+        return jax.vmap(lambda r: jax.ops.segment_sum(jnp.where(ok, r, 0.0), bins, num_segments=n_fine))(x)
+
+    tau_b = binned(tau_lines)
+    # lines sharing a bin emit with their absorption-weighted mean source S_bin (1 - e^{-tau_bin}): exact
+    # for a constant S, where the plain sum of (1 - e^{-tau_l}) S would exceed S (1 - e^{-sum tau_l})
+    a_sum = binned(-jnp.expm1(-tau_lines))
+    thick = a_sum > 1e-12
+    ratio = jnp.where(thick, -jnp.expm1(-tau_b) / jnp.where(thick, a_sum, 1.0), 1.0)
+    eta = binned(att_s) * ratio
+
+    def combine(x, y):
+        return x[0] * y[0], x[1] * y[0] + y[1]
+
+    _, h = jax.lax.associative_scan(combine, (jnp.exp(-tau_b), eta), axis=1)
+    h = jnp.concatenate([jnp.zeros_like(h[:, :1]), h[:, :-1]], axis=1)  # value at the lower edge of each bin
+    return h.reshape(h.shape[0], grid.n_rows, grid.stride).transpose(0, 2, 1)
 
 
 def blocked_cumsum(x, block: int = 256):
@@ -168,13 +202,36 @@ def _segment_depths(grid: TransferGrid, table, shells, ua, ub):
     return at(ub) - at(ua)
 
 
+def _segment_values(grid: TransferGrid, tables, shells, ua, ub):
+    """For the opacity and emission tables: (line depth ``C(b) - C(a)``, ``H(a)``, ``H(b)``), each ``[n_obs, n_seg]``."""
+    table, emis = tables
+    n_obs = grid.n_obs
+
+    def window(tab, s, q):
+        return jax.lax.dynamic_slice(tab, (s, q % grid.stride, q // grid.stride), (1, 1, n_obs)).reshape(n_obs)
+
+    def at(tab, u):
+        f = u / grid.dx
+        j = jnp.floor(f)
+        w = f - j
+        q = grid.i0 + j.astype(jnp.int32)
+        lo = jax.vmap(lambda s, qq: window(tab, s, qq))(shells, q)
+        hi = jax.vmap(lambda s, qq: window(tab, s, qq))(shells, q + 1)
+        return (lo * (1.0 - w)[:, None] + hi * w[:, None]).T
+
+    return at(table, ub) - at(table, ua), at(emis, ua), at(emis, ub)
+
+
 def ray_intensity(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core, tau_e_per_kms,
-                  *, core: bool, occultation=True):
+                  *, core: bool, occultation=True, emission=None):
     """Emergent ``I_nu [n_obs]`` of the ray with impact parameter ``p`` (km/s).
 
     src0, src_dlog : [n_obs, n_s] source function at the observed frequency and its d ln S / d ln nu
     (S at the comoving frequency nu e^{-u} is ``src0 exp(-u src_dlog)``); i_core : [n_obs] B_nu(T_inner).
     ``core`` (static): p is inside the photosphere; then with occultation only front segments exist.
+    emission : optional line-emission table (:func:`emission_table`); then lines emit their own
+    ``att_S`` and ``src0`` is the electron-scattering source only.  Inside a segment the line and
+    electron parts each see half of the other's depth (exact when either is thin).
     """
     n_s = v_edges.shape[0] - 1
     zlo = _safe_sqrt(v_edges[:-1] ** 2 - p**2)  # [n_s]
@@ -189,10 +246,19 @@ def ray_intensity(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core,
         shell = np.concatenate([np.arange(n_s)[::-1], np.arange(n_s)])
     ua = -jnp.log1p(-za / C_KMS)
     ub = -jnp.log1p(-zb / C_KMS)
-    tau_seg = _segment_depths(grid, table, jnp.asarray(shell, dtype=jnp.int32), ua, ub) + (tau_e_per_kms[shell] * (zb - za))[None, :]
+    shells = jnp.asarray(shell, dtype=jnp.int32)
     src = src0[:, shell] * jnp.exp(-(0.5 * (ua + ub))[None, :] * src_dlog[:, shell])
+    tau_e = (tau_e_per_kms[shell] * (zb - za))[None, :]
+    if emission is None:
+        tau_seg = _segment_depths(grid, table, shells, ua, ub) + tau_e
+        emitted = src * (-jnp.expm1(-tau_seg))
+    else:
+        tau_l, h_a, h_b = _segment_values(grid, (table, emission), shells, ua, ub)
+        tau_seg = tau_l + tau_e
+        e_lines = h_b - h_a * jnp.exp(-tau_l)
+        emitted = e_lines * jnp.exp(-0.5 * tau_e) + src * (-jnp.expm1(-tau_e)) * jnp.exp(-0.5 * tau_l)
     tau_after = jnp.cumsum(tau_seg[:, ::-1], axis=-1)[:, ::-1] - tau_seg
-    i_nu = jnp.sum(src * (-jnp.expm1(-tau_seg)) * jnp.exp(-tau_after), axis=-1)
+    i_nu = jnp.sum(emitted * jnp.exp(-tau_after), axis=-1)
     if core:
         tau_front = tau_seg.sum(-1) if front_only else tau_seg[:, n_s:].sum(-1)
         i_nu = i_nu + i_core * jnp.exp(-tau_front)
@@ -200,13 +266,15 @@ def ray_intensity(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core,
 
 
 def emergent_l_nu(grid: TransferGrid, table, v_edges, t_exp, source_w, t_rad, t_e, t_inner,
-                  tau_e_per_kms, *, thermalisation=0.0, occultation=True):
+                  tau_e_per_kms, *, thermalisation=0.0, occultation=True, emission=None):
     """Emergent ``L_nu`` (erg/s/Hz) on the internal grid ``grid.x_obs``.
 
     table : strided cumulative line optical depth (:func:`cumulative_opacity`)
     v_edges : [n_s+1] shell edges, km/s (v_edges[0] = photosphere); t_exp : s
     source_w, t_rad, t_e : [n_s] dilution factor and temperatures (K) of the source function
     t_inner : photospheric temperature (K); tau_e_per_kms : [n_s] sigma_T n_e (1e5 t) per km/s of path
+    emission : optional line-emission table (:func:`emission_table`): lines emit their own source
+    functions (macro-atom) and ``W B_nu(T_rad)`` is the electron-scattering source only
 
     Rays are processed by ``lax.scan`` over p with rematerialised bodies, so memory stays
     ``O(n_obs x n_shells)`` for the forward pass and its gradient.
@@ -227,7 +295,7 @@ def emergent_l_nu(grid: TransferGrid, table, v_edges, t_exp, source_w, t_rad, t_
         @jax.checkpoint
         def body(acc, pw):
             i_nu = ray_intensity(grid, pw[0], table, v_edges, src0, src_dlog, i_core, tau_e_per_kms,
-                                 core=core, occultation=occultation)
+                                 core=core, occultation=occultation, emission=emission)
             return acc + pw[1] * i_nu, None
 
         acc, _ = jax.lax.scan(body, jnp.zeros(grid.n_obs), (ps, ws))
