@@ -1,16 +1,27 @@
-"""Throughput of the jitted, vmapped Box3D on CPU vs a plain NumPy per-point reference.
+"""Box3D speed and accuracy, per quadrature, in one run.
 
 Usage:
-    PYTHONPATH=$PWD python benchmarks/bench_box3d.py [--n 20000] [--orders 17,41] [--json]
+    PYTHONPATH=$PWD python benchmarks/bench_box3d.py [--n 20000] [--n-acc 1500]
+        [--methods smooth:35,smooth:29,sharp:17,sharp:41] [--repeat 5] [--json]
 
-Prints points per second of
-  * box3d_jax.box3d (jit + vmap in lax.map blocks of --batch-size; float64 and float32; and
-    float64 as one vmap over all points) at each Lebedev order,
-  * box3d_jax.reference_numpy.box3d_loop (NumPy, one point at a time) at the same orders,
-  * Box3D + residual model (hidden 64,64) at order 17, and its overhead factor.
-Goals (issue 7): >= 1e5 points/s at order 17 on a 2-core CPU, >= 100x the NumPy
-reference, residual overhead <= 2x. Each timing is the best of --repeat runs after a
-compile/warm-up call. The machine load is printed, as shared machines skew timings.
+For each ``method:order`` (``box3d_jax.box3d.build_box3d``; "smooth" is the default,
+"sharp" the Heaviside-at-Lebedev-nodes scheme of Rhea) it prints
+
+* throughput: points/s of the jitted float64 function in ``lax.map`` blocks (best of
+  --repeat wall-clock runs after a compile call) and the CPU time per point (all threads;
+  far less sensitive than wall time to other jobs on a shared machine), and float32 points/s;
+* accuracy on --n-acc random physical inputs (flux factors < 0.9, a third each from
+  ``synthetic.random_initial_states``, ``synthetic.random_isotropic_states`` and the QKE
+  campaign sampler ``generate.sample_point``): max / 99th percentile / median over points of
+  max |F4' − F4'_ref|/n_tot, against (a) the independent NumPy Box3D at Lebedev 131
+  (``reference_numpy.box3d_loop``, itself within ~6e-4 n_tot of converged) and (b) a
+  converged reference, the smooth method at Lebedev 131 (5810 directions) with w = 0.1
+  (within 2e-6 n_tot of the rule-free ``reference_numpy.box3d_adaptive``);
+* N_e' of the NSM1 point (converged: 1.08448e33 cm⁻³, docs/box3d.md);
+
+then the NumPy reference speed and the Box3D + residual (hidden 64,64) overhead at the
+default quadrature. The load average is printed before and after: other jobs on the
+machine lower the wall-clock figures.
 """
 
 from __future__ import annotations
@@ -26,78 +37,120 @@ import numpy as np
 
 import box3d_jax  # noqa: F401  (enables x64)
 from box3d_jax import box3d as B
+from box3d_jax import generate as GEN
 from box3d_jax import lebedev
 from box3d_jax import reference_numpy as REF
 from box3d_jax import residual as R
-from box3d_jax.synthetic import random_initial_states
+from box3d_jax.synthetic import random_initial_states, random_isotropic_states
+
+NSM1_NE_CONVERGED = 1.08448e33  # cm⁻³ (docs/box3d.md: adaptive quadrature split along G = 0)
 
 
-def best_time(fn, repeat: int) -> float:
-    jax.block_until_ready(fn())  # compile + warm up
-    times = []
+def nsm1() -> np.ndarray:
+    """The NSM1 point of the reference note §7, ``[2, 3, 4]`` cm⁻³."""
+    def sp(N, fx, fy, fz):
+        return [fx * N, fy * N, fz * N, N]
+
+    x = sp(19.65e32 / 4, -0.0216, 0.0743, -0.5354)
+    return np.array([[sp(14.22e32, 0.0974, 0.0421, -0.1343), x, x], [sp(19.15e32, 0.0723, 0.0313, -0.3446), x, x]])
+
+
+def accuracy_inputs(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random physical inputs ``[n, 2, 3, 4]``: a third from each generator."""
+    k = n // 3
+    rng = np.random.default_rng(seed)
+    parts = [
+        random_initial_states(rng, k, max_flux_factor=0.9),
+        random_isotropic_states(rng, k, max_flux_factor=0.9),
+        np.stack([GEN.sample_point(np.random.default_rng([seed, i])) for i in range(n - 2 * k)]),
+    ]
+    return np.concatenate(parts)
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """(best wall seconds, best CPU seconds) of ``fn()`` over ``repeat`` runs after a warm-up."""
+    jax.block_until_ready(fn())
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus)
+
+
+def errors(pred: np.ndarray, ref: np.ndarray, F4: np.ndarray) -> dict:
+    ntot = F4[..., 3].sum(axis=(1, 2))
+    e = np.abs(pred - ref).max(axis=(1, 2, 3)) / ntot
+    return {"max": float(e.max()), "p99": float(np.percentile(e, 99)), "median": float(np.median(e))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20000, help="points per jitted call")
-    ap.add_argument("--n-ref", type=int, default=200, help="points for the NumPy reference")
-    ap.add_argument("--orders", default="17,41")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--n", type=int, default=20000, help="points per timed call")
+    ap.add_argument("--n-acc", type=int, default=1500, help="random inputs for the accuracy columns")
+    ap.add_argument("--methods", default="smooth:35,smooth:29,sharp:17,sharp:41", help="method:order list")
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=B.DEFAULT_BATCH_SIZE, help="lax.map block size")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    rng = np.random.default_rng(0)
-    F4 = random_initial_states(rng, args.n, max_flux_factor=0.9)
-    F4_32 = F4.astype(np.float32) / np.float32(4.9e32)  # float32 needs n_tot-scaled values
-    rows = []
-    for order in (int(o) for o in args.orders.split(",")):
-        fn64 = jax.jit(B.build_box3d(order, batch_size=args.batch_size))
-        x64 = jnp.asarray(F4)
-        t64 = best_time(lambda: fn64(x64).F4, args.repeat)
-        fn_plain = jax.jit(B.build_box3d(order))  # one vmap over all points, no blocks
-        t_plain = best_time(lambda: fn_plain(x64).F4, args.repeat)
-        x32 = jnp.asarray(F4_32)
-        t32 = best_time(lambda: fn64(x32).F4, args.repeat)
-        d, w = lebedev.rule(order)
-        sub = F4[: args.n_ref]
-        REF.box3d_loop(sub[:5], d, w)
-        t0 = time.perf_counter()
-        REF.box3d_loop(sub, d, w)
-        tref = time.perf_counter() - t0
-        rate64, rate32, rate_ref = args.n / t64, args.n / t32, len(sub) / tref
-        rows.append(
-            {
-                "order": order,
-                "n_directions": int(w.shape[0]),
-                "jax_f64_points_per_s": rate64,
-                "jax_f32_points_per_s": rate32,
-                "jax_f64_single_vmap_points_per_s": args.n / t_plain,
-                "numpy_reference_points_per_s": rate_ref,
-                "speedup_f64_vs_numpy": rate64 / rate_ref,
-            }
-        )
-
-    cfg = R.ResidualConfig(hidden=(64, 64), order=17)
-    params = R.init_params(cfg, jax.random.PRNGKey(0))
-    params = jax.tree_util.tree_map(lambda p: p + 0.01, params)
-    box = jax.jit(B.build_box3d(17, batch_size=args.batch_size))
-    pred = jax.jit(R.build_predict(cfg, batch_size=args.batch_size))
+    load_before = os.getloadavg()
+    F4 = random_initial_states(np.random.default_rng(0), args.n, max_flux_factor=0.9)
     x64 = jnp.asarray(F4)
-    t_box = best_time(lambda: box(x64).F4, args.repeat)
-    t_res = best_time(lambda: pred(params, x64), args.repeat)
+    x32 = jnp.asarray((F4 / 4.9e32).astype(np.float32))  # float32 needs n_tot-scaled values
+    acc = accuracy_inputs(args.n_acc)
+    d131, w131 = lebedev.rule(131)
+    t0 = time.perf_counter()
+    ref_numpy = REF.box3d_loop(acc, d131, w131)
+    numpy_131_rate = len(acc) / (time.perf_counter() - t0)
+    ref_conv = np.asarray(B.box3d(acc, 131, method="smooth", width=0.1))
+
+    rows = []
+    for spec in args.methods.split(","):
+        method, order = spec.split(":")
+        fn = jax.jit(B.build_box3d(int(order), method=method, batch_size=args.batch_size))
+        wall, cpu = timed(lambda: fn(x64).F4, args.repeat)
+        wall32, _ = timed(lambda: fn(x32).F4, args.repeat)
+        pred = np.asarray(fn(jnp.asarray(acc)).F4)
+        rows.append({
+            "method": method,
+            "order": int(order),
+            "n_directions": lebedev.n_points(int(order)),
+            "f64_points_per_s": args.n / wall,
+            "f64_cpu_us_per_point": cpu / args.n * 1e6,
+            "f32_points_per_s": args.n / wall32,
+            "error_vs_numpy_lebedev131": errors(pred, ref_numpy, acc),
+            "error_vs_converged": errors(pred, ref_conv, acc),
+            "nsm1_Ne": float(np.asarray(fn(jnp.asarray(nsm1()[None])).F4)[0, 0, 0, 3]),
+        })
+
+    d17, w17 = lebedev.rule(17)
+    sub = F4[:200]
+    REF.box3d_loop(sub[:5], d17, w17)
+    t0 = time.perf_counter()
+    REF.box3d_loop(sub, d17, w17)
+    numpy_17_rate = len(sub) / (time.perf_counter() - t0)
+
+    cfg = R.ResidualConfig(hidden=(64, 64))
+    params = jax.tree_util.tree_map(lambda p: p + 0.01, R.init_params(cfg, jax.random.PRNGKey(0)))
+    box = jax.jit(B.build_box3d(cfg.order, method=cfg.method, width=cfg.width, batch_size=args.batch_size))
+    pred = jax.jit(R.build_predict(cfg, batch_size=args.batch_size))
+    t_box, _ = timed(lambda: box(x64).F4, args.repeat)
+    t_res, _ = timed(lambda: pred(params, x64), args.repeat)
     result = {
         "n_points": args.n,
+        "n_accuracy_inputs": len(acc),
         "cpu_count": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "jax_devices": [str(d) for d in jax.devices()],
         "box3d": rows,
+        "numpy_reference_points_per_s": {"order_17": numpy_17_rate, "order_131": numpy_131_rate},
         "residual": {
+            "method": cfg.method,
+            "order": cfg.order,
             "box3d_points_per_s": args.n / t_box,
             "box3d_plus_residual_points_per_s": args.n / t_res,
             "overhead_factor": t_res / t_box,
@@ -106,16 +159,21 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"Box3D throughput, {args.n} points per call in blocks of {args.batch_size}, {result['cpu_count']} CPUs, "
-          f"load avg {result['load_average_1min']:.1f}, devices {result['jax_devices']}")
-    print(f"{'order':>5} {'n_dir':>6} {'jax f64 pts/s':>14} {'jax f32 pts/s':>14} {'f64 1 vmap':>12} "
-          f"{'numpy pts/s':>12} {'speedup':>8}")
+    la, lb = result["load_average_before"], result["load_average_after"]
+    print(f"Box3D, {args.n} points per call in blocks of {args.batch_size}; {result['cpu_count']} CPUs "
+          f"(affinity {result['cpu_affinity']}), load average {la[0]:.1f} before / {lb[0]:.1f} after; "
+          f"accuracy on {len(acc)} random inputs (flux factors < 0.9), errors / n_tot")
+    print(f"{'method':>6} {'order':>5} {'dirs':>5} {'f64 pts/s':>10} {'cpu us/pt':>9} {'f32 pts/s':>10} "
+          f"{'max vs L131':>11} {'p99':>8} {'median':>8} {'max vs conv':>11} {'median':>8} {'NSM1 N_e′':>11}")
     for r in rows:
-        print(f"{r['order']:>5} {r['n_directions']:>6} {r['jax_f64_points_per_s']:>14.3e} "
-              f"{r['jax_f32_points_per_s']:>14.3e} {r['jax_f64_single_vmap_points_per_s']:>12.3e} "
-              f"{r['numpy_reference_points_per_s']:>12.3e} {r['speedup_f64_vs_numpy']:>8.0f}")
+        a, c = r["error_vs_numpy_lebedev131"], r["error_vs_converged"]
+        print(f"{r['method']:>6} {r['order']:>5} {r['n_directions']:>5} {r['f64_points_per_s']:>10.3e} "
+              f"{r['f64_cpu_us_per_point']:>9.2f} {r['f32_points_per_s']:>10.3e} {a['max']:>11.2e} {a['p99']:>8.1e} "
+              f"{a['median']:>8.1e} {c['max']:>11.2e} {c['median']:>8.1e} {r['nsm1_Ne']:>11.5e}")
+    print(f"NSM1 N_e′ converged: {NSM1_NE_CONVERGED:.5e}; NumPy reference: {numpy_17_rate:.3e} pts/s at order 17, "
+          f"{numpy_131_rate:.3e} at 131")
     res = result["residual"]
-    print(f"order 17: Box3D {res['box3d_points_per_s']:.3e} pts/s, Box3D + residual (64,64) "
+    print(f"{res['method']} {res['order']}: Box3D {res['box3d_points_per_s']:.3e} pts/s, Box3D + residual (64,64) "
           f"{res['box3d_plus_residual_points_per_s']:.3e} pts/s, overhead x{res['overhead_factor']:.2f}")
 
 

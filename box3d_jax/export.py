@@ -41,8 +41,10 @@ __all__ = ["export_box3d", "serialize", "save", "load", "write_stablehlo"]
 
 
 def export_box3d(
-    order: int = 17,
+    order: int | None = None,
     *,
+    method: str = B.DEFAULT_METHOD,
+    width: float | None = None,
     params: Any = None,
     config: Any = None,
     platforms: tuple[str, ...] = ("cpu",),
@@ -50,7 +52,8 @@ def export_box3d(
     """``jax.export`` the jitted Box3D (plus the residual model if ``params`` given).
 
     Args:
-      order: Lebedev order of Box3D (ignored when ``config`` is given: its order is used).
+      order, method, width: Box3D quadrature (:func:`box3d_jax.box3d.build_box3d`; defaults:
+        the converged "smooth" method); ignored when ``config`` is given (its baseline is used).
       params, config: residual-model parameters and :class:`~box3d_jax.residual.ResidualConfig`.
       platforms: lowering platforms, e.g. ``("cpu",)`` or ``("cpu", "cuda")``.
 
@@ -62,14 +65,14 @@ def export_box3d(
 
         if config is None:
             raise ValueError("config is required together with params")
-        box = B.build_box3d(config.order, 3)
+        box = B.build_box3d(config.order, 3, method=config.method, width=config.width)
 
         def fn(F4):
             res = box(F4)
             return res.F4 + R.residual(params, F4, config), res.growth_rate
 
     else:
-        box = B.build_box3d(order, 3)
+        box = B.build_box3d(order, 3, method=method, width=width)
 
         def fn(F4):
             res = box(F4)

@@ -14,7 +14,9 @@ dataset                           shape               units    meaning
 
 In memory this package uses ``[n, 2, NF, 4]`` (:func:`box3d_jax.box3d.from_file_layout`).
 Every reader check raises :class:`lumina_jax.errors.DataFileError` with the file, the
-dataset and the first offending row. No I/O happens inside numerical code.
+dataset and the first offending row (a file with no rows is refused too). Norms are
+scaled before squaring, so any finite float64 scale (e.g. 1e162 cm⁻³) is handled. No I/O
+happens inside numerical code.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ __all__ = [
     "FINAL",
     "STDDEV",
     "GROWTH",
+    "BOX3D",
+    "IN_DOMAIN",
     "FFIDataset",
     "read_dataset",
     "write_dataset",
     "check_F4",
+    "flux_norm",
     "max_flux_factor",
 ]
 
@@ -44,6 +49,9 @@ INITIAL = "F4_initial(1|ccm)"
 FINAL = "F4_final(1|ccm)"
 STDDEV = "F4_final_stddev(1|ccm)"
 GROWTH = "growthRate(1|s)"
+#: Extra datasets of ``ffi box3d --residual``: Box3D alone (file layout) and the domain flags.
+BOX3D = "F4_box3d(1|ccm)"
+IN_DOMAIN = "residual_in_domain"
 
 #: Relative slack on |F| <= N and N >= 0 (files store float32 or averaged data).
 FLUX_FACTOR_TOL = 1e-6
@@ -70,13 +78,27 @@ class FFIDataset(NamedTuple):
         return FFIDataset(*(None if a is None else a[mask] for a in self))
 
 
+def flux_norm(F: np.ndarray) -> np.ndarray:
+    """|F| over the last axis, scaled before squaring: no overflow or underflow for any
+    finite float64 components (e.g. 1e162 cm⁻³, whose square overflows)."""
+    F = np.asarray(F, dtype=np.float64)
+    m = np.max(np.abs(F), axis=-1, keepdims=True)
+    safe = np.where(m > 0, m, 1.0)
+    return m[..., 0] * np.sqrt(np.sum((F / safe) ** 2, axis=-1))
+
+
+def _per_row(a: np.ndarray) -> np.ndarray:
+    """``[n, ...]`` -> ``[n, prod(...)]`` (also for n = 0)."""
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
+
+
 def max_flux_factor(F4: np.ndarray) -> np.ndarray:
     """Largest flux factor |F|/N over the 2·NF species of each row, ``[n]`` (0 where N = 0)."""
     N = F4[..., 3]
-    norm = np.linalg.norm(F4[..., :3], axis=-1)
+    norm = flux_norm(F4[..., :3])
     with np.errstate(divide="ignore", invalid="ignore"):
         ff = np.where(N > 0, norm / np.where(N > 0, N, 1.0), np.where(norm > 0, np.inf, 0.0))
-    return ff.reshape(F4.shape[0], -1).max(axis=1)
+    return _per_row(ff).max(axis=1, initial=0.0)
 
 
 def check_F4(F4: np.ndarray, name: str, where: str = "", *, physical: bool = True) -> None:
@@ -89,20 +111,20 @@ def check_F4(F4: np.ndarray, name: str, where: str = "", *, physical: bool = Tru
         raise DataFileError(
             f"{at}dataset {name!r} has shape {_file_shape(F4)}; expected [n, 4, 2, NF] with NF = 2 or 3"
         )
-    bad = ~np.isfinite(F4).reshape(F4.shape[0], -1).all(axis=1)
+    bad = ~_per_row(np.isfinite(F4)).all(axis=1)
     if bad.any():
         raise DataFileError(f"{at}dataset {name!r} has non-finite values (first at row {int(np.argmax(bad))})")
     if not physical:
         return
     N = F4[..., 3]
-    neg = (N < 0).reshape(F4.shape[0], -1).any(axis=1)
+    neg = _per_row(N < 0).any(axis=1)
     if neg.any():
         i = int(np.argmax(neg))
         raise DataFileError(
             f"{at}dataset {name!r} has negative number densities (first at row {i}: N = {N[i].tolist()})"
         )
-    norm = np.linalg.norm(F4[..., :3], axis=-1)
-    over = (norm > N * (1 + FLUX_FACTOR_TOL) + 1e-300).reshape(F4.shape[0], -1).any(axis=1)
+    norm = flux_norm(F4[..., :3])
+    over = _per_row(norm > N * (1 + FLUX_FACTOR_TOL) + 1e-300).any(axis=1)
     if over.any():
         i = int(np.argmax(over))
         raise DataFileError(
@@ -151,6 +173,14 @@ def read_dataset(path: str | os.PathLike, *, require_final: bool = False) -> FFI
             raise DataFileError(f"{path}: missing dataset {INITIAL!r} (found: {sorted(h5.keys())})")
         F4_i = _read_F4(h5, INITIAL, path, physical=True)
         n, nf = F4_i.shape[0], F4_i.shape[2]
+        if n == 0:
+            raise DataFileError(f"{path}: dataset {INITIAL!r} has no rows")
+        with np.errstate(over="ignore"):
+            ntot = F4_i[..., 3].sum(axis=(1, 2))
+        if not np.isfinite(ntot).all():
+            i = int(np.argmax(~np.isfinite(ntot)))
+            raise DataFileError(f"{path}: dataset {INITIAL!r}: the total number density of row {i} "
+                                "overflows float64 (rescale the file)")
         if "nf" in h5 and int(np.asarray(h5["nf"][()])) != nf:
             raise DataFileError(f"{path}: 'nf' = {int(np.asarray(h5['nf'][()]))} but {INITIAL!r} has NF = {nf}")
         F4_f = F4_s = growth = None
@@ -180,8 +210,13 @@ def write_dataset(
     F4_final: np.ndarray | None = None,
     F4_final_stddev: np.ndarray | None = None,
     growth_rate: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write arrays ``[n, 2, NF, 4]`` (cm⁻³) in the Rhea/Emu file layout; atomic replace.
+
+    ``extra``: further datasets written as given (first axis = rows), e.g.
+    :data:`BOX3D` (file layout) and :data:`IN_DOMAIN` from ``ffi box3d --residual``;
+    :func:`read_dataset` ignores them.
 
     Raises:
       DataFileError: on inconsistent shapes or non-finite values.
@@ -209,5 +244,10 @@ def write_dataset(
             if g.shape != (F4_initial.shape[0],):
                 raise DataFileError(f"growth rate shape {list(g.shape)} != [{F4_initial.shape[0]}]")
             h5.create_dataset(GROWTH, data=g)
+        for name, arr in (extra or {}).items():
+            arr = np.asarray(arr)
+            if name in h5 or arr.shape[:1] != (F4_initial.shape[0],):
+                raise DataFileError(f"extra dataset {name!r}: name taken or not one entry per row")
+            h5.create_dataset(name, data=arr)
     os.replace(tmp, path)
     return path

@@ -1,7 +1,7 @@
 """Small synthetic asymptotic-state datasets for tests, demos and benchmarks.
 
 NOT physics ground truth (that comes from a multi-angle QKE solver or Emu runs): the
-"final" state is Box3D at Lebedev order 41 plus a smooth, rotation-equivariant,
+"final" state is Box3D (converged default quadrature) plus a smooth, rotation-equivariant,
 conservative distortion of relative size ``distortion`` -- a known residual that
 the :mod:`box3d_jax.residual` model can learn, so that training and evaluation can
 be tested end to end. The distortion conserves the flavor-summed four-fluxes and
@@ -14,7 +14,7 @@ import numpy as np
 
 from box3d_jax import box3d as B
 
-__all__ = ["random_initial_states", "make_synthetic_dataset"]
+__all__ = ["random_initial_states", "random_isotropic_states", "make_synthetic_dataset"]
 
 
 def random_initial_states(
@@ -29,6 +29,20 @@ def random_initial_states(
     axis = rng.normal(size=(n, 1, 1, 3))
     v[:, 0] += 1.0 * axis[:, 0]
     v[:, 1] -= 1.0 * axis[:, 0]
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    F4 = np.concatenate([v * (N * ff)[..., None], N[..., None]], axis=-1)
+    return F4 * (n_tot / F4[..., 3].sum(axis=(1, 2)))[:, None, None, None]
+
+
+def random_isotropic_states(
+    rng: np.random.Generator, n: int, *, max_flux_factor: float = 0.9, n_tot: float = 4.9e32
+) -> np.ndarray:
+    """Random physical four-fluxes ``[n, 2, 3, 4]`` (cm⁻³) with no preferred axis: every
+    species independently gets N uniform in [0.02, 1), a flux factor uniform in
+    [0, max_flux_factor) and an isotropic flux direction (μ ≠ τ in general)."""
+    N = rng.uniform(0.02, 1.0, (n, 2, 3))
+    ff = rng.uniform(0.0, max_flux_factor, (n, 2, 3))
+    v = rng.normal(size=(n, 2, 3, 3))
     v /= np.linalg.norm(v, axis=-1, keepdims=True)
     F4 = np.concatenate([v * (N * ff)[..., None], N[..., None]], axis=-1)
     return F4 * (n_tot / F4[..., 3].sum(axis=(1, 2)))[:, None, None, None]
@@ -50,7 +64,7 @@ def _distortion(F4: np.ndarray, amplitude: float) -> np.ndarray:
 
 
 def make_synthetic_dataset(
-    n: int, *, seed: int = 0, distortion: float = 0.1, order: int = 41, max_flux_factor: float = 0.95
+    n: int, *, seed: int = 0, distortion: float = 0.1, order: int | None = None, max_flux_factor: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(F4_initial, F4_final)`` ``[n, 2, 3, 4]`` cm⁻³; rows with unphysical finals are redrawn."""
     rng = np.random.default_rng(seed)

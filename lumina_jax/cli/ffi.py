@@ -2,6 +2,7 @@
 
 Commands:
   ffi box3d IN.h5 --out OUT.h5        Box3D asymptotic states for every row of IN.h5
+                 [--residual CKPT]    ... plus the residual model (domain of validity checked)
   ffi train DATA.h5 --out CKPT        fit the equivariant residual model on top of Box3D
   ffi evaluate CKPT DATA.h5 [--json]  error metrics: no mixing / Box3D / Box3D + residual
   ffi export [CKPT] --out FILE        jax.export the jitted Box3D (+ residual) for simulation codes
@@ -51,10 +52,18 @@ def _progress(disable: bool):
     )
 
 
-def _check_order(order: int) -> None:
-    from box3d_jax import lebedev
+def _quadrature(method: str | None, order: int | None, width: float | None) -> tuple[str, int, float]:
+    """Validated ``(method, order, width)`` with the defaults filled in (ParameterError)."""
+    from box3d_jax import box3d as B
 
-    lebedev.rule(order)  # raises ParameterError with the list of valid orders
+    return B.resolve_method(B.DEFAULT_METHOD if method is None else method.strip().lower(), order, width)
+
+
+METHOD_HELP = "Box3D quadrature: smooth (converged, default) or sharp (Heaviside at Lebedev nodes, Rhea's)."
+ORDER_HELP = "Lebedev order (default: 35 for smooth, 17 for sharp; 41: 590 directions, 131: 5810)."
+WIDTH_HELP = "Half-width (radians) of the smoothed step of the smooth method (default 0.4)."
+#: ``ffi box3d`` prints the predicted number densities of files with at most this many rows.
+PREVIEW_ROWS = 10
 
 
 def _parse_hidden(hidden: str) -> tuple[int, ...]:
@@ -88,48 +97,98 @@ def emit(obj: dict, as_json: bool) -> None:
 @ffi_app.command("box3d")
 def box3d_cmd(
     infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm), shape (n, 4, 2, NF)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final = Box3D, growthRate = proxy."),
-    order: int = typer.Option(17, help="Lebedev order (17: 110 directions, 41: 590, 131: 5810)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final = Box3D (+ residual), "
+                             "growthRate = proxy; with --residual also F4_box3d(1|ccm) and residual_in_domain."),
+    residual: Optional[Path] = typer.Option(None, "--residual", help="Checkpoint of a residual model (ffi train): "
+                                            "F4_final = Box3D + residual, Box3D as the model was trained on."),
+    method: Optional[str] = typer.Option(None, help=METHOD_HELP),
+    order: Optional[int] = typer.Option(None, help=ORDER_HELP),
+    width: Optional[float] = typer.Option(None, help=WIDTH_HELP),
     approx_z: bool = typer.Option(False, "--approx-z", help="Jedynak closed-form Z instead of the exact solve."),
     chunk: int = typer.Option(65536, min=1, help="Points per jitted call."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out (never the input file)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
 ) -> None:
-    """Predict the asymptotic four-fluxes of every row of IN.h5 with Box3D."""
+    """Predict the asymptotic four-fluxes of every row of IN.h5 with Box3D (+ a residual model)."""
     import numpy as np
 
     from box3d_jax import box3d as B
     from box3d_jax import io
 
-    _check_order(order)
+    model = None
+    if residual is not None:
+        from box3d_jax import residual as R
+
+        model = R.load_model(residual)
+        cfg = model.config
+        given = {"method": None if method is None else method.strip().lower(), "order": order, "width": width}
+        for name, own in (("method", cfg.method), ("order", cfg.order), ("width", cfg.width)):
+            value = given[name]
+            if value is not None and value != own:
+                raise ParameterError(f"--{name} {value} conflicts with the residual model, which was trained on "
+                                     f"Box3D with {name} = {own}; leave --{name} out")
+        method, order, width = cfg.method, cfg.order, cfg.width
+    else:
+        method, order, width = _quadrature(method, order, width)
     check_out_file(out, force=force, inputs=(infile,))
     ds = io.read_dataset(infile)
-    fn = B._jitted(order, ds.nf, approx_z, B.DEFAULT_EPS)
-    outs, growth, unstable = [], [], 0
+    if model is not None and ds.nf != 3:
+        raise ParameterError(f"{infile}: the residual model needs NF = 3 data, got NF = {ds.nf}")
+    fn = B.jitted(order, ds.nf, method=method, width=width, approx_Z=approx_z)
+    res_fn = None if model is None else R.jitted_residual(model.config)  # Box3D is computed once, by fn
+    boxes, finals, growth, unstable = [], [], [], 0
     t0 = time.perf_counter()
     with _progress(as_json) as prog:
-        task = prog.add_task("Box3D", total=ds.n, info="")
+        task = prog.add_task("Box3D" if model is None else "Box3D + residual", total=ds.n, info="")
         for start in range(0, ds.n, chunk):
             block = ds.F4_initial[start : start + chunk]
             if block.shape[0] < chunk and ds.n > chunk:  # pad the last block: no recompilation
                 block = np.concatenate([block, np.repeat(block[-1:], chunk - block.shape[0], 0)])
             res = fn(block)
             m = min(chunk, ds.n - start)
-            outs.append(np.asarray(res.F4)[:m])
+            boxes.append(np.asarray(res.F4)[:m])
+            if res_fn is not None:
+                finals.append(np.asarray(res.F4)[:m] + np.asarray(res_fn(model.params, block))[:m])
             growth.append(np.asarray(res.growth_rate)[:m])
             unstable += int(np.asarray(res.unstable)[:m].sum())
             prog.update(task, advance=m)
     seconds = time.perf_counter() - t0
-    io.write_dataset(out, ds.F4_initial, np.concatenate(outs), growth_rate=np.concatenate(growth))
+    F4_box = np.concatenate(boxes)
     summary = {
         "input": str(infile),
         "output": str(out),
         "n_points": ds.n,
         "n_unstable": unstable,
+        "method": method,
         "order": order,
+        **({"width": width} if method == "smooth" else {}),
         "nf": ds.nf,
-        "seconds": round(seconds, 3),
     }
+    extra = None
+    if model is None:
+        F4_final = F4_box
+    else:
+        F4_final = np.concatenate(finals)
+        outside, counts = R.outside_domain(ds.F4_initial, model.domain, model.config)
+        extra = {io.BOX3D: B.to_file_layout(F4_box), io.IN_DOMAIN: ~outside}
+        summary.update({"residual": str(residual), "n_outside_domain": int(outside.sum()),
+                        "outside_domain_features": counts})
+        if outside.any():
+            msg = R.domain_message(int(outside.sum()), ds.n, counts, model.domain is not None)
+            typer.secho(f"warning: {msg}; rows flagged in {io.IN_DOMAIN}", fg=typer.colors.YELLOW, err=True)
+    io.write_dataset(out, ds.F4_initial, F4_final, growth_rate=np.concatenate(growth), extra=extra)
+    if ds.n <= PREVIEW_ROWS:  # small files: the predicted number densities themselves
+        def densities(F4):
+            rows = [{"nu": [float(v) for v in row[0, :, 3]], "nubar": [float(v) for v in row[1, :, 3]]} for row in F4]
+            if as_json:
+                return rows
+            return "; ".join("nu " + " ".join(f"{v:.5e}" for v in r["nu"]) + " | nubar "
+                             + " ".join(f"{v:.5e}" for v in r["nubar"]) for r in rows)
+
+        summary["N_box3d"] = densities(F4_box)  # cm⁻³, flavors (e, mu, tau)
+        if model is not None:
+            summary["N_box3d_residual"] = densities(F4_final)
+    summary["seconds"] = round(seconds, 3)
     emit(summary, as_json)
 
 
@@ -186,7 +245,9 @@ def train_cmd(
     batch_size: int = typer.Option(256, min=1),
     lr: float = typer.Option(3e-3, help="Peak Adam learning rate (cosine decay)."),
     hidden: str = typer.Option("64,64", help="Hidden-layer widths of the coefficient MLP."),
-    order: int = typer.Option(17, help="Lebedev order of the Box3D baseline."),
+    method: Optional[str] = typer.Option(None, help="Box3D baseline: " + METHOD_HELP),
+    order: Optional[int] = typer.Option(None, help=ORDER_HELP),
+    width: Optional[float] = typer.Option(None, help=WIDTH_HELP),
     max_flux_factor: float = typer.Option(0.9, help="Drop rows with any initial flux factor >= this."),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, "--force", help="Write into an existing, non-empty --out directory."),
@@ -198,13 +259,14 @@ def train_cmd(
     from box3d_jax import io
     from box3d_jax import residual as R
 
-    _check_order(order)
+    method, order, width = _quadrature(method, order, width)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; a checkpoint is a directory")
     refuse_overwrite(out, force=force, what="checkpoint")
     if not 0.0 < max_flux_factor <= 1.0:
         raise ParameterError(f"--max-flux-factor must be in (0, 1], got {max_flux_factor}")
-    config = R.ResidualConfig(hidden=_parse_hidden(hidden), order=order, max_flux_factor=max_flux_factor)
+    config = R.ResidualConfig(hidden=_parse_hidden(hidden), order=order, max_flux_factor=max_flux_factor,
+                              method=method, width=width)
     ds = io.read_dataset(data, require_final=True)
     if ds.nf != 3:
         raise ParameterError(f"{data}: the residual model needs NF = 3 data, got NF = {ds.nf}")
@@ -236,10 +298,11 @@ def train_cmd(
         "final_train_mse": history[-1],
         "train_seconds": round(seconds, 2),
         "test_metrics": test_metrics,
+        "domain": R.training_domain(train_data.F4_initial, config),
     }
     R.save_checkpoint(out, params, config, meta)
     if as_json:
-        typer.echo(dumps_json({"checkpoint": str(out), **meta}, indent=2))
+        typer.echo(dumps_json({"checkpoint": str(out), **{k: v for k, v in meta.items() if k != "domain"}}, indent=2))
     else:
         console = Console()
         console.print(f"trained on {meta['n_train']} rows in {seconds:.1f} s; checkpoint -> {out}")
@@ -267,12 +330,14 @@ def evaluate_cmd(
         typer.echo(
             dumps_json(
                 {"data": str(data), "checkpoint": str(ckpt), "n_rows": ds.n, "n_used": n_used,
-                 "max_flux_factor": config.max_flux_factor, "order": config.order, "metrics": result},
+                 "max_flux_factor": config.max_flux_factor, "method": config.method, "order": config.order,
+                 "metrics": result},
                 indent=2,
             )
         )
     else:
-        title = f"{data}: {n_used}/{ds.n} rows with flux factor < {config.max_flux_factor}, Lebedev {config.order}"
+        title = (f"{data}: {n_used}/{ds.n} rows with flux factor < {config.max_flux_factor}, "
+                 f"Box3D {config.method} (Lebedev {config.order})")
         Console().print(_metrics_table(result, title))
 
 
@@ -280,7 +345,9 @@ def evaluate_cmd(
 def export_cmd(
     ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint to include (default: Box3D alone)."),
     out: Path = typer.Option(..., "--out", "-o", help="Serialized jax.export file to write."),
-    order: int = typer.Option(17, help="Lebedev order (Box3D alone; a checkpoint fixes its own)."),
+    method: Optional[str] = typer.Option(None, help="Box3D alone (a checkpoint fixes its own): " + METHOD_HELP),
+    order: Optional[int] = typer.Option(None, help=ORDER_HELP),
+    width: Optional[float] = typer.Option(None, help=WIDTH_HELP),
     stablehlo: Optional[Path] = typer.Option(None, help="Also write the StableHLO module (MLIR text) here."),
     platform: list[str] = typer.Option(["cpu"], "--platform", help="Lowering platform(s): cpu, cuda, rocm, tpu "
                                        "(repeat the option for several)."),
@@ -289,7 +356,7 @@ def export_cmd(
     """Serialize the jitted Box3D (+ residual): F4 (n, 2, 3, 4) -> (F4', growth rate (n))."""
     from box3d_jax import export as E
 
-    _check_order(order)
+    method, order, width = _quadrature(method, order, width)
     platforms = _check_platforms(platform)
     check_out_file(out, force=force)
     if stablehlo is not None:
@@ -302,7 +369,7 @@ def export_cmd(
         params, config, _ = R.load_checkpoint(ckpt)
         exp = E.export_box3d(params=params, config=config, platforms=platforms)
     else:
-        exp = E.export_box3d(order, platforms=platforms)
+        exp = E.export_box3d(order, method=method, width=width, platforms=platforms)
     E.save(out, exp)
     if stablehlo is not None:
         E.write_stablehlo(stablehlo, exp)

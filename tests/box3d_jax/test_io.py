@@ -1,5 +1,7 @@
 """HDF5 io: round trip in the Rhea/Emu layout and clear errors for bad files."""
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -81,3 +83,25 @@ def test_max_flux_factor():
     F[0, 1, 2, 0] = 0.95
     F[1, 0, 0, 3] = 0.0
     np.testing.assert_allclose(io.max_flux_factor(F), [0.95, 0.0])
+
+
+def test_empty_file_is_refused(tmp_path):
+    empty = np.zeros((0, 4, 2, 3))
+    with pytest.raises(DataFileError, match="has no rows"):
+        io.read_dataset(_raw(tmp_path, **{io.INITIAL: empty}))
+    assert io.max_flux_factor(np.zeros((0, 2, 3, 4))).shape == (0,)
+    io.check_F4(np.zeros((0, 2, 3, 4)), io.INITIAL)  # nothing to complain about
+
+
+def test_huge_scale_read_without_overflow(tmp_path):
+    Fi = _states()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy overflow warning would fail the test
+        ds = io.read_dataset(io.write_dataset(tmp_path / "big.h5", Fi * 1e162))
+        np.testing.assert_allclose(io.max_flux_factor(ds.F4_initial), io.max_flux_factor(Fi), rtol=1e-14)
+        np.testing.assert_allclose(io.flux_norm(np.array([3e200, 4e200, 0.0])), 5e200, rtol=1e-15)
+        assert io.flux_norm(np.array([3e-200, 4e-200, 0.0])) == pytest.approx(5e-200, rel=1e-15)
+    too_big = np.zeros((2, 4, 2, 3))
+    too_big[:, 3] = 5e307  # each N finite, their sum (3e308) overflows
+    with pytest.raises(DataFileError, match="row 0 overflows float64"):
+        io.read_dataset(_raw(tmp_path, **{io.INITIAL: too_big}))

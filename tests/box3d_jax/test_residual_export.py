@@ -92,12 +92,14 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
 
 
 def test_export_round_trip(tmp_path, states):
-    exp = E.export_box3d(17)
+    exp = E.export_box3d()  # default: converged smooth method
     f = E.load(E.save(tmp_path / "b.jaxexport", exp))
     out, growth = f.call(states[:7])  # symbolic batch size
-    res = B.box3d_info(states[:7], order=17)
-    np.testing.assert_array_equal(np.asarray(out), np.asarray(res.F4))
-    np.testing.assert_allclose(np.asarray(growth), np.asarray(res.growth_rate), rtol=1e-15)
+    res = B.box3d_info(states[:7])
+    ntot = states[..., 3].sum(axis=(1, 2)).max()
+    # the same operations compiled for a symbolic and a fixed batch: round-off differences only
+    np.testing.assert_allclose(np.asarray(out), np.asarray(res.F4), rtol=0, atol=1e-14 * ntot)
+    np.testing.assert_allclose(np.asarray(growth), np.asarray(res.growth_rate), rtol=1e-12)
     assert f.call(states[:3])[0].shape == (3, 2, 3, 4)
     p = _random_params()
     fr = E.load(E.save(tmp_path / "r.jaxexport", E.export_box3d(params=p, config=CFG)))
