@@ -9,8 +9,9 @@ Before JAX starts its backend, the package sets one XLA:CPU flag that avoids a d
 jaxlib 0.10's CPU runtime (see ``lumina_jax._runtime``).
 """
 
-from lumina_jax._runtime import configure_xla_cpu
+from lumina_jax._runtime import configure_xla_cpu, install_startup_interrupt
 
+install_startup_interrupt()  # the lumina-jax command only: Ctrl-C while JAX is imported
 configure_xla_cpu()
 
 import jax  # noqa: E402

@@ -111,6 +111,18 @@ def check_output(out: Path, resume: bool) -> Path:
     return out.resolve()
 
 
+def _check_writable_dir(path: Path, option: str) -> None:
+    """A directory the run will create or fill: not a file, and its nearest existing ancestor writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{option} {p} is a file, not a directory")
+    base = p
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {p}: {base} is not a writable directory")
+
+
 # ---------------------------------------------------------------------- planning
 @dataclasses.dataclass
 class Plan:
@@ -233,6 +245,7 @@ def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
     prov["lumina_ref"], prov["lumina_ref_sha256"] = str(ref.path), ref_sha
     stem = opts.out.name[:-3] if opts.out.name.endswith(".h5") else opts.out.name
     work_root = Path(opts.work_dir).resolve() if opts.work_dir else opts.out.parent / f"{stem}.work"
+    _check_writable_dir(work_root, "--work-dir")
     log_dir = opts.out.parent / f"{stem}.logs"
 
     def make(space_: ParameterSpace) -> list[Executor]:
@@ -281,7 +294,7 @@ def open_store(p: Plan) -> CampaignStore:
     """Create the store (design first) or open it for resuming."""
     o = p.opts
     if o.resume:
-        store = CampaignStore.open(o.out)
+        store = CampaignStore.open(o.out, lock=True)  # locked before it is read
         import numpy as np
 
         if not np.allclose(store.wavelength, np.asarray(p.wavelength)):
@@ -291,7 +304,8 @@ def open_store(p: Plan) -> CampaignStore:
         return store
     design = lhs_design(p.space, int(o.n_models), int(o.seed))
     return CampaignStore.create(o.out, space=p.space, design=design, wavelength=p.wavelength, backend=o.backend,
-                                seed=int(o.seed), config=p.config, max_attempts=o.max_attempts, prov=p.prov)
+                                seed=int(o.seed), config=p.config, max_attempts=o.max_attempts, prov=p.prov,
+                                keep_lock=True)  # locked before the name is checked, held while it runs
 
 
 def generate(opts: GenerateOptions, *, on_start: Callable[[CampaignStore], None] | None = None,
@@ -306,8 +320,7 @@ def generate(opts: GenerateOptions, *, on_start: Callable[[CampaignStore], None]
     p = plan(opts)
     for note in p.warnings:
         (on_warning or (lambda m: warnings.warn(m, stacklevel=3)))(note)
-    store = open_store(p)
-    store.acquire_lock()
+    store = open_store(p)  # holds the store's lock
     try:
         executors = p.make_executors(store.space)
         if on_start is not None:
@@ -322,6 +335,16 @@ async def _run_with_signals(store, executors: Sequence[Executor], opts: Generate
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     stopped = []
+    # the loop's signal handling replaces the Python-level handlers and the wakeup fd, and its
+    # removal restores Python's defaults: put back what the caller had (the CLI's Ctrl-C handler)
+    previous = {}
+    wakeup_fd = None
+    try:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        wakeup_fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(wakeup_fd)
+    except ValueError:  # not the main thread: the loop installs nothing either
+        previous, wakeup_fd = {}, None
 
     def stop(signum):
         stopped.append(signum)
@@ -345,3 +368,8 @@ async def _run_with_signals(store, executors: Sequence[Executor], opts: Generate
                 loop.remove_signal_handler(s)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        if wakeup_fd is not None:
+            signal.set_wakeup_fd(wakeup_fd)

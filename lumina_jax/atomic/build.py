@@ -18,6 +18,7 @@ and never committed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import time
@@ -162,10 +163,16 @@ def build_default(path: Path | None = None, progress=None) -> tuple[Path, Atomic
     """Build the composite atomic data and write it to the cache (atomic write)."""
     path = Path(path) if path else default_path()
     atomic, prov = build_composite(progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    save_npz(tmp, atomic, prov)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_npz(tmp, atomic, prov)
+        os.replace(tmp, path)
+    except OSError as exc:  # the cache, not the packages: say where, and how to choose another folder
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise DataFileError(f"cannot write the atomic-data cache {path.parent} ({exc.strerror or exc}); make it "
+                            "writable or set LUMINA_JAX_CACHE to a writable folder") from None
     return path, atomic, prov
 
 

@@ -37,17 +37,57 @@ for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _ffi,
     _module.register(app)
 
 
+def _one_line(text) -> str:
+    return " ".join(str(text).splitlines())
+
+
+def _usage_error(exc) -> str:
+    """A click usage error (unknown option, missing or malformed value) as one line."""
+    msg = _one_line(exc.format_message())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        msg += f" (see `{ctx.command_path} --help`)"
+    return msg
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turn UserError into a one-line message.
+    """Console-script entry point: run the app; a UserError or a malformed command line is one
+    ``error: ...`` line and exit code 2; Ctrl-C is one ``interrupted: ...`` line (what was
+    kept) and exit code 130 (:mod:`lumina_jax.cli._interrupt`).
 
     Turns on the persistent compilation cache first (``lumina_jax._runtime``; off with
     ``LUMINA_JAX_XLA_CACHE=0``)."""
-    configure_compilation_cache()
-    try:
-        app()
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
-        sys.exit(130)
+    from typer._click import exceptions as click_exc
+    from typer.exceptions import Abort
+
+    from lumina_jax.cli import _interrupt
+
+    code = 0
+    with _interrupt.installed():
+        try:
+            configure_compilation_cache()
+            rv = app(standalone_mode=False, prog_name="lumina-jax")  # typer.Exit(n) comes back as n
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except click_exc.NoArgsIsHelpError as exc:  # `lumina-jax dataset`: the group's help
+            exc.show()
+            code = 2
+        except click_exc.ClickException as exc:
+            if not _interrupt.interrupted():
+                typer.secho(f"error: {_usage_error(exc)}", fg=typer.colors.RED, err=True)
+            code = exc.exit_code
+        except Abort:
+            code = 1
+        except UserError as exc:
+            if not _interrupt.interrupted():
+                typer.secho(f"error: {_one_line(exc)}", fg=typer.colors.RED, err=True)
+            code = 2
+        except KeyboardInterrupt:
+            code = 130
+        except Exception:
+            if not _interrupt.interrupted():
+                raise
+            # Ctrl-C raised inside a callback of compiled code comes back wrapped in another error
+        if _interrupt.interrupted():
+            _interrupt.report()
+            _interrupt.exit_now(130)
+    sys.exit(code)

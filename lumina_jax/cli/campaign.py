@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from lumina_jax.cli import _interrupt
 from lumina_jax.cli._output import dumps_json
 from lumina_jax.errors import UserError
 
@@ -187,11 +188,15 @@ def generate(
     except KeyboardInterrupt:
         if state.pop("started", False):
             bar.stop()
-        typer.secho(f"interrupted: progress checkpointed in {opts.out}; continue with --resume", err=True)
+        if Path(opts.out).exists():
+            _interrupt.report(f"progress checkpointed in {opts.out}; continue with --resume")
+        else:
+            _interrupt.report("no job ran; no store was written")
         raise typer.Exit(130)
     finally:
         if state.pop("started", False):
             bar.stop()
+    _interrupt.kept(f"the campaign is checkpointed in {opts.out}")
     summary = {"out": str(opts.out), "counts": store.counts(), "elapsed_s": round(prog.elapsed_s, 3),
                "n_run": prog.n_todo_start, "checkpoints": prog.n_checkpoints,
                "throughput_per_s": {k: round(prog.rate(k), 4) for k in prog.by_kind}}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from lumina_jax.cli._output import check_out_file, check_plot_path, dumps_json
+from lumina_jax.cli import _interrupt
+from lumina_jax.cli._output import check_in_file, check_out_file, check_plot_path, dumps_json
 from lumina_jax.errors import UserError
 
 emulator_app = typer.Typer(help="Spectral emulator tools (accuracy report).", no_args_is_help=True)
@@ -34,6 +36,7 @@ def train(
     from lumina_jax.emulator._data import load_training_sets
 
     check_out_file(out, force=force, inputs=data)
+    check_in_file(config, option="--config", what="emulator YAML", text=True)
     cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed)
     ts = load_training_sets(data, stage=stage)
     data = ", ".join(str(d) for d in data)
@@ -53,7 +56,9 @@ def train(
                             description=f"train {tl:.3e}  val {vl:.3e}  best@{best}")
 
         emu, hist, seen = train_emulator(ts, cfg, on_epoch=on_epoch, data_label=str(data))
-    save_emulator(emu, out, seen_hashes=seen)
+    with _interrupt.critical():  # written to a temporary name and renamed: never cut short
+        save_emulator(emu, out, seen_hashes=seen)
+    _interrupt.kept(f"the checkpoint is written: {out}")
     meta = emu.metadata
     summary = {k: meta[k] for k in ("n_models", "n_used", "n_dropped", "n_train", "n_val", "n_test", "n_components",
                                     "epochs", "best_epoch", "best_val_loss", "sigma_scale",
@@ -79,13 +84,16 @@ def report(
     all_rows: bool = typer.Option(False, "--all", help="use every row, including those trained on"),
     wl_min: float = typer.Option(3300.0, "--wl-min", help="lower end of the scored window, Å"),
     wl_max: float = typer.Option(9700.0, "--wl-max", help="upper end of the scored window, Å"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --plot file"),
 ) -> None:
-    """Held-out accuracy (fractional error of the smoothed flux) and sigma calibration."""
+    """Held-out accuracy (fractional error of the smoothed flux) and sigma calibration.
+
+    An existing --plot file is kept (the command stops before any work) unless --force."""
     import numpy as np
 
     if not (np.isfinite(wl_min) and np.isfinite(wl_max) and wl_min < wl_max):
         raise UserError(f"--wl-min {wl_min} must be below --wl-max {wl_max} (both in Å)")
-    check_plot_path(plot)
+    check_plot_path(plot, force=force, inputs=(checkpoint, *data))
 
     from lumina_jax.emulator import evaluate, load_emulator, load_training_set, prepare_spectra, theta_hashes
     from lumina_jax.emulator._checkpoint import read_seen_hashes
@@ -99,15 +107,23 @@ def report(
     data = ", ".join(str(d) for d in data)
     if ts.space.names != emu.space.names:
         raise UserError(f"{data} holds stage-{ts.space.stage} models; {checkpoint} is a stage-{emu.space.stage} emulator")
+    if ts.theta.shape[0] == 0:
+        raise UserError(f"{data} has no finished models to score (see `lumina-jax dataset info`)")
     prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))
-    keep = np.ones(prep.theta.shape[0], bool)
+    if prep.theta.shape[0] == 0:
+        raise UserError(f"none of the finished models of {data} is usable after preprocessing (their spectra do not "
+                        "cover the emulator's grid)")
+    unseen = np.ones(prep.theta.shape[0], bool)
     if not all_rows:
-        keep = ~np.isin(theta_hashes(prep.theta), read_seen_hashes(checkpoint))
+        unseen = ~np.isin(theta_hashes(prep.theta), read_seen_hashes(checkpoint))
     # Outside the training box the emulator extrapolates: report only rows inside it.
     inside = np.all((prep.theta >= emu.space.lower) & (prep.theta <= emu.space.upper), axis=1)
-    n_outside = int((keep & ~inside).sum())
-    keep &= inside
+    keep = unseen & inside
+    n_outside = int((unseen & ~inside).sum())
     if not keep.any():
+        if not inside.any():
+            raise UserError(f"none of the {prep.theta.shape[0]} finished models of {data} lies inside the emulator's "
+                            "training box; there is nothing to score it on")
         raise UserError(f"no held-out models in {data} (all were used in training); pass --all to score them anyway")
     m = evaluate(emu, prep.theta[keep], prep.flux[keep], window=(wl_min, wl_max))
     m["n_skipped_seen"] = int(prep.theta.shape[0] - keep.sum() - n_outside)
@@ -115,7 +131,10 @@ def report(
     m["checkpoint"] = str(checkpoint)
     m["data"] = str(data)
     if plot is not None:
-        plot_report(m, emu, prep.theta[keep], prep.flux[keep], plot)
+        from lumina_jax.cli._output import write_atomic
+
+        with _interrupt.critical():
+            write_atomic(plot, lambda tmp: plot_report(m, emu, prep.theta[keep], prep.flux[keep], tmp))
     if as_json:
         typer.echo(dumps_json(m))
         return
@@ -187,6 +206,10 @@ def calibrate(
     from lumina_jax.preprocess import Preprocessor
 
     emu = load_emulator(checkpoint)
+    folder = checkpoint.resolve().parent
+    if not dry_run and not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{checkpoint}: its directory {folder} is not writable, and the calibration is stored in "
+                        "the checkpoint (or pass --dry-run)")
     if emu.error_basis is None:
         raise UserError(f"{checkpoint} carries no error correlation basis; retrain it first")
     meta = json.loads(emu.metadata_json or "{}")
@@ -196,8 +219,14 @@ def calibrate(
     ts = load_training_sets(data)
     if ts.space.names != emu.space.names:
         raise UserError(f"the --data stores hold stage-{ts.space.stage} models; {checkpoint} is stage {emu.space.stage}")
+    if ts.theta.shape[0] == 0:
+        raise UserError(f"{', '.join(map(str, data))}: no finished models, so no validation models to calibrate on; "
+                        "pass the stores the checkpoint was trained on")
     prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))
     _, val, _ = split_indices(prep.theta.shape[0], tc["val_fraction"], tc["test_fraction"], tc["seed"])
+    if val.size == 0:
+        raise UserError(f"{', '.join(map(str, data))}: too few finished models for a validation split; pass the "
+                        "stores the checkpoint was trained on")
     seen = read_seen_hashes(checkpoint)
     if not np.all(np.isin(theta_hashes(prep.theta[val]), seen)):
         raise UserError("the validation split of --data is not the one the checkpoint saw: pass the stores it was "
@@ -217,7 +246,8 @@ def calibrate(
     res["checkpoint"] = str(checkpoint)
     res["written"] = not dry_run
     if not dry_run:
-        write_error_cov_scale(checkpoint, res["error_cov_scale"], res)
+        with _interrupt.critical():  # an in-place update: never cut short
+            write_error_cov_scale(checkpoint, res["error_cov_scale"], res)
     if as_json:
         typer.echo(dumps_json(res))
     else:

@@ -10,7 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from lumina_jax.cli._output import dumps_json, refuse_overwrite
+from lumina_jax.cli import _interrupt
+from lumina_jax.cli._output import check_out_dir, check_out_file, check_plot_path, dumps_json
 from lumina_jax.errors import UserError
 
 
@@ -110,7 +111,9 @@ def infer(
         raise UserError(f"--mock-noise must be a finite fraction of the flux > 0, got {mock_noise}")
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
-    _check_results_dir(api.results_dir(api.InferRequest(stage=stage, out=out)), force)
+    out_dir = api.results_dir(api.InferRequest(stage=stage, out=out))
+    _check_results_dir(out_dir, force)
+    _interrupt.kept(f"no results written ({out_dir} {'unchanged' if out_dir.exists() else 'not created'})")
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
         sampler=_sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense, not json_out,
@@ -119,10 +122,13 @@ def infer(
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link,
         emulator_sigma=_emulator_sigma_option(emulator_sigma))
-    res, out_dir = api.infer(req, log=log, emulator=_EMULATOR_OVERRIDE, synthesizer=_SYNTH_OVERRIDE)
+    res, out_dir = api.infer(req, log=log, emulator=_EMULATOR_OVERRIDE, synthesizer=_SYNTH_OVERRIDE,
+                             write_guard=_interrupt.critical)
     s = res.summary
     if plots:
+        _interrupt.kept(f"results written to {out_dir}; plots not made (make them with `lumina-jax plot {out_dir}`)")
         _plots(out_dir, s, log)
+    _interrupt.kept(f"results{' and plots' if plots else ''} written to {out_dir}")
     d = s["diagnostics"]
     log(f"{d['sampler']}: max R-hat {diagnostics.format_rhat(d['max_rhat'])}, min bulk ESS {d['min_ess_bulk']:.0f}, "
         f"min tail ESS {d['min_ess_tail']:.0f}, divergences {d['divergences']}, {d['wall_warmup_s'] + d['wall_sampling_s']:.1f} s "
@@ -149,11 +155,10 @@ def infer(
 
 
 def _check_results_dir(path: Path, force: bool) -> None:
-    """A results directory ``infer`` may write: new, empty, or ``--force``d (never a file)."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--out {path} is a file; results need a directory")
-    refuse_overwrite(path, force=force, what="results",
-                     hint="pass --force to overwrite its results or choose another --out")
+    """A results directory ``infer`` may write: new, empty, or ``--force``d (never a file), and
+    writable -- checked before any work, so that a fit is never lost to an unwritable --out."""
+    check_out_dir(path, force=force, option="--out", what="results",
+                  hint="pass --force to overwrite its results or choose another --out")
 
 
 # tests replace these with stand-ins
@@ -218,6 +223,8 @@ def plot(
     from lumina_jax.inference.plots import load_results
 
     summary, _ = load_results(results_dir)
+    check_out_dir(results_dir, force=True, option="RESULTS", what="plots")
+    _interrupt.kept(f"the results in {results_dir} are unchanged; some plots may be missing")
     _plots(results_dir, summary, typer.echo, checkpoint)
 
 
@@ -260,6 +267,7 @@ def check_coverage(
                                                  "default: config likelihood.emulator_sigma)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default configs/inference.yaml)."),
     json_out: bool = typer.Option(False, "--json"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
 ) -> None:
     """Injection-recovery: prior draws simulated by the synthesizer, inferred with the emulator.
 
@@ -275,6 +283,11 @@ def check_coverage(
 
     if n < 1 or map_starts < 1:
         raise UserError("--n and --map-starts must be >= 1")
+    if out is not None:  # an existing file of the same run is resumed (checked below)
+        check_out_file(out, force=True, inputs=merge, option="--out")
+    check_plot_path(plot, force=force, inputs=(out, *merge))
+    _interrupt.kept(f"finished injections are saved in {out}: run the same command again to continue"
+                    if out is not None else "nothing saved (without --out no injection is kept)")
     _emulator_sigma_option(emulator_sigma)
     if not (math.isfinite(noise) and noise > 0):
         raise UserError(f"--noise must be a finite fraction of the flux > 0, got {noise}")
@@ -379,8 +392,9 @@ def check_coverage(
             return
         obj = final if final is not None else {"settings": settings, "complete": False, "injections": records}
         tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(dumps_json(obj, indent=1))
-        tmp.replace(out)
+        with _interrupt.critical():
+            tmp.write_text(dumps_json(obj, indent=1))
+            tmp.replace(out)
 
     emu_basis, corr_length = api.emulator_error_model(emu, lk, log=log)
     res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, sampler=scfg, seed=seed,
@@ -567,6 +581,8 @@ def pipeline(
     seeded by the previous result; resumable."""
     from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
 
+    check_out_dir(workdir, force=True, option="--workdir", what="pipeline files")  # resumable: may hold files
+    _interrupt.kept(f"the finished steps are kept in {workdir}: run the same command again to continue")
     opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,
                            sampler=_sampler_cfg(None, sampler, chains, warmup, samples, seed, target_accept, None, True),
                            lumina_bin=lumina_bin, lumina_ref=lumina_ref, train_config=train_config,

@@ -9,8 +9,8 @@ from typing import Optional
 import numpy as np
 import typer
 
-from lumina_jax.cli._output import check_plot_path, dumps_json
-from lumina_jax.cli._output import check_out_file
+from lumina_jax.cli import _interrupt
+from lumina_jax.cli._output import check_in_file, check_out_file, check_plot_path, dumps_json, write_atomic
 from lumina_jax.cli.model import read_params_file
 from lumina_jax.errors import UserError
 
@@ -52,15 +52,19 @@ def simulate(
     config: Optional[Path] = typer.Option(None, "--config", help="synthesizer config (default configs/synth.yaml)"),
     atomic: Optional[str] = typer.Option(None, "--atomic", help="atomic data: default, a .npz, a TARDIS .h5 or a Kurucz folder"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --out / --plot file"),
 ) -> None:
-    """Synthesise one spectrum with the embedded JAX forward model."""
+    """Synthesise one spectrum with the embedded JAX forward model.
+
+    An existing --out or --plot file is kept (the command stops before any work) unless --force."""
     from lumina_jax.params import load_space
     from lumina_jax.synth import SynthConfig, Synthesizer
 
     space = load_space(stage)
     theta, warnings = read_params_file(params, space, bounds="prior")
-    check_out_file(out, force=True, inputs=(params, config), make_parent=True)  # before the long work
-    check_plot_path(plot)
+    check_out_file(out, force=force, inputs=(params, config), make_parent=True)  # before the long work
+    check_plot_path(plot, force=force, inputs=(out, params, config))
+    check_in_file(config, option="--config", what="synthesizer YAML", text=True)
     cfg = SynthConfig.load(config)
     if atomic:
         cfg = cfg.replace(atomic=atomic)
@@ -70,9 +74,12 @@ def simulate(
     l_lam, state = synth.spectrum_and_state(theta)
     if not np.all(np.isfinite(l_lam)):
         raise UserError("the synthesizer returned non-finite fluxes for these parameters")
-    write_spectrum_csv(out, wl, l_lam)
+    with _interrupt.critical():
+        write_atomic(out, lambda tmp: write_spectrum_csv(tmp, wl, l_lam))
+    _interrupt.kept(f"spectrum written to {out}; no plot")
     if plot:
-        plot_spectrum(plot, wl, l_lam, title=f"stage {stage}: {params.name}")
+        with _interrupt.critical():
+            write_atomic(plot, lambda tmp: plot_spectrum(tmp, wl, l_lam, title=f"stage {stage}: {params.name}"))
     summary = {
         "out": str(out), "plot": str(plot) if plot else None, "stage": stage, "n_wave": len(wl),
         "n_lines": synth.n_lines, "t_inner_K": float(state["t_inner"]),

@@ -12,6 +12,13 @@ Layout (``format = "lumina-jax-emulator"``, ``format_version = 1``)::
     /split/seen_hashes     uint64 hashes of the training + validation parameter rows
 
 Files are written to a temporary name and renamed, so a crash never leaves a half file.
+
+Integrity: the file is *sealed* (:mod:`lumina_jax._seal`): its first 512 bytes, an HDF5 user
+block, hold :data:`SEAL_MAGIC` and the SHA-256 of the rest of the file, written by
+:func:`save_emulator` and again by :func:`write_error_cov_scale` (the one in-place update).
+:func:`load_emulator` verifies it before HDF5 reads the file and refuses a damaged one
+(flipped bits, overwritten blocks); checkpoints written before seals existed are loaded
+without it.  Every array the predictions use is also checked for finite values.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lumina_jax import _seal
 from lumina_jax.emulator._model import Emulator, EmulatorSettings
 from lumina_jax.errors import DataFileError, UserError
 from lumina_jax.params import ParameterSpace
@@ -33,6 +43,8 @@ from lumina_jax.preprocess import PCA
 
 FORMAT = "lumina-jax-emulator"
 FORMAT_VERSION = 1
+CAMPAIGN_FORMAT = "lumina-jax-campaign"  # runners.store.FORMAT (not imported: the store module pulls in more)
+SEAL_MAGIC = b"lumina-jax emulator checkpoint\n"
 
 
 def theta_hashes(theta) -> np.ndarray:
@@ -66,7 +78,7 @@ def save_emulator(emu: Emulator, path, *, seen_hashes=None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(tmp, "w", userblock_size=_seal.USERBLOCK) as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -87,6 +99,7 @@ def save_emulator(emu: Emulator, path, *, seen_hashes=None) -> Path:
             f.create_dataset("error_basis", data=np.asarray(emu.error_basis, dtype=np.float32))
         f.create_dataset("split/seen_hashes",
                          data=np.asarray(seen_hashes if seen_hashes is not None else [], dtype=np.uint64))
+    _seal.seal(tmp, SEAL_MAGIC)
     os.replace(tmp, path)
     return path
 
@@ -110,8 +123,17 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
         UserError: checkpoint for another stage or parameter space.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"emulator checkpoint {path} is a directory; give the checkpoint file (e.g. "
+                            "checkpoints/stage1_synth.h5)")
     if not path.is_file():
         raise DataFileError(f"emulator checkpoint not found: {path}")
+    try:
+        _seal.check_seal(path, SEAL_MAGIC, "corrupt emulator checkpoint")  # before HDF5 parses a damaged file
+    except DataFileError:
+        raise
+    except OSError as exc:
+        raise DataFileError(f"cannot read the emulator checkpoint {path} ({exc.strerror})") from None
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -121,6 +143,9 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
             fmt = f.attrs.get("format")
             if isinstance(fmt, bytes):
                 fmt = fmt.decode()
+            if fmt == CAMPAIGN_FORMAT:
+                raise DataFileError(f"{path} is a campaign store (training data), not an emulator checkpoint; train "
+                                    f"one with `lumina-jax train --data {path} --out CKPT`")
             if fmt != FORMAT:
                 raise DataFileError(f"{path} is not a lumina-jax emulator checkpoint (format={fmt!r})")
             ver = int(f.attrs.get("format_version", -1))
@@ -136,8 +161,14 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
             meta = str(f.attrs.get("metadata_json", "{}"))
             error_basis = (jnp.asarray(f["error_basis"][...], jnp.float32) if "error_basis" in f else None)
             cov_scale = float(f.attrs.get("error_cov_scale", 1.0))
-    except (KeyError, ValueError, TypeError, OSError) as exc:
-        raise DataFileError(f"{path}: corrupt emulator checkpoint ({type(exc).__name__}: {exc})") from None
+    except DataFileError:
+        raise
+    except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        raise DataFileError(f"{path}: corrupt emulator checkpoint ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    # (the PCA's explained_variance_ratio is informational, NaN in an untrained emulator)
+    _check_finite(path, wavelength=wavelength, pca_mean=pca.mean, pca_components=pca.components,
+                  pca_scale=pca.scale, weights=weights, sigma_scale=sigma_scale)
     if wavelength.shape != settings.preprocess.grid.shape or not np.allclose(wavelength, settings.preprocess.grid):
         raise DataFileError(f"{path}: wavelength grid does not match the stored preprocessing settings")
     if pca.components.shape != (settings.n_components, wavelength.size):
@@ -152,16 +183,39 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
                     metadata_json=meta, error_basis=error_basis, error_cov_scale=cov_scale)
 
 
+def _check_finite(path, **arrays) -> None:
+    """Every array (or tree of arrays) of a checkpoint must be finite: a NaN or inf weight makes
+    every prediction NaN, and the fit would run on it."""
+    for name, value in arrays.items():
+        leaves = jax.tree_util.tree_leaves(value)
+        for k, leaf in enumerate(leaves):
+            if not np.all(np.isfinite(np.asarray(leaf))):
+                where = name if len(leaves) == 1 else f"{name} (array {k + 1} of {len(leaves)})"
+                raise DataFileError(f"{path}: corrupt emulator checkpoint: non-finite values in its {where}")
+
+
 def write_error_cov_scale(path, scale: float, info: dict) -> None:
-    """Set the likelihood's emulator-error variance factor of checkpoint ``path`` in place
-    (``error_cov_scale`` attribute, with ``info`` as JSON in ``error_cov_calibration_json``)."""
+    """Set the likelihood's emulator-error variance factor of checkpoint ``path``
+    (``error_cov_scale`` attribute, with ``info`` as JSON in ``error_cov_calibration_json``):
+    written into a copy, resealed and renamed over ``path``."""
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"error_cov_scale must be a positive number, got {scale}")
-    with h5py.File(path, "r+") as f:
-        if f.attrs.get("format") != FORMAT:
-            raise DataFileError(f"{path}: not a lumina-jax emulator checkpoint")
-        f.attrs["error_cov_scale"] = float(scale)
-        f.attrs["error_cov_calibration_json"] = json.dumps(info)
+    path = Path(path)
+    sealed = _seal.check_seal(path, SEAL_MAGIC, "corrupt emulator checkpoint")
+    tmp = path.with_name(path.name + ".tmp")  # a copy, updated and renamed: never a half-written checkpoint
+    shutil.copyfile(path, tmp)
+    try:
+        with h5py.File(tmp, "r+") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise DataFileError(f"{path}: not a lumina-jax emulator checkpoint")
+            f.attrs["error_cov_scale"] = float(scale)
+            f.attrs["error_cov_calibration_json"] = json.dumps(info)
+        if sealed:
+            _seal.seal(tmp, SEAL_MAGIC)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def needs_error_cov_calibration(path) -> bool:

@@ -49,7 +49,7 @@ def get_emulator(path):
         raise UserError(f"the emulator package is not available ({exc}); cannot load {path}") from None
     if not Path(path).exists():
         raise UserError(f"emulator checkpoint not found: {path}")
-    return load_emulator(path)
+    return load_emulator(path)  # a directory, a campaign store or a damaged file: DataFileError
 
 
 def get_synthesizer(space, config=None):
@@ -74,13 +74,13 @@ def emulator_error_model(emulator, lk: dict, log: Callable[[str], None] = print)
     if mode == "independent":
         return None, None
     if corr:
-        log(f"emulator error: correlated over {corr} A (Gaussian bumps, likelihood.emulator_corr_length)")
+        log(f"emulator-error model: correlated over {corr} A (Gaussian bumps, likelihood.emulator_corr_length)")
         return None, float(corr)
     if basis is not None:
         basis = np.asarray(basis, float)
-        log(f"emulator error: empirical rank-{basis.shape[1]} wavelength correlation from the checkpoint")
+        log(f"emulator-error model: empirical rank-{basis.shape[1]} wavelength correlation from the checkpoint")
         return basis, None
-    log("emulator error: independent bins (the checkpoint carries no error correlation; retrain to get one)")
+    log("emulator-error model: independent bins (the checkpoint carries no error correlation; retrain to get one)")
     return None, None
 
 
@@ -210,7 +210,7 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
             ebv_host=oc.get("ebv_host", 0.0) if req.ebv_host is None else req.ebv_host,
             window=req.window or (tuple(oc["window"]) if oc.get("window") else None),
             telluric=oc.get("telluric", False) if req.telluric is None else req.telluric,
-            edge_trim=float(oc.get("edge_trim", 0.0)))
+            edge_trim=float(oc.get("edge_trim", 0.0)), norm_window=_norm_window(emulator))
         log(f"fitting {req.observed} ({obs.n_used} bins, {obs.meta['fit_range'][0]:.0f}-{obs.meta['fit_range'][1]:.0f} A) "
             f"with emulator {meta['checkpoint']}")
     if req.previous is not None:
@@ -226,10 +226,25 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
     return PreparedFit(setup=setup, emulator=emulator, obs=obs, truth=truth, fit_kwargs=kw)
 
 
-def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print) -> tuple[FitOutput, Path]:
-    """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``)."""
+def _norm_window(emulator):
+    """The emulator's normalisation window (Å), when it says (for clearer errors), else None."""
+    try:
+        return tuple(float(x) for x in emulator.settings.preprocess.norm_window)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[str], None] = print,
+          write_guard: Callable | None = None) -> tuple[FitOutput, Path]:
+    """Run one stage's fit and write ``results/stage{N}`` (or ``req.out``).
+
+    ``write_guard``: a context-manager factory wrapped around writing the results (the command
+    line uses one that holds Ctrl-C back until the directory is complete)."""
+    import contextlib
+
     p = prepare(req, emulator=emulator, synthesizer=synthesizer, log=log)
     out = run_fit(p.setup, p.emulator.spectrum_and_sigma, p.obs, req.sampler, log=log, **p.fit_kwargs)
     out_dir = results_dir(req)
-    write_results(out, out_dir)
+    with (write_guard or contextlib.nullcontext)():
+        write_results(out, out_dir)
     return out, out_dir

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lumina_jax.errors import UserError
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
 from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
@@ -30,6 +31,8 @@ from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
 
 RMS_BAND = (3300.0, 9700.0)
+#: what :func:`write_results` writes (``summary.json`` last: its presence marks a complete result)
+RESULT_FILES = ("posterior.nc", "best_fit.json", "space.json", "summary.json")
 MAX_SAVED_VALUES = 2e7  # thin very long (emcee) chains before writing NetCDF
 
 
@@ -91,10 +94,12 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     t0 = time.perf_counter()
     log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
     z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
+    _check_finite_map(ld_map, z_map)
     theta_ref, fm_sigma = None, spectrum_and_sigma
     if emulator_sigma == "fixed":
         fm, z_map, ld0, ld_map, theta_ref, fm_sigma = hold_sigma_at_mode(fm, spectrum_and_sigma, data, z_map, on_bins)
         log(f"emulator sigma fixed at the MAP; mode re-polished: log posterior {ld0:.2f} -> {ld_map:.2f}")
+        _check_finite_map(ld_map, z_map)
     t_map = time.perf_counter() - t0
     n_ch = chain_count(cfg)
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}"
@@ -209,10 +214,27 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     return FitOutput(summary, idata, theta, fm)
 
 
+def _check_finite_map(ld_map, z_map) -> None:
+    """Stop before sampling when the mode search ended at a non-finite log posterior: the
+    emulator (e.g. a damaged checkpoint) or the data give NaN / inf, and every draw would too."""
+    if not (np.isfinite(float(ld_map)) and np.all(np.isfinite(np.asarray(z_map)))):
+        raise UserError(f"the MAP search found no finite log posterior (log posterior {float(ld_map)}): the emulator "
+                        "returns non-finite spectra or the data cannot be fitted; nothing was sampled -- check the "
+                        "emulator checkpoint (`lumina-jax emulator report CKPT --data STORE`) and the observed spectrum")
+
+
 def write_results(out: FitOutput, out_dir: Path) -> Path:
-    """Write posterior.nc, summary.json, best_fit.json, space.json into ``out_dir``."""
+    """Write posterior.nc, summary.json, best_fit.json, space.json into ``out_dir``.
+
+    A previous run's results and plots there (:data:`RESULT_FILES`, ``plots.PLOT_FILES``) are
+    removed first, ``summary.json`` before the others, so that no file of an older fit is
+    left beside the new one (the caller decided that ``out_dir`` may be overwritten)."""
+    from lumina_jax.inference.plots import PLOT_FILES
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.json",) + RESULT_FILES + PLOT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     diag.write_netcdf(out.idata, out_dir / "posterior.nc")
     _write_json(out_dir / "best_fit.json", out.summary["best_fit"])
     _write_json(out_dir / "space.json", out.summary["space"])

@@ -147,7 +147,8 @@ def read_spectrum(path: str | Path, *, wave_unit: str | None = None, flux_unit: 
     if not path.is_file():
         raise DataFileError(f"observed spectrum {path} is not a file")
     suffix = "".join(path.suffixes).lower()
-    if suffix.endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
+    kind = _sniff(path)
+    if kind == "fits" or suffix.endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
         w, f, e, wu, fu = _read_fits(path)
     else:
         w, f, e, wu, fu = _read_text(path)
@@ -173,6 +174,32 @@ def read_spectrum(path: str | Path, *, wave_unit: str | None = None, flux_unit: 
     return spec
 
 
+#: bytes read to recognise a file's format before parsing it
+SNIFF_BYTES = 4096
+
+
+def _sniff(path: Path) -> str:
+    """``"fits"`` or ``"text"`` from the first bytes of ``path``; anything else (empty, HDF5,
+    binary with NUL bytes) is refused at once, before a large file is read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise DataFileError(f"cannot read the observed spectrum {path}: {exc.strerror}") from None
+    if not head:
+        raise DataFileError(f"{path}: empty file")
+    if head.startswith(b"SIMPLE  ="):
+        return "fits"
+    if head.startswith(b"\x1f\x8b"):  # gzip: a compressed FITS file (astropy reads it), or an error there
+        return "fits" if str(path).lower().endswith(".gz") else "binary"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        raise DataFileError(f"{path} is an HDF5 file (a campaign store or a checkpoint?), not a spectrum; give a "
+                            "CSV / ASCII table or a FITS file")
+    if b"\x00" in head:
+        raise DataFileError(f"{path} is a binary file (it holds NUL bytes), not a CSV / ASCII or FITS spectrum")
+    return "text"
+
+
 def _read_text(path: Path):
     try:
         text = path.read_text()
@@ -189,6 +216,8 @@ def _read_text(path: Path):
         body = lines
     except ValueError:
         header, body = first, lines[1:]
+    if not body:
+        raise DataFileError(f"{path}: no data rows, only the header line {lines[0][:60]!r}")
     rows = []
     for k, ln in enumerate(body):
         parts = ln.split(delim)
@@ -362,6 +391,17 @@ def resample_flux_conserving(w_in, f_in, w_out, err_in=None):
     return out, np.sqrt(var)
 
 
+def _unit_hint(wavelength, model_wavelength) -> str:
+    """A hint for the error of data that miss the model grid: the wavelengths fit it in nm or micron."""
+    lo, hi = float(np.min(wavelength)), float(np.max(wavelength))
+    m_lo, m_hi = float(np.min(model_wavelength)), float(np.max(model_wavelength))
+    for unit, factor in (("nm", _WAVE_UNITS["nm"]), ("um", _WAVE_UNITS["um"])):
+        a, b = max(lo * factor, m_lo), min(hi * factor, m_hi)
+        if b - a > 0.25 * (m_hi - m_lo):
+            return f"; the wavelengths look like {unit}: pass --wave-unit {unit}"
+    return ""
+
+
 def band_mask(wavelength, bands) -> np.ndarray:
     """True where ``wavelength`` lies outside every (lo, hi) band."""
     w = np.asarray(wavelength)
@@ -387,6 +427,7 @@ def prepare_observation(
     extra_masks: Sequence[tuple[float, float]] = (),
     n_noise_draws: int = 64,
     seed: int = 0,
+    norm_window: tuple[float, float] | None = None,
 ) -> Observation:
     """Turn an observed spectrum into the likelihood's data (see the module docstring).
 
@@ -394,7 +435,8 @@ def prepare_observation(
     errors are pushed through it by Monte Carlo (``n_noise_draws`` noisy copies; the bin
     standard deviation is the preprocessed sigma).  ``window`` (rest frame, A) limits the
     fitted range; ``telluric`` masks :data:`TELLURIC_BANDS` (observed frame); ``edge_trim``
-    removes that many A at each end of the data.
+    removes that many A at each end of the data.  ``norm_window`` (A), the window over which
+    ``preprocess`` normalises, only makes the error clearer when the data miss it.
     """
     validate_spectrum(spec)
     meta = {"source": spec.source, "redshift": redshift, "ebv_mw": ebv_mw, "ebv_host": ebv_host,
@@ -421,8 +463,9 @@ def prepare_observation(
     if keep.sum() < MIN_USABLE_BINS:
         raise DataFileError(
             f"{spec.source or 'spectrum'}: only {int(keep.sum())} model-grid bins overlap the data "
-            f"(rest frame {s.wavelength[0]:.0f}-{s.wavelength[-1]:.0f} A vs model "
-            f"{mw[0]:.0f}-{mw[-1]:.0f} A after masks); need at least {MIN_USABLE_BINS}")
+            f"(rest frame {s.wavelength[0]:.4g}-{s.wavelength[-1]:.4g} A vs model "
+            f"{mw[0]:.0f}-{mw[-1]:.0f} A after masks); need at least {MIN_USABLE_BINS}"
+            + _unit_hint(s.wavelength, mw))
     frac_neg = float(np.mean(flux[keep] <= 0))
     if frac_neg > MAX_NONPOSITIVE_FRAC:
         raise DataFileError(
@@ -433,6 +476,12 @@ def prepare_observation(
     y = np.asarray(preprocess(mw, filled, keep), float)
     if y.shape != mw.shape:
         raise DataFileError(f"preprocessing returned shape {y.shape}, expected {mw.shape}")
+    if not np.any(np.isfinite(y[keep])):
+        nw = f" ({norm_window[0]:.0f}-{norm_window[1]:.0f} A)" if norm_window else ""
+        raise DataFileError(
+            f"{spec.source or 'spectrum'}: the fitted data (rest frame {mw[keep][0]:.0f}-{mw[keep][-1]:.0f} A) do not "
+            f"cover the emulator's normalisation window{nw}, over which every spectrum is scaled; fit a spectrum "
+            "that covers it")
     keep &= np.isfinite(y)
     if not np.any(y[keep] > 0):
         raise DataFileError(f"{spec.source or 'spectrum'}: flux is zero or negative in the fitted range")

@@ -13,6 +13,8 @@ from lumina_jax.errors import DataFileError
 from lumina_jax.inference.diagnostics import read_netcdf
 
 MAX_CORNER = 15
+#: every figure :func:`make_plots` may write into a results directory
+PLOT_FILES = ("corner.png", "spectrum_fit.png", "trace.png", "rank.png", "synth_vs_emulator.png")
 
 
 def _plt():

@@ -41,3 +41,65 @@ def test_same_file(tmp_path):
     a.write_text("1")
     assert same_file(a, tmp_path / "." / "a.h5")
     assert not same_file(a, tmp_path / "b.h5")
+
+
+def test_check_out_dir_finds_every_unwritable_output_before_the_work(tmp_path, monkeypatch):
+    import os
+
+    from lumina_jax.cli._output import check_out_dir
+
+    (tmp_path / "f").write_text("x")
+    check_out_dir(tmp_path / "new" / "deeper", force=False)  # created later, below a writable folder
+    with pytest.raises(UserError, match="is a file; results need a directory"):
+        check_out_dir(tmp_path / "f", force=True)
+    with pytest.raises(UserError, match="is a file, so the directory cannot be created there"):
+        check_out_dir(tmp_path / "f" / "sub", force=True)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "summary.json").write_text("{}")
+    with pytest.raises(UserError, match="already exists.*--force"):
+        check_out_dir(full, force=False)
+    check_out_dir(full, force=True)
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False)  # (root ignores permission bits)
+    with pytest.raises(UserError, match="parent directory .* is not writable"):
+        check_out_dir(tmp_path / "new", force=False)
+    with pytest.raises(UserError, match=f"directory {full} is not writable"):
+        check_out_dir(full, force=True)
+
+
+def test_write_atomic_leaves_the_old_file_or_the_new_one(tmp_path):
+    from lumina_jax.cli._output import write_atomic
+
+    out = tmp_path / "s.csv"
+    out.write_text("old")
+
+    def half(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(out, half)
+    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+    write_atomic(out, lambda tmp: tmp.write_text("new"))
+    assert out.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["ejecta", "--stage", "abc", "--params", "p.json"], "Invalid value for '--stage'"),
+    (["dataset", "info", "--bogus", "x.h5"], "No such option: --bogus"),
+    (["ejecta"], "Missing option '--stage'"),
+    (["no-such-command"], "No such command"),
+])
+def test_malformed_command_lines_are_one_error_line(monkeypatch, capsys, args, words):
+    """typer's usage errors (a box of several lines) become the promised one `error:` line, exit 2."""
+    import sys
+
+    from lumina_jax.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lumina-jax", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    assert "--help" in lines[0]

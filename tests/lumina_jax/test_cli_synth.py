@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -94,8 +95,8 @@ def test_theta_form_and_missing_output_directory_are_accepted(monkeypatch, good,
     p = tmp_path / "theta.json"
     p.write_text(json.dumps({"theta": list(GOOD.values())}))
     out = tmp_path / "new" / "dir" / "s.csv"
-    for params in (good, p):
-        r = _simulate("--params", params, "--out", out, "--json")
+    for params, force in ((good, []), (p, ["--force"])):  # the second run replaces the first's file
+        r = _simulate("--params", params, "--out", out, "--json", *force)
         assert r.exit_code == 0, r.output
         info = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
         assert info["si_ii_minimum_A"] == pytest.approx(6100.0) and out.is_file()
@@ -107,3 +108,36 @@ def test_one_line_error_through_the_entry_point(tmp_path):
                         "--out", str(tmp_path / "s.csv")], capture_output=True, text=True)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+
+
+class _FakeSynth:
+    n_lines, wavelength = 3, np.linspace(5000.0, 7000.0, 201)
+
+    def spectrum_and_state(self, theta):
+        flux = 1e39 * (1.0 + 0.01 * np.abs(self.wavelength - 6100.0))
+        return flux, {"t_inner": 1.2e4, "l_emergent": 10 ** theta[0]}
+
+
+def test_existing_out_and_plot_are_never_overwritten_without_force(monkeypatch, good, tmp_path):
+    """`simulate --out old.csv --plot old.png` stops before the synthesizer with one line naming
+    --force and leaves both files as they were; with --force both are replaced."""
+    from lumina_jax import synth
+
+    built = []
+    monkeypatch.setattr(synth.Synthesizer, "default", staticmethod(lambda space, cfg: built.append(1) or _FakeSynth()))
+    out, plot = tmp_path / "old.csv", tmp_path / "old.png"
+    out.write_text("my old spectrum")
+    plot.write_bytes(b"my old plot")
+    for args in (["--out", out], ["--out", tmp_path / "new.csv", "--plot", plot], ["--out", out, "--plot", plot]):
+        r = _simulate("--params", good, *args)
+        assert isinstance(r.exception, UserError) and "already exists" in str(r.exception) \
+            and "--force" in str(r.exception), r.output
+    assert not built and out.read_text() == "my old spectrum" and plot.read_bytes() == b"my old plot"
+    assert not (tmp_path / "new.csv").exists()
+    r = _simulate("--params", good, "--out", out, "--plot", out, "--force")
+    assert isinstance(r.exception, UserError) and "own file name" in str(r.exception)
+    assert not built and out.read_text() == "my old spectrum"
+    r = _simulate("--params", good, "--out", out, "--plot", plot, "--force")
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("wavelength_A,L_lambda_erg_s_A") and plot.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["good.json", "old.csv", "old.png"]  # no temporary left

@@ -168,6 +168,10 @@ def test_checkpoint_round_trip_keeps_error_basis(tmp_path, small_emu, space):
     with h5py.File(tmp_path / "eb.h5", "a") as f:
         del f["error_basis"]
         f.create_dataset("error_basis", data=np.ones((7, 2), np.float32))
+    with pytest.raises(DataFileError, match="do not match the checksum"):
+        load_emulator(tmp_path / "eb.h5")
+    with open(tmp_path / "eb.h5", "r+b") as fh:  # as a checkpoint written before seals existed
+        fh.write(b"\0" * 64)
     with pytest.raises(DataFileError, match="error basis"):
         load_emulator(tmp_path / "eb.h5")
 

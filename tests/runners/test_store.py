@@ -23,7 +23,7 @@ def test_layout_matches_the_contract(tmp_path):
     p = tmp_path / "s.h5"
     s = _store(p)
     with h5py.File(p, "r") as f:  # the design is on disk before any job ran
-        assert f.attrs["format"] == "lumina-jax-campaign" and f.attrs["format_version"] == 2
+        assert f.attrs["format"] == "lumina-jax-campaign" and f.attrs["format_version"] == 3
         assert f.attrs["stage"] == 1 and f.attrs["backend"] == "synth" and f.attrs["seed"] == 1
         for k in ("space_json", "config_hash", "binary_path", "binary_sha256", "host", "created", "lumina_jax_version"):
             assert k in f.attrs
@@ -36,6 +36,8 @@ def test_layout_matches_the_contract(tmp_path):
         for k in ("l_requested", "l_spectrum", "lum_ratio", "l_emitted", "escape_fraction", "t_inner"):
             assert f[k].shape == (10,) and np.isnan(f[k][...]).all()
         np.testing.assert_array_equal(f["design"][...], s.design)
+        assert f.userblock_size == 512  # the seal: the checksum of the rest of the file
+    assert p.read_bytes().startswith(b"lumina-jax campaign store\nsha256 ")
     assert load_training_set(p).theta.shape == (0, 15)
 
 
@@ -88,6 +90,8 @@ def test_only_done_rows_are_data_and_checkpoints_are_atomic(tmp_path, monkeypatc
 
 
 def test_reader_errors(tmp_path):
+    from runners.store import seal
+
     with pytest.raises(DataFileError, match="not found"):
         load_training_set(tmp_path / "nope.h5")
     junk = tmp_path / "junk.h5"
@@ -105,10 +109,14 @@ def test_reader_errors(tmp_path):
         load_training_set(p, stage=2)
     with h5py.File(p, "r+") as f:  # a done row without data is corruption, never read as data
         f["status"][0] = DONE
+    with pytest.raises(DataFileError, match="do not match the checksum"):  # changed behind the store's back
+        load_training_set(p)
+    seal(p)  # as if written so by a faulty writer: the content checks still refuse it
     with pytest.raises(DataFileError, match="non-finite"):
         load_training_set(p)
     with h5py.File(p, "r+") as f:
         del f["spectra"]
+    seal(p)
     with pytest.raises(DataFileError, match="missing dataset"):
         load_training_set(p)
     with pytest.raises(DataFileError, match="already exists"):
@@ -136,14 +144,22 @@ def test_diagnostics_are_stored_per_attempt(tmp_path):
 
 
 def test_version1_store_is_read_and_upgraded_on_resume(tmp_path):
+    from runners.store import seal
+
     p = tmp_path / "old.h5"
     s = _store(p)
     s.record_success(2, np.full(7, 2.0), elapsed_s=1.0, worker="w")
     s.checkpoint()
-    with h5py.File(p, "r+") as f:  # the layout before the diagnostics existed
-        for k in ("mc_seed", "l_requested", "l_spectrum", "lum_ratio", "l_emitted", "escape_fraction", "t_inner"):
-            del f[k]
-        f.attrs["format_version"] = 1
+    old = tmp_path / "v1.h5"  # the layout before the diagnostics (and the seal) existed
+    with h5py.File(p, "r") as a, h5py.File(old, "w") as b:
+        for k, v in a.attrs.items():
+            b.attrs[k] = v
+        for k in a:
+            if k not in ("mc_seed", "l_requested", "l_spectrum", "lum_ratio", "l_emitted", "escape_fraction",
+                         "t_inner"):
+                a.copy(a[k], b, name=k)
+        b.attrs["format_version"] = 1
+    old.replace(p)
     ts = load_training_set(p, stage=1)
     assert ts.ids.tolist() == [2] and (ts.spectra == 2.0).all()
     assert store_info(p)["counts"]["done"] == 1
@@ -151,11 +167,94 @@ def test_version1_store_is_read_and_upgraded_on_resume(tmp_path):
     assert (re.diagnostics["mc_seed"] == -1).all() and np.isnan(re.diagnostics["lum_ratio"]).all()
     re.record_success(4, np.full(7, 4.0), elapsed_s=1.0, worker="w", diagnostics={"mc_seed": 77, "lum_ratio": 0.9})
     re.checkpoint()
+    assert p.read_bytes().startswith(b"lumina-jax campaign store\n")  # upgraded: sealed
     with h5py.File(p, "r") as f:
-        assert f.attrs["format_version"] == 2
+        assert f.attrs["format_version"] == 3
         assert f["mc_seed"][...].tolist() == [-1] * 4 + [77] + [-1] * 5 and f["lum_ratio"][4] == 0.9
     assert load_training_set(p).ids.tolist() == [2, 4]
     with h5py.File(p, "r+") as f:
-        f.attrs["format_version"] = 3
-    with pytest.raises(DataFileError, match="unsupported store format_version 3 \\(this version reads 1, 2\\)"):
+        f.attrs["format_version"] = 4
+    seal(p)
+    with pytest.raises(DataFileError, match="unsupported store format_version 4 \\(this version reads 1, 2, 3\\)"):
         load_training_set(p)
+
+
+def test_two_runs_creating_the_same_store_never_both_succeed(tmp_path, monkeypatch):
+    """Both runs pass the "does not exist" check before either has written (an injected delay):
+    one creates the store, the other stops with a DataFileError, and the file holds the
+    winner's design (before: both succeeded and the second silently replaced the first)."""
+    import threading
+    import time
+
+    p = tmp_path / "s.h5"
+    write = CampaignStore._write_full
+
+    def slow_write(self):
+        time.sleep(0.4)
+        write(self)
+
+    monkeypatch.setattr(CampaignStore, "_write_full", slow_write)
+    space = load_space(1)
+    results = {}
+
+    def create(seed):
+        try:
+            results[seed] = CampaignStore.create(p, space=space, design=lhs_design(space, 6, seed=seed),
+                                                 wavelength=np.linspace(3000.0, 9000.0, 5), backend="synth",
+                                                 seed=seed, config={"n_models": 6}, max_attempts=1,
+                                                 prov=provenance(None)).design
+        except DataFileError as exc:
+            results[seed] = exc
+
+    threads = [threading.Thread(target=create, args=(seed,)) for seed in (1, 2)]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    won = [s for s, r in results.items() if isinstance(r, np.ndarray)]
+    lost = [r for r in results.values() if isinstance(r, DataFileError)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert "another runner" in str(lost[0]) or "already exists" in str(lost[0])
+    np.testing.assert_array_equal(load_training_set(p).space.lower, space.lower)
+    np.testing.assert_array_equal(CampaignStore.open(p).design, results[won[0]])
+    assert not (tmp_path / "s.h5.tmp").exists()
+
+
+def test_two_generate_runs_on_one_new_store(tmp_path, monkeypatch):
+    """`generate` twice at once into the same new --out: one campaign, one clear error."""
+    import threading
+    import time
+
+    from runners.campaign import GenerateOptions, generate
+
+    write = CampaignStore._write_full
+
+    def slow_write(self):
+        time.sleep(0.4)
+        write(self)
+
+    monkeypatch.setattr(CampaignStore, "_write_full", slow_write)
+    out = tmp_path / "camp.h5"
+    outcome = {}
+
+    def run(seed):
+        opts = GenerateOptions(stage=1, out=out, n_models=8, seed=seed, batch_size=4,
+                               synth_factory="runners.analytic:AnalyticSynth")
+        try:
+            store, _ = generate(opts)
+            outcome[seed] = store.design.copy()
+        except DataFileError as exc:
+            outcome[seed] = exc
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (3, 4)]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    won = [s for s, r in outcome.items() if isinstance(r, np.ndarray)]
+    assert len(won) == 1 and sum(isinstance(r, DataFileError) for r in outcome.values()) == 1, outcome
+    ts = load_training_set(out)
+    assert ts.ids.size == 8
+    np.testing.assert_array_equal(ts.theta, lhs_design(ts.space, 8, won[0]))
