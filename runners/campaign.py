@@ -17,7 +17,7 @@ import os
 import signal
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Awaitable, Callable
 
 from lumina_jax.errors import DataFileError, ParameterError, UserError
 from lumina_jax.params import ParameterSpace, load_space, relaxed_ranges, transfer_best
@@ -27,6 +27,7 @@ from runners.queue import Progress, run_queue
 from runners.store import CampaignStore, provenance, read_attrs, sha256_file
 
 BACKENDS = ("synth", "lumina")
+EXECUTORS = ("inprocess", "dask")
 
 
 @dataclasses.dataclass
@@ -62,6 +63,12 @@ class GenerateOptions:
     synth_factory: str = "lumina_jax.synth:Synthesizer.default"
     synth_config: str | None = None  # YAML of the synthesizer (default configs/synth.yaml)
     abort_after: int = 20
+    # where the jobs run: "inprocess" (this process's workers) or "dask" (runners.cluster)
+    executor: str = "inprocess"
+    scheduler: str | None = None  # --scheduler ADDRESS of a running Dask scheduler
+    cluster: str | None = None  # --cluster local[:N] | slurm | pbs
+    cluster_config: Path | None = None  # --cluster-config FILE.yaml (jobqueue / LocalCluster arguments)
+    max_in_flight: int | None = None  # Dask tasks in flight (default: 2 x the cluster's worker threads)
 
 
 # ------------------------------------------------------------------------ inputs
@@ -136,6 +143,11 @@ class Plan:
     make_executors: Callable[[ParameterSpace], list[Executor]]
     resume_attrs: dict | None
     warnings: list[str] = dataclasses.field(default_factory=list)  # one line each, shown once at the start
+    #: --executor dask: where the tasks run, what a worker builds (space -> runners.cluster task) and,
+    #: for a local cluster, its worker specs (() -> runners.cluster.local_workers(...))
+    cluster: object | None = None
+    make_task: Callable | None = None
+    local_workers: Callable | None = None
 
 
 def plan(opts: GenerateOptions) -> Plan:
@@ -148,6 +160,7 @@ def plan(opts: GenerateOptions) -> Plan:
         raise UserError("--max-attempts must be >= 1")
     if opts.timeout_s <= 0:
         raise UserError("--timeout must be > 0 seconds")
+    cluster = _check_executor(opts)
     load_space(opts.stage)  # validates the stage number
     out = check_output(opts.out, opts.resume)
     opts.out = out
@@ -172,9 +185,32 @@ def plan(opts: GenerateOptions) -> Plan:
         space = campaign_space(opts.stage, opts.from_dir)
         cfg = None
 
-    if opts.backend == "lumina":
-        return _plan_lumina(opts, space, cfg, resume_attrs)
-    return _plan_synth(opts, space, cfg, resume_attrs)
+    p = (_plan_lumina if opts.backend == "lumina" else _plan_synth)(opts, space, cfg, resume_attrs)
+    p.cluster = cluster
+    return p
+
+
+def _check_executor(opts: GenerateOptions):
+    """The validated cluster of ``--executor dask`` (a runners.cluster.ClusterSpec), else None."""
+    if opts.executor not in EXECUTORS:
+        raise UserError(f"unknown executor {opts.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+    given = [o for o, v in (("--scheduler", opts.scheduler), ("--cluster", opts.cluster),
+                            ("--cluster-config", opts.cluster_config), ("--max-in-flight", opts.max_in_flight))
+             if v is not None]
+    if opts.executor == "inprocess":
+        if given:
+            raise UserError(f"{', '.join(given)} need --executor dask")
+        return None
+    if opts.max_in_flight is not None and opts.max_in_flight < 1:
+        raise UserError("--max-in-flight must be >= 1")
+    from runners.cluster import parse_cluster
+
+    spec = parse_cluster(opts.scheduler, opts.cluster, opts.cluster_config)
+    if spec.kind != "local" and (opts.gpus or opts.cpu_workers is not None):
+        raise UserError("--gpus and --cpu-workers choose the workers of this process or of --cluster local; on "
+                        f"{spec.describe()} each worker runs the GPU binary when its CUDA_VISIBLE_DEVICES is set, "
+                        "else the CPU binary")
+    return spec
 
 
 def auto_reference(opts: GenerateOptions, space) -> Path:
@@ -209,7 +245,12 @@ def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
     n_cpu = opts.cpu_workers if opts.cpu_workers is not None else (0 if gpus else 1)
     if n_cpu < 0:
         raise UserError("--cpu-workers must be >= 0")
-    if not gpus and n_cpu == 0:
+    local_n = _local_cluster_size(opts)  # None: no local cluster; 0: --cluster local
+    if local_n:
+        if opts.cpu_workers is not None:
+            raise UserError("give the CPU workers of a local cluster once: --cluster local:N or --cpu-workers M")
+        n_cpu = local_n  # --cluster local:N: N CPU worker processes
+    if (opts.executor != "dask" or local_n is not None) and not gpus and n_cpu == 0:
         raise UserError("no LUMINA workers: give --gpus 0,1,... and/or --cpu-workers M (>= 1)")
     cpu_threads = opts.cpu_threads or max(1, (os.cpu_count() or 1) // max(n_cpu, 1))
     sha, cpu_sha = sha256_file(binary), sha256_file(cpu_binary)
@@ -260,7 +301,29 @@ def _plan_lumina(opts, space, cfg, resume_attrs) -> Plan:
             exs.append(LuminaExecutor(binary=cpu_binary, gpu=None, omp_threads=cpu_threads, **common).named(f"cpu{k}"))
         return exs
 
-    return Plan(opts, space, cfg, prov, settings.wavelength, make, resume_attrs, notes)
+    def task(space_: ParameterSpace):
+        from runners.cluster import LuminaTask, new_token
+
+        return LuminaTask(new_token(), binary, cpu_binary, ref, space_, settings, work_root, log_dir,
+                          float(opts.timeout_s), int(cfg["seed"]), keep_workdirs=opts.keep_workdirs,
+                          gpu_threads=opts.gpu_threads,
+                          cpu_threads=cpu_threads if local_n is not None or opts.cpu_threads else None)
+
+    def workers():
+        from runners.cluster import local_workers
+
+        return local_workers(n_cpu, gpus, max(1, opts.jobs_per_gpu), cpu_env={"CUDA_VISIBLE_DEVICES": ""})
+
+    return Plan(opts, space, cfg, prov, settings.wavelength, make, resume_attrs, notes, make_task=task,
+                local_workers=workers if local_n is not None else None)
+
+
+def _local_cluster_size(opts: GenerateOptions) -> int | None:
+    """``--cluster local[:N]`` -> N (0 when not given), else None (no local cluster)."""
+    if opts.executor != "dask" or not opts.cluster or opts.cluster.split(":")[0] != "local":
+        return None
+    _, _, n = opts.cluster.partition(":")
+    return int(n) if n else 0
 
 
 def _plan_synth(opts, space, cfg, resume_attrs) -> Plan:
@@ -286,7 +349,20 @@ def _plan_synth(opts, space, cfg, resume_attrs) -> Plan:
         return [SynthExecutor(fn, wavelength, batch_size=opts.batch_size, name=f"synth{k}")
                 for k in range(max(1, opts.synth_workers))]
 
-    return Plan(opts, space, cfg, prov, wavelength, make, resume_attrs)
+    def task(space_: ParameterSpace):
+        from runners.cluster import SynthTask, new_token
+
+        return SynthTask(new_token(), space_, factory, synth_config, int(opts.batch_size))
+
+    local_n = _local_cluster_size(opts)
+
+    def workers():  # --cluster local[:N]: N synthesizer processes (default --synth-workers)
+        from runners.cluster import local_workers
+
+        return local_workers(local_n or max(1, opts.synth_workers))
+
+    return Plan(opts, space, cfg, prov, wavelength, make, resume_attrs, make_task=task,
+                local_workers=workers if local_n is not None else None)
 
 
 # ----------------------------------------------------------------------- running
@@ -310,28 +386,55 @@ def open_store(p: Plan) -> CampaignStore:
 
 def generate(opts: GenerateOptions, *, on_start: Callable[[CampaignStore], None] | None = None,
              on_progress: Callable[[Progress], None] | None = None,
-             on_warning: Callable[[str], None] | None = None) -> tuple[CampaignStore, Progress]:
+             on_warning: Callable[[str], None] | None = None,
+             on_message: Callable[[str], None] | None = None) -> tuple[CampaignStore, Progress]:
     """Validate, create/resume the store, run every remaining job, checkpoint; return (store, counters).
 
     Each of the plan's warnings goes once to ``on_warning`` (default ``warnings.warn``) before
     any job runs.  SIGTERM and Ctrl-C stop the workers (killing running subprocesses),
     checkpoint, and raise KeyboardInterrupt; rerun with ``resume=True`` to continue.
+    With ``executor="dask"`` the jobs run on a Dask cluster (:mod:`runners.cluster`) and
+    ``on_message`` gets its status lines (the dashboard's address).
     """
     p = plan(opts)
     for note in p.warnings:
         (on_warning or (lambda m: warnings.warn(m, stacklevel=3)))(note)
+    queue_kw = dict(checkpoint_every=opts.checkpoint_every, max_attempts=opts.max_attempts,
+                    abort_after=opts.abort_after, on_progress=on_progress)
+    if p.cluster is not None:
+        return asyncio.run(_run_with_signals(lambda: _run_on_cluster(p, on_start, on_message, queue_kw)))
     store = open_store(p)  # holds the store's lock
     try:
         executors = p.make_executors(store.space)
         if on_start is not None:
             on_start(store)
-        prog = asyncio.run(_run_with_signals(store, executors, opts, on_progress))
+        prog = asyncio.run(_run_with_signals(lambda: run_queue(store, executors, **queue_kw)))
     finally:
         store.release_lock()
     return store, prog
 
 
-async def _run_with_signals(store, executors: Sequence[Executor], opts: GenerateOptions, on_progress):
+async def _run_on_cluster(p: Plan, on_start, on_message, queue_kw) -> tuple[CampaignStore, Progress]:
+    """Start / reach the Dask cluster, then open the store and run the queue with Dask slots
+    (the cluster first: a scheduler that cannot be reached leaves no new store behind)."""
+    from runners.cluster import connect, slots
+
+    workers = p.local_workers() if p.local_workers is not None else None
+    async with connect(p.cluster, workers=workers, log=on_message or (lambda m: None)) as conn:
+        store = open_store(p)  # holds the store's lock
+        try:
+            task = p.make_task(store.space)
+            executors = slots(conn, task, resources=p.cluster.resources, max_in_flight=p.opts.max_in_flight)
+            if on_start is not None:
+                on_start(store)
+            prog = await run_queue(store, executors, **queue_kw)
+        finally:
+            store.release_lock()
+    return store, prog
+
+
+async def _run_with_signals(body: Callable[[], Awaitable]):
+    """Await ``body()`` with SIGTERM / SIGINT turned into a cancellation (then KeyboardInterrupt)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     stopped = []
@@ -356,8 +459,7 @@ async def _run_with_signals(store, executors: Sequence[Executor], opts: Generate
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     try:
-        return await run_queue(store, executors, checkpoint_every=opts.checkpoint_every,
-                               max_attempts=opts.max_attempts, abort_after=opts.abort_after, on_progress=on_progress)
+        return await body()
     except asyncio.CancelledError:
         if stopped:
             raise KeyboardInterrupt from None

@@ -3,21 +3,12 @@
 An :class:`Executor` is one *worker*: it takes a list of at most ``max_batch`` jobs and
 returns one :class:`Outcome` per job, never raising for a failed model (failures are
 outcomes).  The queue (:mod:`runners.queue`) and the store (:mod:`runners.store`) only see
-this interface, so a new way of running models -- e.g. a cluster backend that submits
-each batch to Ray or Dask distributed and awaits the future -- is one new class:
-
-.. code-block:: python
-
-    class DaskExecutor(Executor):
-        kind = "dask"
-        def __init__(self, client, fn, name, max_batch):  ...
-        async def run(self, jobs):
-            fut = self.client.submit(fn, np.stack([j.theta for j in jobs]))
-            spectra = await fut            # dask futures are awaitable in an async client
-            return [validated outcome per job]
+this interface, so a new way of running models is one new class.
 
 Built here: :class:`runners.backends.lumina.LuminaExecutor` (one subprocess per job, GPU
-or CPU flavour) and :class:`runners.backends.synth.SynthExecutor` (batched, vmapped JAX).
+or CPU flavour), :class:`runners.backends.synth.SynthExecutor` (batched, vmapped JAX) and
+:class:`runners.cluster.DaskExecutor` (one Dask task per batch, run on a cluster worker by
+one of the other two).
 """
 
 from __future__ import annotations

@@ -124,6 +124,18 @@ def generate(
     synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="Synthesizer YAML (default "
                                                 "configs/synth.yaml; configs/synth_campaign.yaml is the cheaper "
                                                 "training-set setting)."),
+    executor: str = typer.Option("inprocess", "--executor", help="Where the jobs run: 'inprocess' (workers of this "
+                                 "process) or 'dask' (a Dask cluster: --scheduler or --cluster; needs the cluster "
+                                 "extra, pip install -e .[cluster])."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="--executor dask: address of a running Dask "
+                                            "scheduler, e.g. tcp://node1:8786."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="--executor dask: start a cluster: local[:N] (N "
+                                          "worker processes on this machine), slurm or pbs (batch jobs, "
+                                          "--cluster-config)."),
+    cluster_config: Optional[Path] = typer.Option(None, "--cluster-config", help="YAML: the batch jobs of "
+                                                  "--cluster slurm|pbs (see docs/campaigns.md)."),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="--executor dask: tasks submitted at "
+                                                "once (default 2 x the cluster's worker threads)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
 ) -> None:
@@ -155,7 +167,9 @@ def generate(
         gpus=_parse_gpus(gpus), jobs_per_gpu=jobs_per_gpu,
         gpu_threads=gpu_threads, cpu_workers=cpu_workers, cpu_threads=cpu_threads, work_dir=work_dir,
         keep_workdirs=keep_workdirs, lumina_settings=settings, batch_size=batch_size, synth_workers=synth_workers,
-        synth_factory=synth_factory, synth_config=str(synth_config) if synth_config else None)
+        synth_factory=synth_factory, synth_config=str(synth_config) if synth_config else None,
+        executor=executor, scheduler=scheduler, cluster=cluster, cluster_config=cluster_config,
+        max_in_flight=max_in_flight)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -184,7 +198,8 @@ def generate(
         typer.secho(f"warning: {msg}", err=True, fg=typer.colors.YELLOW)
 
     try:
-        store, prog = run_generate(opts, on_start=on_start, on_progress=on_progress, on_warning=on_warning)
+        store, prog = run_generate(opts, on_start=on_start, on_progress=on_progress, on_warning=on_warning,
+                                   on_message=lambda m: typer.echo(m, err=True))
     except KeyboardInterrupt:
         if state.pop("started", False):
             bar.stop()

@@ -370,6 +370,18 @@ def _pdeathsig_prefix() -> list[str]:
     return [exe, "--pdeathsig", "KILL", "--"] if exe else []
 
 
+#: process groups of the LUMINA runs of this process now running (a Dask worker that closes kills them)
+RUNNING_GROUPS: set[int] = set()
+
+
+def kill_running() -> int:
+    """SIGKILL every LUMINA process group this process is running; returns how many."""
+    groups = list(RUNNING_GROUPS)
+    for pid in groups:
+        _kill_group(pid)
+    return len(groups)
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -421,13 +433,14 @@ def _jit_build_ejecta():
 
 
 class LuminaExecutor(Executor):
-    """One LUMINA worker: a GPU worker (``gpu`` given) or a CPU worker (``omp_threads``)."""
+    """One LUMINA worker: a GPU worker (``gpu`` given: a device number, or a Dask worker's own
+    ``CUDA_VISIBLE_DEVICES`` list) or a CPU worker (``omp_threads``)."""
 
     max_batch = 1
 
     def __init__(self, *, binary: Path, ref: Reference, space: ParameterSpace, settings: LuminaSettings,
                  work_root: Path, log_dir: Path, timeout_s: float, campaign_seed: int,
-                 gpu: int | None = None, omp_threads: int = 1, keep_workdirs: bool = False):
+                 gpu: int | str | None = None, omp_threads: int = 1, keep_workdirs: bool = False):
         self.binary = Path(binary)
         self.ref = ref
         self.space = space
@@ -506,6 +519,7 @@ class LuminaExecutor(Executor):
             except OSError as exc:
                 return Outcome.failure(job, "error", f"could not start {self.binary}: {exc}", elapsed(), self.name,
                                        base)
+            RUNNING_GROUPS.add(proc.pid)
             try:
                 rc = await asyncio.wait_for(proc.wait(), timeout=self.timeout_s)
             except asyncio.TimeoutError:
@@ -520,6 +534,7 @@ class LuminaExecutor(Executor):
                 raise
             finally:
                 _kill_group(proc.pid)
+                RUNNING_GROUPS.discard(proc.pid)
         outcome = self.classify(job, rc, work, log_path, elapsed(), cfg)
         if outcome.ok and not self.keep_workdirs:
             shutil.rmtree(work, ignore_errors=True)
