@@ -31,9 +31,10 @@ from lumina_jax.cli import ffi_qke as _ffi_qke  # noqa: E402  (adds ffi solve/ge
 from lumina_jax.cli import inference as _inference  # noqa: E402
 from lumina_jax.cli import lumina as _lumina  # noqa: E402
 from lumina_jax.cli import model as _model  # noqa: E402
+from lumina_jax.cli import npe as _npe  # noqa: E402  (train-npe, check sbc; after inference)
 from lumina_jax.cli import synth as _synth  # noqa: E402
 
-for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _ffi, _ffi_qke):
+for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _npe, _ffi, _ffi_qke):
     _module.register(app)
 
 

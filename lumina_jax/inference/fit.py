@@ -92,11 +92,18 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     key = jax.random.PRNGKey(cfg.seed)
     k_map, k_init = jax.random.split(key)
     t0 = time.perf_counter()
-    log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
-    z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
+    npe_start = None
+    if cfg.name == "npe" or cfg.init == "npe":  # amortised posterior: its draws, or its best draw as the start
+        from lumina_jax.inference.npe_fit import npe_start as _npe_start
+
+        npe_start = _npe_start(cfg, setup, obs, fm, data, spectrum_and_sigma, log=log)
+        z_map, ld_map = npe_start.z_best, npe_start.ld_best
+    else:
+        log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
+        z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)
     _check_finite_map(ld_map, z_map)
     theta_ref, fm_sigma = None, spectrum_and_sigma
-    if emulator_sigma == "fixed":
+    if emulator_sigma == "fixed" and cfg.name != "npe":
         fm, z_map, ld0, ld_map, theta_ref, fm_sigma = hold_sigma_at_mode(fm, spectrum_and_sigma, data, z_map, on_bins)
         log(f"emulator sigma fixed at the MAP; mode re-polished: log posterior {ld0:.2f} -> {ld_map:.2f}")
         _check_finite_map(ld_map, z_map)
@@ -104,7 +111,9 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     n_ch = chain_count(cfg)
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}"
         + (f" ({n_ch} chains: its adaptation pools at least {cfg.chees_min_chains})" if n_ch != cfg.num_chains else ""))
-    if cfg.name == "blackjax-nss":  # from the prior: no MAP start, no preconditioning
+    if cfg.name == "npe":  # independent draws of the amortised posterior
+        run, pre = npe_start.run, {"preconditioned": False, "hessian_s": 0.0}
+    elif cfg.name == "blackjax-nss":  # from the prior: no MAP start, no preconditioning
         if ridge is not None:
             log(f"ridge: blackjax-nss samples from the prior without preconditioning; the {cfg.ridge} shear is not used")
         run = run_nested(cfg, fm.logprior, fm.loglikelihood, lambda k, n: prior_draws(fm, k, n), log=log)
@@ -179,8 +188,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
                        "f_sys_prior": setup.f_sys_prior, "f_sys_scale": setup.f_sys_scale,
                        "log_scale_sd": setup.log_scale_sd, "poly_sd": setup.poly_sd,
                        "ordering_softness": setup.ordering_softness, "box_link": setup.box_link,
-                       "emulator_sigma": emulator_sigma,
-                       "emulator_sigma_reference": (space.to_dict(np.asarray(theta_ref)) if emulator_sigma == "fixed"
+                       "emulator_sigma": emulator_sigma if cfg.name != "npe" else "varying",
+                       "emulator_sigma_reference": (space.to_dict(np.asarray(theta_ref)) if theta_ref is not None
                                                     else None),
                        "priors": {n: [m, s] for n, m, s in setup.priors},
                        "has_observational_errors": bool(obs.has_errors)},
@@ -188,6 +197,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "space": space.to_dict(),
     }
     summary.update(meta or {})
+    if npe_start is not None:
+        summary["npe"] = npe_start.info
     if truth is not None:
         cover = {}
         for n in setup.free:

@@ -44,7 +44,8 @@ import numpy as np
 
 from lumina_jax.errors import UserError
 
-SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-chees", "blackjax-mclmc", "emcee", "blackjax-nss")
+SAMPLERS = ("nuts", "hmc", "blackjax-nuts", "blackjax-chees", "blackjax-mclmc", "emcee", "blackjax-nss", "npe")
+INITS = ("map", "npe")  # start of the MCMC samplers: the MAP search, or the amortised posterior (npe_fit.py)
 DENSE_MAX_DIM = 40
 EMCEE_MOVES = ("stretch", "de")
 
@@ -86,10 +87,14 @@ class SamplerConfig:
     ridge: str | None = None  # box parameter whose profile path the coordinates straighten (ridge.py); None: off
     init_scale: float = 1.0  # chains start at x ~ N(0, init_scale^2) (Laplace draws when preconditioned)
     progress: bool = False
+    npe: str | None = None  # NPE checkpoint of --sampler npe / --init npe (None: the stage's shipped one)
+    init: str = "map"  # "map" or "npe": where the MCMC samplers start (INITS)
 
     def __post_init__(self):
         if self.name not in SAMPLERS:
             raise UserError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.init not in INITS:
+            raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.num_chains < 1 or self.num_samples < 10 or self.num_warmup < 0:
             raise UserError("need num_chains >= 1, num_samples >= 10, num_warmup >= 0")
         if self.ridge is not None and not (isinstance(self.ridge, str) and self.ridge):
@@ -243,6 +248,8 @@ def run_sampler(cfg: SamplerConfig, logdensity: Callable, init: jnp.ndarray) -> 
     otherwise starts them in a ball of radius 1e-3 around ``init[0]``."""
     if cfg.name == "blackjax-nss":
         raise UserError("blackjax-nss needs the prior / likelihood split: use run_nested (run_fit does)")
+    if cfg.name == "npe":
+        raise UserError("npe draws from an amortised posterior, not a log density: use npe_fit.npe_start (run_fit does)")
     fn = {"nuts": _numpyro, "hmc": _numpyro, "blackjax-nuts": _blackjax_nuts,
           "blackjax-chees": _blackjax_chees, "blackjax-mclmc": _blackjax_mclmc, "emcee": _emcee}[cfg.name]
     return fn(cfg, logdensity, jnp.asarray(init))
