@@ -25,20 +25,35 @@ def train(
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="early-stopping patience in epochs"),
     stage: Optional[int] = typer.Option(None, "--stage", help="require the store to be of this stage"),
     seed: Optional[int] = typer.Option(None, "--seed", help="split / initialisation seed"),
+    sobolev: Optional[int] = typer.Option(None, "--sobolev", min=0, help="Sobolev training: fit the synthesizer's "
+                                          "directional derivatives along this many random directions per training "
+                                          "model as well (0: off; overrides sobolev.jvp_directions)"),
+    sobolev_rows: Optional[int] = typer.Option(None, "--sobolev-rows", min=1, help="at most this many training "
+                                               "models get derivatives (overrides sobolev.jvp_rows)"),
+    sobolev_weight: Optional[float] = typer.Option(None, "--sobolev-weight", min=0.0,
+                                                   help="weight of the derivative term (overrides sobolev.jvp_weight)"),
+    synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="synthesizer YAML of the derivatives "
+                                                "(default: the one the store records)"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary instead of text"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing --out checkpoint"),
 ) -> None:
     """Train an emulator on a campaign store and write one self-describing checkpoint.
 
-    An existing --out file is kept (the command stops) unless --force is given."""
+    An existing --out file is kept (the command stops) unless --force is given.  With --sobolev K
+    the synthesizer's derivatives along K random directions per training model are computed first
+    (forward-mode, cached beside each store in STORE.jvp-KEY.npz) and fitted with the values."""
     from lumina_jax.emulator import load_train_config, save_emulator, train_emulator
     from lumina_jax.emulator._data import load_training_sets
 
     check_out_file(out, force=force, inputs=data)
     check_in_file(config, option="--config", what="emulator YAML", text=True)
-    cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed)
+    check_in_file(synth_config, option="--synth-config", what="synthesizer YAML", text=True)
+    cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed, jvp_directions=sobolev,
+                            jvp_rows=sobolev_rows, jvp_weight=sobolev_weight,
+                            jvp_synth_config=None if synth_config is None else str(synth_config))
     ts = load_training_sets(data, stage=stage)
+    data_paths = list(data)
     data = ", ".join(str(d) for d in data)
     if ts.theta.shape[0] == 0:
         raise UserError(f"{data} has no finished models")
@@ -49,13 +64,21 @@ def train(
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), transient=False, disable=not show)
     with progress:
+        jvp, jvp_info = None, None
+        if cfg.jvp_directions:
+            from lumina_jax.emulator import sobolev_targets
+
+            jtask = progress.add_task(f"synthesizer derivatives ({cfg.jvp_directions} per model)", total=None)
+            jvp, jvp_info = sobolev_targets(data_paths, cfg,
+                                            on_progress=lambda d, t: progress.update(jtask, completed=d, total=t))
         task = progress.add_task("training", total=cfg.max_epochs)
 
         def on_epoch(epoch, tl, vl, best):
             progress.update(task, completed=epoch,
                             description=f"train {tl:.3e}  val {vl:.3e}  best@{best}")
 
-        emu, hist, seen = train_emulator(ts, cfg, on_epoch=on_epoch, data_label=str(data))
+        emu, hist, seen = train_emulator(ts, cfg, on_epoch=on_epoch, data_label=str(data), jvp=jvp,
+                                         jvp_info=jvp_info)
     with _interrupt.critical():  # written to a temporary name and renamed: never cut short
         save_emulator(emu, out, seen_hashes=seen)
     _interrupt.kept(f"the checkpoint is written: {out}")
@@ -64,6 +87,7 @@ def train(
                                     "epochs", "best_epoch", "best_val_loss", "sigma_scale",
                                     "val_mean_fractional_error", "train_seconds")}
     summary["checkpoint"] = str(out)
+    summary["n_derivative_rows"] = meta.get("n_derivative_rows", 0)
     if as_json:
         typer.echo(dumps_json(summary))
     else:
@@ -71,7 +95,8 @@ def train(
             f"wrote {out}: {summary['n_train']} train / {summary['n_val']} val / {summary['n_test']} test models, "
             f"{summary['n_components']} PCA components, best epoch {summary['best_epoch']} of {summary['epochs']}, "
             f"validation mean fractional error {100 * summary['val_mean_fractional_error']:.2f} %, "
-            f"sigma scale {summary['sigma_scale']:.3f} ({summary['train_seconds']:.0f} s)")
+            f"sigma scale {summary['sigma_scale']:.3f} ({summary['train_seconds']:.0f} s)"
+            + (f", synthesizer derivatives at {summary['n_derivative_rows']} rows" if summary["n_derivative_rows"] else ""))
 
 
 @emulator_app.command("report")

@@ -29,6 +29,7 @@ from lumina_jax.emulator._model import (
     init_emulator as init_emulator,
 )
 from lumina_jax.emulator._report import evaluate as evaluate
+from lumina_jax.emulator._sobolev import sobolev_targets as sobolev_targets
 from lumina_jax.emulator._training import (
     JvpData as JvpData,
     TrainConfig as TrainConfig,
@@ -52,5 +53,6 @@ __all__ = [
     "load_training_set",
     "prepare_spectra",
     "save_emulator",
+    "sobolev_targets",
     "train_emulator",
 ]

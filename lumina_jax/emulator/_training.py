@@ -18,6 +18,11 @@ Loss (per mini-batch, asinh units, ``d = y_true - y_pred`` per wavelength bin)::
   residual (PCA truncation included) with ``d`` held fixed (stop-gradient), so it trains only
   the sigma head.
 
+* Sobolev term (``train_emulator(jvp=...)``, ``jvp_weight``; :func:`jvp_loss`): the same
+  PCA-weighted squared error on the network's directional derivatives ``dz/ds`` along the
+  directions of the forward model's derivatives (:mod:`lumina_jax.emulator._sobolev`), a
+  mini-batch of derivative rows per step.
+
 Because ``d`` is in asinh units, ``|d|`` ~ fractional flux error where F >~ 0.1.
 
 Optimiser: AdamW with linear warm-up then cosine decay (optax), global-norm clipping; the
@@ -88,6 +93,9 @@ class TrainConfig:
     pca_floor: float = 0.01
     sigma_weight: float = 1.0
     jvp_weight: float = 1.0  # weight of the derivative (Sobolev) term when derivative data are given
+    jvp_directions: int = 0  # Sobolev training: synthesizer JVPs along this many random directions per row (0: off)
+    jvp_rows: int | None = None  # at most this many training rows get derivatives (None: all)
+    jvp_synth_config: str | None = None  # synthesizer YAML of the derivatives (None: the one the store records)
     calibration_window: tuple[float, float] = (3300.0, 9700.0)
     calibration_target: float = 0.6827
     error_rank: int = 64
@@ -113,7 +121,7 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     flat: dict = {}
-    sections = {"network", "pca", "training", "calibration", "split"}
+    sections = {"network", "pca", "training", "calibration", "split", "sobolev"}
     for key, val in raw.items():
         if key in sections:
             if not isinstance(val, dict):
@@ -139,7 +147,7 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
         if "calibration_window" in flat:
             flat["calibration_window"] = tuple(float(x) for x in flat["calibration_window"])
         for k in ("n_sigma", "max_components", "seed", "batch_size", "max_epochs", "patience", "warmup_epochs",
-                  "error_rank", "sigma_refit_steps"):
+                  "error_rank", "sigma_refit_steps", "jvp_directions"):
             if k in flat:
                 flat[k] = int(flat[k])
         for k in ("pca_variance", "val_fraction", "test_fraction", "learning_rate", "end_lr_factor",
@@ -151,6 +159,10 @@ def load_train_config(path=None, **overrides) -> TrainConfig:
             flat["n_components"] = int(flat["n_components"])
         if flat.get("pca_max_rms") is not None:
             flat["pca_max_rms"] = float(flat["pca_max_rms"])
+        if flat.get("jvp_rows") is not None:
+            flat["jvp_rows"] = int(flat["jvp_rows"])
+        if flat.get("jvp_synth_config") is not None:
+            flat["jvp_synth_config"] = str(flat["jvp_synth_config"])
         cfg = TrainConfig(**flat)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: bad emulator setting ({exc})") from None
@@ -178,6 +190,9 @@ def _validate(cfg: TrainConfig, path) -> None:
         bad("sigma_hidden widths must be positive, sigma_refit_steps >= 0 and sigma_refit_lr > 0")
     if cfg.error_rank < 0 or not 0 < cfg.error_variance <= 1:
         bad("error_rank must be >= 0 (0: no error correlation) and error_variance in (0, 1]")
+    if cfg.jvp_directions < 0 or not (cfg.jvp_weight >= 0 and np.isfinite(cfg.jvp_weight)) \
+            or (cfg.jvp_rows is not None and cfg.jvp_rows < 1):
+        bad("sobolev: jvp_directions must be >= 0 (0: off), jvp_weight >= 0 and jvp_rows >= 1 or null")
 
 
 # ----------------------------------------------------------------------------- data preparation
@@ -243,6 +258,19 @@ def _loss_terms(net, params, x, z_true, y_true, pca_w, comps_scaled, mean, feat_
     return l_pca, l_feat, l_nll, d
 
 
+def jvp_loss(fn, x, v, dz_true, weights):
+    """Sobolev term: ``mean_i sum_k w_k ((J_fn(x_i) v_i)_k - dz_true_ik)^2``.
+
+    Args:
+        fn: ``x [dim] -> z [K]`` (e.g. the network's coefficient output at fixed weights).
+        x: ``[B, dim]`` inputs; v: ``[B, dim]`` tangents in the same coordinates.
+        dz_true: ``[B, K]`` target directional derivatives; weights: ``[K]``.
+
+    Zero when ``fn``'s slopes along ``v`` equal the targets; one forward-mode pass per row."""
+    dz = jax.vmap(lambda xi, vi: jax.jvp(fn, (xi,), (vi,))[1])(x, v)
+    return jnp.mean(jnp.sum(weights * (dz - dz_true) ** 2, axis=-1))
+
+
 class JvpData(NamedTuple):
     """Directional derivatives of the forward model at training rows (Sobolev training).
 
@@ -295,6 +323,7 @@ def train_emulator(
     on_epoch: Callable[[int, float, float, int], None] | None = None,
     data_label: str = "",
     jvp: JvpData | None = None,
+    jvp_info: dict | None = None,
 ) -> tuple[Emulator, History, np.ndarray]:
     """Fit an emulator to a campaign's finished models.
 
@@ -307,6 +336,8 @@ def train_emulator(
             ``cfg.jvp_weight`` x the same PCA-weighted squared error on the network's derivative
             along them (Sobolev training), so that its slopes -- what gradient samplers follow --
             are fitted as well as its values.
+        jvp_info: provenance of ``jvp`` recorded in the metadata's ``sobolev`` entry
+            (e.g. the synthesizer config and cache file; see :func:`lumina_jax.emulator.sobolev_targets`).
 
     Returns:
         (emulator with calibrated sigma, training history, uint64 hashes of the train+val rows).
@@ -372,8 +403,8 @@ def train_emulator(
         fit = l_pca + cfg.feature_weight * l_feat
         total = fit + cfg.sigma_weight * l_nll
         if jbs:
-            dz = jax.jvp(lambda xx: net.apply(p, xx)[0], (JX[jidx],), (JV[jidx],))[1]
-            total = total + cfg.jvp_weight * jnp.mean(jnp.sum(pca_w * (dz - JZ[jidx]) ** 2, axis=-1))
+            total = total + cfg.jvp_weight * jvp_loss(lambda xx: net.apply(p, xx)[0], JX[jidx], JV[jidx], JZ[jidx],
+                                                      pca_w)
         return total, fit
 
     @jax.jit
@@ -460,6 +491,9 @@ def train_emulator(
         "error_basis_rank": 0 if err_basis is None else int(err_basis.shape[1]),
         "val_mean_fractional_error": frac_err_val,
         "n_derivative_rows": 0 if jvp is None else int(j_rows.size),
+        "sobolev": None if jvp is None else dict(
+            jvp_info or {}, weight=cfg.jvp_weight, n_rows=int(j_rows.size), n_models=int(np.unique(j_rows).size),
+            directions="unit-box, active parameters", target="standardised PCA coefficients (value-loss weights)"),
         "train_seconds": round(hist.seconds, 1),
         "config": cfg.to_dict(),
     }
