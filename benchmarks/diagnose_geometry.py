@@ -115,7 +115,7 @@ def main(argv=None):
     emu = load_emulator(a.checkpoint)
     setup, data = mock_data(emu, seed=a.seed + 1, box_link=a.box_link, f_sys_prior=a.f_sys_prior)
     fm = flatten_model(setup, emu.spectrum_and_sigma, data, on_bins=emu.on_bins)
-    names = z_names(fm)  # before session 14 this list was in the wrong order (u first), shifting every label
+    names = z_names(fm)  # the flat vector's order (nuisances first), not the box parameters' order
     t = time.perf_counter()
     z_map, ld_map, _, _ = find_map(fm, jax.random.PRNGKey(a.seed))
     print(f"{emu.space.dim}-D mock (n_z {fm.n_z}, {a.box_link}): MAP log density {ld_map:.1f} "

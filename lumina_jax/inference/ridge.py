@@ -8,7 +8,7 @@ sampler's unconstrained coordinates the ridge is *curved*: where it meets a wall
 box the probit / logit link bends it, and a Laplace (linear) whitening at the mode cannot
 follow a bend -- away from the mode the Hessian of the 135-D seed-1 benchmark posterior had one
 eigenvalue 10-280 times its value at the mode, so NUTS's step size, adapted in the bulk,
-diverged at the ends (docs/inference.md, session 19).
+diverged at the ends (docs/design/decisions.md, *Ridge shear*).
 
 The shear
     ``z_j = m_j + r_j(d) + s_j(d) (v_j - m_j)`` for ``j != k``,   ``z_k = v_k``,   ``d = v_k - c``,
@@ -19,8 +19,8 @@ maps the ridge onto the ``v_k`` axis.  ``s_j(d) = exp(l_j(d))`` (``s(0) = 1``) f
 point over its value at the mode.  A ridge that widens or narrows along ``z_k`` is a funnel,
 which no fixed metric fits: on the 135-D seed-2 benchmark posterior ``log_L``'s conditional
 width grew 5.6-fold along the ``t_exp`` ridge (0.66 to 3.7 times its width at the mode; the
-draws showed the same), and NUTS's slowest mode had kurtosis 32 (docs/inference.md,
-session 20).  The map is triangular, so ``log |det dz/dv| = sum_j l_j(d)``
+draws showed the same), and NUTS's slowest mode had kurtosis 32 (docs/design/decisions.md,
+*Ridge shear*).  The map is triangular, so ``log |det dz/dv| = sum_j l_j(d)``
 (:meth:`RidgeShear.log_det_jacobian`), which the sampled density adds: every posterior is
 sampled exactly, and draws map back to ``z`` by :meth:`RidgeShear.forward`.  A poor path or
 poor widths cost efficiency only.  Without widths (``s = 1``) the shear has unit Jacobian.

@@ -133,9 +133,9 @@ def test_preprocess_inside_outer_jit_equals_direct_call(prep):
 
 def test_gradient_on_the_grid_is_finite_and_equal_under_jit(prep):
     """A spectrum already on the grid, differentiated inside jit (as the physics checks do),
-    takes the same path as outside: a finite gradient equal to the eager one.  Before session 13
-    ``jnp.asarray`` of the NumPy grid inside the trace sent it down the resampling path, whose
-    jitted gradient had NaNs (1,017 of 1,601 entries for a synthesizer spectrum)."""
+    takes the same path as outside: a finite gradient equal to the eager one.  (A regression
+    guard: ``jnp.asarray`` of the NumPy grid inside the trace once sent it down the resampling
+    path, whose jitted gradient had NaNs (1,017 of 1,601 entries for a synthesizer spectrum).)"""
     wl = np.asarray(prep.grid)
     flux = 3e39 * (1.0 + 0.2 * np.cos(wl / 300.0)) * (wl / 6000.0) ** -2
     r = np.random.default_rng(0).normal(size=wl.size)
@@ -151,9 +151,9 @@ def test_gradient_on_the_grid_is_finite_and_equal_under_jit(prep):
 
 def test_gradient_through_resampling_with_partial_coverage_is_finite_and_exact(prep):
     """An off-grid spectrum that leaves the grid's edge bins uncovered (NaN there): the gradient
-    of a loss over the covered bins is finite and equals central differences.  Before session
-    14 the normalisation's d(flux / mean) / d mean was NaN x 0 at the uncovered bins, which made
-    765 of 1,203 gradient entries NaN (eager and jitted alike)."""
+    of a loss over the covered bins is finite and equals central differences.  (A regression
+    guard: a normalisation whose d(flux / mean) / d mean is NaN x 0 at the uncovered bins made
+    765 of 1,203 gradient entries NaN, eager and jitted alike.)"""
     g = prep.grid
     wl = np.linspace(g[0] + 7.3, g[-1] - 11.1, 1203)
     flux = 3e39 * (1.0 + 0.2 * np.cos(wl / 300.0)) * (wl / 6000.0) ** -2

@@ -91,7 +91,7 @@ def test_gradient_equals_finite_differences(synth, value_and_jvp, name):
     """Autodiff of the spectrum is the derivative of the computed function: the directional
     derivative along one parameter equals a central difference (step 1e-5 of the box; float64)
     to 1e-3 in norm (measured 2e-7 to 2e-4, v_inner the largest: the velocity grid moves with
-    it).  With the T_inner corrections frozen for gradients (before session 13) this failed for
+    it).  With the T_inner corrections frozen for gradients this would fail for
     the parameters that change the emergent luminosity (log_rho_0: error 5.6 at a stage-3 point)."""
     space = synth.space
     theta = jnp.asarray(space.from_dict(SN2011FE_LIKE))
