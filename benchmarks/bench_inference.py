@@ -4,6 +4,7 @@ NUTS, BlackJAX ChEES-HMC, BlackJAX adjusted MCLMC and emcee, with the same emula
 
     python benchmarks/bench_inference.py                       # random-weight toy emulator
     python benchmarks/bench_inference.py --checkpoint CKPT1 --checkpoint3 CKPT3
+    python benchmarks/bench_inference.py --checkpoint shipped --checkpoint3 shipped   # the shipped emulators
     python benchmarks/bench_inference.py --dims 15 --samplers nuts,emcee --quick
     # both stages as infer runs them, in one invocation (stage 1: the main job's problem)
     python benchmarks/bench_inference.py --checkpoint CKPT1 --checkpoint3 CKPT3 --stage1-mock main \
@@ -19,7 +20,7 @@ runs exactly as in `infer`: from the same multi-start MAP, in the same Laplace-w
 coordinates, chains started from Laplace draws.  ESS/s counts the total wall time (warmup +
 sampling, JIT compilation and the Laplace Hessian included; the MAP search is left out for all);
 the sampling-phase figure divides by the time after warmup (emcee: after burn-in) alone.
-Every sampler, emcee included, samples in the coordinates `infer` gives it: since session 19 the
+Every sampler, emcee included, samples in the coordinates `infer` gives it: the
 profile-path shear along t_exp (``--ridge``, its fit counted as warm-up) on top of the whitening.
 emcee's evaluations are log-density calls, the others' gradient calls.  Goal: NUTS >= 10x
 emcee at 135-D with R-hat <= 1.01 for both.
@@ -144,8 +145,9 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", help="stage-1 emulator checkpoint (default: random-weight toy)")
-    ap.add_argument("--checkpoint3", help="stage-3 emulator checkpoint for the 135-D run (default: toy)")
+    ap.add_argument("--checkpoint", help="stage-1 emulator checkpoint, or 'shipped' (default: random-weight toy)")
+    ap.add_argument("--checkpoint3", help="stage-3 emulator checkpoint for the 135-D run, or 'shipped' (the SN "
+                    "2011fe chain's; default: toy)")
     ap.add_argument("--dims", default="15,135", help="which problems: 15, 135 or both")
     ap.add_argument("--samplers", default="nuts,hmc,blackjax-nuts,blackjax-chees,blackjax-mclmc,emcee")
     ap.add_argument("--chains", type=int, default=4, help="chains (blackjax-chees: at least 16; emcee: walkers "
@@ -165,14 +167,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the samplers and the MAP search; the mock (its point and noise) uses seed + 1")
     ap.add_argument("--f-sys-prior", default="half-normal", choices=list(F_SYS_PRIORS),
-                    help="prior of the fractional systematic (infer: likelihood.f_sys_prior); before session 14 "
-                         "every benchmark used log-uniform")
+                    help="prior of the fractional systematic (infer: likelihood.f_sys_prior)")
     ap.add_argument("--emulator-sigma", default="fixed", choices=list(EMULATOR_SIGMA_MODES),
-                    help="the emulator's sigma held at the MAP (fixed: infer's default since session 17) or "
-                         "evaluated at every theta (varying: every benchmark before session 18)")
+                    help="the emulator's sigma held at the MAP (fixed: infer's default) or "
+                         "evaluated at every theta (varying)")
     ap.add_argument("--ridge", default="t_exp",
                     help="parameter whose profile path the sampler coordinates straighten (infer's sampler.ridge; "
-                         "'none': off, every benchmark before session 19)")
+                         "'none': off)")
     ap.add_argument("--stage1-mock", default="random", choices=["random", "main"],
                     help="the stage-1 problem. random: the emulator at a random interior point of the box (seed + "
                          "1), 1 %% noise (as at 135-D); main: the main job's problem, `lumina-jax infer --stage 1` "
@@ -191,6 +192,10 @@ def main(argv=None):
         mock = a.stage1_mock if stage == 1 else "random"
         box_link = box_link_for(load_inference_config()["likelihood"], stage) if a.box_link == "config" else a.box_link
         ck = a.checkpoint if stage == 1 else a.checkpoint3
+        if ck == "shipped":
+            from lumina_jax.inference.config import default_checkpoint
+
+            ck = str(default_checkpoint(stage))
         if ck:
             from lumina_jax.emulator import load_emulator
 

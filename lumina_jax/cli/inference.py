@@ -81,6 +81,10 @@ def infer(
                                         "parameter before sampling (exact unit-Jacobian shear along its profile "
                                         "path; docs/inference.md), or none.  Default: config sampler.ridge (t_exp: "
                                         "the homologous t_exp / L / rho_0 degeneracy)."),
+    npe: Optional[Path] = typer.Option(None, "--npe", help="NPE checkpoint of --sampler npe / --init npe (default: "
+                                       "the stage's shipped one, checkpoints/stage1_npe.h5; docs/npe.md)."),
+    init: str = typer.Option("map", "--init", help="Start of the MCMC samplers: map (multi-start MAP search) or npe "
+                             "(the amortised posterior's best draw, no MAP search)."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying (the emulator's sigma at "
                                                  "every theta) or fixed (its value at the MAP, held while sampling). "
                                                  "Default: config likelihood.emulator_sigma."),
@@ -116,8 +120,8 @@ def infer(
     _interrupt.kept(f"no results written ({out_dir} {'unchanged' if out_dir.exists() else 'not created'})")
     req = api.InferRequest(
         stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
-        sampler=_sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense, not json_out,
-                             ns_live, emcee_moves, ridge),
+        sampler=_with_npe(_sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense,
+                                       not json_out, ns_live, emcee_moves, ridge), npe, init),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link,
@@ -152,6 +156,21 @@ def infer(
             typer.secho(f"error: {msg} ({diagnostics.remedy(s['problems'], req.sampler.name)})", err=True,
                         fg=typer.colors.RED)
             raise typer.Exit(3)
+
+
+def _with_npe(cfg, npe: Optional[Path], init: str):
+    """``cfg`` with the amortised posterior's options (``--npe``, ``--init``), checked."""
+    import dataclasses
+
+    if init not in ("map", "npe"):
+        raise UserError(f"--init must be map or npe, got {init!r}")
+    if npe is not None and not npe.is_file():
+        raise UserError(f"--npe: NPE checkpoint not found: {npe}")
+    if npe is not None and cfg.name != "npe" and init != "npe":
+        raise UserError("--npe is read by --sampler npe or --init npe only")
+    if init == "npe" and cfg.name in ("npe", "blackjax-nss"):
+        raise UserError(f"--init npe starts an MCMC sampler; --sampler {cfg.name} has no start to set")
+    return dataclasses.replace(cfg, npe=None if npe is None else str(npe), init=init)
 
 
 def _check_results_dir(path: Path, force: bool) -> None:
@@ -228,6 +247,44 @@ def plot(
     _plots(results_dir, summary, typer.echo, checkpoint)
 
 
+def chain_report_cmd(
+    results: List[Path] = typer.Argument(..., help="Results directories of the stages, in order (e.g. the "
+                                         "pipeline's WORKDIR/stage{1,2,3}/results)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write the fits and residuals of every stage "
+                                          "into this PNG."),
+    abundance: Optional[Path] = typer.Option(None, "--abundance", help="Write the last stage's abundance "
+                                             "profile into this PNG."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing figures."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """A chain of fits at a glance: residual RMS, convergence and derived masses per stage."""
+    from lumina_jax.inference import plots
+
+    for f, opt in ((figure, "--figure"), (abundance, "--abundance")):
+        if f is not None:
+            check_plot_path(f, option=opt, force=force)
+    rep = plots.chain_report(results)
+    if figure is not None:
+        plots.chain_plot(results, figure)
+    if abundance is not None:
+        summary, idata = plots.load_results(results[-1])
+        plots.abundance_plot(summary, idata, abundance)
+    if json_out:
+        typer.echo(dumps_json(rep, indent=1))
+        return
+    for r in rep["stages"]:
+        m = r["derived"]
+        masses = ", ".join(f"{k} {m[k]['median']:.3f} [{m[k]['q16']:.3f}, {m[k]['q84']:.3f}]"
+                           for k in ("M_total", "M_56Ni_0", "M_Si") if k in m)
+        typer.echo(f"stage {r['stage']} ({r['n_free']} free): RMS {r['residual_rms']:.4f} over "
+                   f"{r['rms_band_angstrom'][0]:.0f}-{r['rms_band_angstrom'][1]:.0f} A, R-hat "
+                   f"{r['max_rhat'] if r['max_rhat'] is None else round(r['max_rhat'], 4)}, divergences "
+                   f"{r['divergences']}" + (f"; Msun above the photosphere: {masses}" if masses else ""))
+    for f in (figure, abundance):
+        if f is not None:
+            typer.echo(f"wrote {f}")
+
+
 check_app = typer.Typer(help="Posterior checks against the physics (coverage, gradients, posterior predictive).",
                         no_args_is_help=True)
 
@@ -261,6 +318,14 @@ def check_coverage(
                                         "truths' posterior quantiles."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/M: fit only injections i with i mod M == K (run M "
                                         "shards in parallel, each with its own --out, then --merge them)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Fit the injections on the Dask cluster "
+                                            "whose scheduler is at ADDRESS (one shard per worker thread; needs "
+                                            "pip install -e .[cluster]; --out on disk the workers share)."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Fit the injections on a Dask cluster started "
+                                          "here: local[:N] (N worker processes, default 2), slurm or pbs (--cluster-config); "
+                                          "one shard per worker thread, merged at the end."),
+    cluster_config: Optional[Path] = typer.Option(None, "--cluster-config", help="YAML of --cluster slurm|pbs "
+                                                  "(see docs/campaigns.md)."),
     merge: list[Path] = typer.Option([], "--merge", help="Coverage files of shards of this run (same settings) "
                                      "whose injections count as done; repeatable."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying or fixed (as infer; "
@@ -275,7 +340,8 @@ def check_coverage(
     preconditioning, NUTS); the output is the fraction of 68 % / 95 % intervals that contain
     the truth, per parameter and on average.  With --out the run can be interrupted and resumed.
     On several cores: `--shard 0/2 --out a.json` and `--shard 1/2 --out b.json` in parallel,
-    then `--merge a.json --merge b.json --out all.json` for the full report."""
+    then `--merge a.json --merge b.json --out all.json` for the full report; or let
+    `--cluster local:N` (or --scheduler / --cluster slurm|pbs) run and merge the shards."""
     from lumina_jax.inference import api, checks
     from lumina_jax.inference.chaining import check_emulator_stage
     from lumina_jax.inference.config import box_link_for, default_checkpoint, load_inference_config
@@ -300,6 +366,13 @@ def check_coverage(
         if not (m_s >= 1 and 0 <= k_s < m_s):
             raise UserError(f"--shard K/M needs 0 <= K < M, got {shard!r}")
         shard_km = (k_s, m_s)
+    fan = None
+    if scheduler is not None or cluster is not None or cluster_config is not None:
+        if shard is not None:
+            raise UserError("--shard runs one shard here; with --cluster / --scheduler the shards are made for you")
+        from runners.cluster import parse_cluster
+
+        fan = parse_cluster(scheduler, cluster, cluster_config)
     cfg = load_inference_config(config)
     scfg = _sampler_cfg(config, sampler, chains, warmup, samples, seed, None, None, False)
     emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
@@ -359,6 +432,27 @@ def check_coverage(
         have = {d["index"] for d in done}
         return [r for r in records if r["index"] not in have]
 
+    if fan is not None:  # every shard is `check coverage --shard k/m` on a worker, merged below
+        import tempfile
+
+        shard_dir = Path(f"{out}.shards") if out is not None else Path(tempfile.mkdtemp(prefix="coverage-shards-"))
+        shard_dir.mkdir(exist_ok=True)
+        given = [("--checkpoint", checkpoint), ("--synth-config", synth_config if simulator == "synth" else None),
+                 ("--emulator-sigma", emulator_sigma), ("--config", config)]
+
+        def shard_argv(k, m):
+            argv = ["check", "coverage", "--stage", str(stage), "--n", str(n), "--noise", repr(noise), "--sampler",
+                    sampler, "--warmup", str(warmup), "--samples", str(samples), "--chains", str(chains),
+                    "--map-starts", str(map_starts), "--seed", str(seed), "--simulator", simulator,
+                    "--shard", f"{k}/{m}", "--out", str((shard_dir / f"{k}-of-{m}.json").resolve()), "--json"]
+            for opt, v in given:  # as given: the settings recorded in the shard files must match ours
+                argv += [opt, str(v)] if v is not None else []
+            return argv
+
+        from runners.cluster import fan_out
+
+        m = fan_out(fan, shard_argv, log=log)
+        merge = [*merge, *(shard_dir / f"{k}-of-{m}.json" for k in range(m))]
     for path in merge:
         prev = read_coverage(path)
         other = {k: v for k, v in prev["settings"].items() if k != "shard"}
@@ -463,7 +557,7 @@ def _load_fit(results_dir, checkpoint):
     setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
                        f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)),
                        box_link=lk.get("box_link", "logit"),
-                       # results written before session 14 used the log-uniform prior (and did not say so)
+                       # results that do not record the f_sys prior used the log-uniform one
                        f_sys_prior=lk.get("f_sys_prior", "log-uniform"), f_sys_scale=float(lk.get("f_sys_scale", 0.2)))
     obs = idata.observed_data
     wave = np.asarray(idata.constant_data["wavelength"])
@@ -575,25 +669,42 @@ def pipeline(
                                                 "campaigns (default configs/synth_campaign.yaml, as the shipped "
                                                 "stage-1 emulator)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Synth models per batched call."),
+    stage1_emulator: str = typer.Option("shipped", "--stage1-emulator", help="Stage-1 emulator: shipped (the "
+                                        "shipped checkpoint, no stage-1 campaign), train (generate and train one "
+                                        "in WORKDIR/stage1) or a checkpoint path."),
+    redshift: Optional[float] = typer.Option(None, "--redshift", help="Heliocentric redshift of --observed."),
+    ebv_mw: Optional[float] = typer.Option(None, "--ebv-mw", help="Milky-Way E(B-V) to correct (F99, R_V=3.1)."),
+    ebv_host: Optional[float] = typer.Option(None, "--ebv-host", help="Host E(B-V) to correct (rest frame)."),
+    prior: List[str] = typer.Option([], "--prior", help="Informative prior NAME=MEAN,SD of every stage's fit "
+                                    "(repeatable), e.g. --prior t_exp=18,1"),
+    ridge: Optional[str] = typer.Option(None, "--ridge", help="Ridge shear of every stage's fit (see infer "
+                                        "--ridge): a parameter name or none.  Default: config sampler.ridge."),
     allow_unconverged: bool = typer.Option(False, "--allow-unconverged"),
 ) -> None:
     """generate -> train -> calibrate (the emulator-error covariance factor) -> infer for each stage, each stage
     seeded by the previous result; resumable."""
+    from lumina_jax.inference.config import default_checkpoint, parse_prior
     from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
 
+    s1 = {"shipped": None, "train": None}.get(stage1_emulator, Path(stage1_emulator))
+    if stage1_emulator == "shipped":
+        s1 = default_checkpoint(1)
     check_out_dir(workdir, force=True, option="--workdir", what="pipeline files")  # resumable: may hold files
     _interrupt.kept(f"the finished steps are kept in {workdir}: run the same command again to continue")
     opts = PipelineOptions(stages=stages, backend=backend, n_models=n_models, workdir=workdir, observed=observed,
-                           sampler=_sampler_cfg(None, sampler, chains, warmup, samples, seed, target_accept, None, True),
+                           sampler=_sampler_cfg(None, sampler, chains, warmup, samples, seed, target_accept, None, True,
+                                                ridge=ridge),
                            lumina_bin=lumina_bin, lumina_ref=lumina_ref, train_config=train_config,
                            allow_unconverged=allow_unconverged, batch_size=batch_size,
                            **({"synth_config": synth_config} if synth_config else {}),
-                           epochs=epochs, patience=patience)
+                           epochs=epochs, patience=patience, stage1_emulator=s1, redshift=redshift, ebv_mw=ebv_mw,
+                           ebv_host=ebv_host, priors=dict(parse_prior(p) for p in prior))
     run_pipeline(opts, log=typer.echo)
 
 
 def register(app: typer.Typer) -> None:
     app.command("infer")(infer)
     app.command("plot")(plot)
+    app.command("chain-report")(chain_report_cmd)
     app.add_typer(check_app, name="check")
     app.command("pipeline")(pipeline)

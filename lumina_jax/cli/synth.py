@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from lumina_jax.cli import _interrupt
-from lumina_jax.cli._output import check_in_file, check_out_file, check_plot_path, dumps_json, write_atomic
+from lumina_jax.cli._output import check_in_file, check_out_dir, check_out_file, check_plot_path, dumps_json, write_atomic
 from lumina_jax.cli.model import read_params_file
 from lumina_jax.errors import UserError
 
@@ -188,6 +188,9 @@ def atomic_download_kurucz(
     from lumina_jax.atomic.kurucz import download_kurucz
 
     dest = dest or cache_dir() / "kurucz"
+    # resumable (files already there are kept), so an existing folder is fine; a file, or a folder
+    # that cannot be written, is refused before any download
+    check_out_dir(dest, force=True, option="--dest", what="line lists")
     files = download_kurucz(dest, progress=lambda m: typer.echo(m, err=True))
     if as_json:
         typer.echo(dumps_json({"dest": str(dest), "files": [str(f) for f in files]}, indent=1))

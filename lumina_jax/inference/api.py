@@ -15,20 +15,40 @@ import numpy as np
 
 from lumina_jax.errors import UserError
 from lumina_jax.inference import chaining
-from lumina_jax.inference.config import DEFAULT_RESULTS, box_link_for, check_emulator_sigma, default_checkpoint, load_inference_config
+from lumina_jax.inference.config import (DEFAULT_RESULTS, box_link_for, check_emulator_sigma, default_checkpoint,
+                                         default_previous, load_inference_config)
 from lumina_jax.inference.fit import FitOutput, run_fit, write_results
 from lumina_jax.inference.model import make_setup
 from lumina_jax.inference.observed import load_observation, observation_from_model
 from lumina_jax.inference.samplers import SamplerConfig
 
 
-def mock_parameters(mock_cfg: dict, stage: int, space, log: Callable[[str], None] = print) -> dict:
-    """The mock's true parameters for ``stage``: ``mock.stage{N}`` of the inference config, or
-    for stages 2 and 3 without one, the stage-1 mock expressed in the stage's zones (its
-    layered composition volume-averaged over each zone, :func:`lumina_jax.ejecta.stage1_composition_in_zones`)."""
+def mock_parameters(mock_cfg: dict, stage: int, space, log: Callable[[str], None] = print,
+                    previous: dict | None = None) -> dict:
+    """The mock's true parameters for ``stage``: ``mock.stage{N}`` of the inference config; for
+    stages 2 and 3 without one, the best fit of a ``previous`` stage fitted to an observed
+    spectrum (a summary dict) expressed in the stage's zones -- the centre of the box it relaxes
+    to -- or else (no previous result, or a previous mock fit) the stage-1 mock in the stage's zones (a layered composition is volume-averaged over each zone,
+    :func:`lumina_jax.ejecta.stage1_composition_in_zones`)."""
     key = f"stage{stage}"
     if key in mock_cfg:
         return dict(mock_cfg[key])
+    if (stage > 1 and previous is not None and "mock" not in previous and space.zones is not None
+            and space.parametrisation == "full"):
+        from lumina_jax.ejecta import stage1_composition_in_zones
+        from lumina_jax.params import ParameterSpace, load_space, transfer_best
+
+        best = dict(previous["best_fit"])
+        prev_space = (ParameterSpace.from_json(previous["space"]) if "space" in previous
+                      else load_space(previous["stage"]))
+        if prev_space.zones is None:
+            out = {n: v for n, v in best.items() if n in space.names}
+            out.update(stage1_composition_in_zones(best, space))
+        else:
+            out = transfer_best(best, prev_space, space)
+        log(f"mock: the synthesizer at the stage-{previous['stage']} best fit, expressed in the {space.zones.n} "
+            f"stage-{stage} zones (the centre of the sampled box)")
+        return out
     if stage == 1 or "stage1" not in mock_cfg or space.zones is None or space.parametrisation != "full":
         raise UserError(f"no mock parameters for stage {stage} in the inference config; pass --observed")
     from lumina_jax.ejecta import stage1_composition_in_zones
@@ -149,13 +169,19 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
     benchmark uses it to time the samplers on exactly the main job's problem."""
     check_emulator_sigma(req.emulator_sigma)
     cfg = load_inference_config(req.config_path)
-    space, fixed = chaining.stage_box(req.stage, req.previous, margin=req.margin)
+    previous = req.previous
+    if previous is None and req.stage > 1 and req.checkpoint is None and emulator is None:
+        previous = default_previous(req.stage)
+        log(f"stage {req.stage}: the shipped SN 2011fe chain -- emulator {default_checkpoint(req.stage).name}, "
+            f"box relaxed +-{100 * req.margin:.0f} % around the stage-{req.stage - 1} fit in {previous}")
+    prev_summary = chaining.read_summary(previous) if previous is not None else None
+    space, fixed = chaining.stage_box(req.stage, prev_summary, margin=req.margin)
     ckpt = req.checkpoint
     if emulator is None:
         ckpt = ckpt or default_checkpoint(req.stage)
         emulator = get_emulator(ckpt)
-    chaining.check_emulator_box(emulator.space, space, check_box=req.previous is not None)
-    if req.previous is None:
+    chaining.check_emulator_box(emulator.space, space, check_box=previous is not None)
+    if previous is None:
         # stage without a previous result: sample the emulator's own training box
         space = emulator.space
     fixed = {n: float(np.clip(v, emulator.space.lows[emulator.space.index(n)],
@@ -175,7 +201,7 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
         mk = cfg["mock"]
         synth = synthesizer or get_synthesizer(space)
         base = setup.base_theta()
-        truth_vec = space.from_dict(mock_parameters(mk, req.stage, space, log=log),
+        truth_vec = space.from_dict(mock_parameters(mk, req.stage, space, log=log, previous=prev_summary),
                                     fill=dict(zip(space.names, base)))
         for i, n in enumerate(space.names):
             if n in setup.free and not space.lows[i] <= truth_vec[i] <= space.highs[i]:
@@ -200,8 +226,12 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
                                      source="mock: synthesizer at SN 2011fe-like parameters")
         truth = space.to_dict(truth_vec)
         meta["mock"] = {"truth": truth, "noise_frac": noise, "made_by": "synthesizer"}
-        log(f"no --observed: fitting a MOCK observation made by the synthesizer at SN 2011fe-like stage-{req.stage} "
-            f"parameters (configs/inference.yaml 'mock', S/N {1 / noise:.0f} per pixel) with emulator {meta['checkpoint']}")
+        chained = (req.stage > 1 and f"stage{req.stage}" not in mk and prev_summary is not None
+                   and "mock" not in prev_summary)
+        where = (f"the stage-{prev_summary['stage']} SN 2011fe best fit" if chained
+                 else f"SN 2011fe-like stage-{req.stage} parameters (configs/inference.yaml 'mock')")
+        log(f"no --observed: fitting a MOCK observation made by the synthesizer at {where}, S/N {1 / noise:.0f} "
+            f"per pixel, with emulator {meta['checkpoint']}")
     else:
         obs = load_observation(
             req.observed, wave, emulator.preprocess, wave_unit=req.wave_unit, flux_unit=req.flux_unit,
@@ -213,8 +243,8 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
             edge_trim=float(oc.get("edge_trim", 0.0)), norm_window=_norm_window(emulator))
         log(f"fitting {req.observed} ({obs.n_used} bins, {obs.meta['fit_range'][0]:.0f}-{obs.meta['fit_range'][1]:.0f} A) "
             f"with emulator {meta['checkpoint']}")
-    if req.previous is not None:
-        meta["previous"] = str(req.previous)
+    if previous is not None:
+        meta["previous"] = str(previous)
     sc = cfg["sampler"]
     emu_basis, corr_length = emulator_error_model(emulator, lk, log)
     kw = dict(map_starts=req.map_starts or int(sc.get("map_starts", 32)), truth=truth, meta=meta,
@@ -242,8 +272,14 @@ def infer(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable[[
     line uses one that holds Ctrl-C back until the directory is complete)."""
     import contextlib
 
+    from lumina_jax import derived
+
     p = prepare(req, emulator=emulator, synthesizer=synthesizer, log=log)
     out = run_fit(p.setup, p.emulator.spectrum_and_sigma, p.obs, req.sampler, log=log, **p.fit_kwargs)
+    if derived.is_ejecta_space(p.setup.space):
+        m = out.summary["derived"] = derived.summarise(out.draws_theta, p.setup.space)
+        log("above the photosphere (Msun, median [68 %]): " + ", ".join(
+            f"{k} {m[k]['median']:.3f} [{m[k]['q16']:.3f}, {m[k]['q84']:.3f}]" for k in ("M_total", "M_56Ni_0", "M_Si")))
     out_dir = results_dir(req)
     with (write_guard or contextlib.nullcontext)():
         write_results(out, out_dir)

@@ -16,26 +16,41 @@ from lumina_jax.inference.samplers import EMCEE_MOVES, SAMPLERS
 from lumina_jax.params import CONFIG_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The shipped stage-1 emulator checkpoint (the one constant to change if its name changes).
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "stage1_synth.h5"
+CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+#: The shipped emulator of each stage: stage 1 in the full stage-1 box; stages 2 and 3 in the
+#: boxes of the SN 2011fe chain (``lumina-jax pipeline --observed``, checkpoints/README.md).
+SHIPPED_EMULATORS = {1: "stage1_synth.h5", 2: "stage2_sn2011fe.h5", 3: "stage3_sn2011fe.h5"}
+#: The shipped previous-stage result whose relaxed box each stage's shipped emulator was trained in.
+SHIPPED_PREVIOUS = {2: "sn2011fe_stage1", 3: "sn2011fe_stage2"}
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / SHIPPED_EMULATORS[1]
 INFERENCE_CONFIG = CONFIG_DIR / "inference.yaml"
 DEFAULT_RESULTS = Path("results")
 
 
 def default_checkpoint(stage: int) -> Path:
-    """The shipped checkpoint of ``stage`` (only stage 1 ships one).
+    """The shipped emulator checkpoint of ``stage`` (:data:`SHIPPED_EMULATORS`).
 
-    Any ``checkpoints/stage1_synth.*`` is accepted when :data:`DEFAULT_CHECKPOINT` itself is
-    absent (the file extension is the emulator's choice)."""
-    if stage != 1:
-        raise UserError(f"no shipped emulator for stage {stage}: pass --checkpoint (trained in the stage-{stage} "
-                        f"box, e.g. by `lumina-jax pipeline`)")
-    if DEFAULT_CHECKPOINT.exists():
-        return DEFAULT_CHECKPOINT
-    alts = sorted(DEFAULT_CHECKPOINT.parent.glob(DEFAULT_CHECKPOINT.stem + ".*"))
+    Any ``checkpoints/stage1_synth.*`` is accepted when the stage-1 file itself is absent
+    (the file extension is the emulator's choice)."""
+    if stage not in SHIPPED_EMULATORS:
+        raise UserError(f"no shipped emulator for stage {stage}: pass --checkpoint")
+    path = CHECKPOINT_DIR / SHIPPED_EMULATORS[stage]
+    if path.exists():
+        return path
+    alts = sorted(path.parent.glob(path.stem + ".*"))
     if alts:
         return alts[0]
-    raise UserError(f"shipped stage-1 checkpoint not found at {DEFAULT_CHECKPOINT}; pass --checkpoint PATH")
+    raise UserError(f"shipped stage-{stage} checkpoint not found at {path}; pass --checkpoint PATH")
+
+
+def default_previous(stage: int) -> Path:
+    """The shipped stage-(N-1) result that defines the box of stage ``stage``'s shipped emulator."""
+    if stage not in SHIPPED_PREVIOUS:
+        raise UserError(f"stage {stage} has no previous stage")
+    path = CHECKPOINT_DIR / SHIPPED_PREVIOUS[stage]
+    if not (path / "summary.json").is_file():
+        raise UserError(f"shipped stage-{stage - 1} result not found at {path}; pass --from RESULTS_DIR")
+    return path
 
 
 EMULATOR_ERROR_MODES = ("correlated", "independent")

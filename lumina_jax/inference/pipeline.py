@@ -43,6 +43,12 @@ class PipelineOptions:
     batch_size: int = 32  # synth models per batched call (32 suits a CPU)
     epochs: int | None = None  # training overrides (None: the training config's)
     patience: int | None = None
+    #: stage-1 emulator used as is (no stage-1 campaign or training); None: generate and train one
+    stage1_emulator: Path | None = None
+    redshift: float | None = None  # observed spectrum's heliocentric redshift (None: the config's)
+    ebv_mw: float | None = None  # Milky-Way E(B-V) to correct
+    ebv_host: float | None = None  # host E(B-V) to correct
+    priors: dict = dataclasses.field(default_factory=dict)  # informative priors {name: (mean, sd)}, every stage
 
 
 def parse_stages(text: str) -> list[int]:
@@ -74,6 +80,11 @@ def check_options(opts: PipelineOptions) -> None:
         raise UserError(f"--backend must be synth or lumina, got {opts.backend!r}")
     if opts.observed is not None:
         read_spectrum(opts.observed)
+    if opts.stage1_emulator is not None and not Path(opts.stage1_emulator).is_file():
+        raise UserError(f"--stage1-emulator {opts.stage1_emulator} is not a file")
+    for flag, v in (("--redshift", opts.redshift), ("--ebv-mw", opts.ebv_mw), ("--ebv-host", opts.ebv_host)):
+        if v is not None and not (v == v and 0 <= v < 10):
+            raise UserError(f"{flag} must be a number in [0, 10), got {v}")
     for flag, path in (("--train-config", opts.train_config),
                        ("--synth-config", opts.synth_config if opts.backend == "synth" else None)):
         if path is not None and not Path(path).is_file():
@@ -113,6 +124,14 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
         sd = wd / f"stage{s}"
         sd.mkdir(parents=True, exist_ok=True)
         store, ckpt, res = sd / "train.h5", sd / "emulator.ckpt", sd / "results"
+        summ = res / "summary.json"
+        if s == 1 and opts.stage1_emulator is not None:
+            ckpt = Path(opts.stage1_emulator)
+            log(f"stage 1: emulator {ckpt} (no stage-1 campaign or training)")
+            _infer_step(opts, steps, log, s, ckpt, prev, res)
+            prev = res
+            done.append(res)
+            continue
         # an existing store is resumed: the runner reruns only pending / retryable jobs, so a
         # complete store costs nothing
         log(f"stage {s}: generate {opts.n_models} models ({opts.backend}) -> {store}"
@@ -123,24 +142,30 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
         else:
             log(f"stage {s}: train emulator -> {ckpt}")
             steps["train"](opts, s, store, ckpt)
-        summ = res / "summary.json"
         if steps["needs_calibration"](ckpt):
             log(f"stage {s}: calibrate the emulator-error covariance of {ckpt} on its validation models"
                 + (f" (the results in {res} were fitted before; delete them to refit)" if summ.is_file() else ""))
             steps["calibrate"](opts, s, store, ckpt)
-        if summ.is_file() and (json.loads(summ.read_text()).get("converged") or opts.allow_unconverged):
-            log(f"stage {s}: results exist, skipping infer ({res})")
-        else:
-            log(f"stage {s}: infer -> {res}")
-            steps["infer"](opts, s, ckpt, prev, res)
-        summary = json.loads(summ.read_text())
-        if not summary.get("converged") and not opts.allow_unconverged:
-            problems = summary.get("problems", [])
-            raise UserError(f"stage {s} did not converge ({'; '.join(problems)}); stopping the pipeline "
-                            f"({remedy(problems, opts.sampler.name)} to go on)")
+        _infer_step(opts, steps, log, s, ckpt, prev, res)
         prev = res
         done.append(res)
     return done
+
+
+def _infer_step(opts: PipelineOptions, steps: dict, log: Callable[[str], None], s: int, ckpt: Path,
+                prev: Path | None, res: Path) -> None:
+    """Fit stage ``s`` unless converged results exist; stop the pipeline on an unconverged fit."""
+    summ = res / "summary.json"
+    if summ.is_file() and (json.loads(summ.read_text()).get("converged") or opts.allow_unconverged):
+        log(f"stage {s}: results exist, skipping infer ({res})")
+    else:
+        log(f"stage {s}: infer -> {res}")
+        steps["infer"](opts, s, ckpt, prev, res)
+    summary = json.loads(summ.read_text())
+    if not summary.get("converged") and not opts.allow_unconverged:
+        problems = summary.get("problems", [])
+        raise UserError(f"stage {s} did not converge ({'; '.join(problems)}); stopping the pipeline "
+                        f"({remedy(problems, opts.sampler.name)} to go on)")
 
 
 def _generate(opts: PipelineOptions, stage: int, store: Path, prev: Path | None) -> None:
@@ -195,5 +220,6 @@ def _infer(opts: PipelineOptions, stage: int, ckpt: Path, prev: Path | None, res
     from lumina_jax.inference import api
 
     req = api.InferRequest(stage=stage, observed=opts.observed, checkpoint=ckpt, previous=prev, out=res,
-                           sampler=opts.sampler)
+                           sampler=opts.sampler, redshift=opts.redshift, ebv_mw=opts.ebv_mw, ebv_host=opts.ebv_host,
+                           priors=dict(opts.priors))
     api.infer(req)

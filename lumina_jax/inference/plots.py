@@ -14,7 +14,8 @@ from lumina_jax.inference.diagnostics import read_netcdf
 
 MAX_CORNER = 15
 #: every figure :func:`make_plots` may write into a results directory
-PLOT_FILES = ("corner.png", "spectrum_fit.png", "trace.png", "rank.png", "synth_vs_emulator.png")
+PLOT_FILES = ("corner.png", "spectrum_fit.png", "trace.png", "rank.png", "synth_vs_emulator.png",
+              "abundance_profile.png")
 
 
 def _plt():
@@ -197,6 +198,105 @@ def synth_vs_emulator_plot(summary, idata, path, emulator, synthesizer):
     return float(np.mean(np.abs(f_emu[ok] - f_syn[ok]) / np.maximum(np.abs(f_syn[ok]), 1e-3)))
 
 
+def has_ejecta(summary) -> bool:
+    """Whether the fit's space is an ejecta model's (stage spaces; not the tests' toy spaces)."""
+    from lumina_jax.derived import is_ejecta_space
+    from lumina_jax.params import ParameterSpace
+
+    return is_ejecta_space(ParameterSpace.from_json(summary["space"]))
+
+
+def abundance_plot(summary, idata, path, n: int = 400, grid=None):
+    """The abundance-tomography figure: mass fraction at explosion against velocity per species
+    (median, 68 % and 95 % bands over ``n`` posterior draws), the photosphere marked."""
+    import jax
+
+    from lumina_jax import derived
+    from lumina_jax.params import ParameterSpace
+
+    plt = _plt()
+    space = ParameterSpace.from_json(summary["space"])
+    th, _ = full_theta_draws(summary, idata, n)
+    grid = np.linspace(5000.0, space.ejecta.v_outer, 400) if grid is None else np.asarray(grid, float)
+    prof = np.asarray(jax.jit(jax.vmap(lambda t: derived.profile(t, space, grid)))(th))  # [n, grid, species]
+    v_ph = np.median(th[:, space.index("v_inner")])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = plt.cm.tab10(np.arange(len(derived.PROFILE_SPECIES)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns below the photosphere
+        q = np.nanpercentile(prof, [2.5, 16, 50, 84, 97.5], axis=0)
+    for k, (name, c) in enumerate(zip(derived.PROFILE_SPECIES, colours)):
+        ax.fill_between(grid, q[0, :, k], q[4, :, k], color=c, alpha=0.12, lw=0, step="mid")
+        ax.fill_between(grid, q[1, :, k], q[3, :, k], color=c, alpha=0.3, lw=0, step="mid")
+        ax.plot(grid, q[2, :, k], color=c, lw=1.5, label=name, drawstyle="steps-mid")
+    ax.axvspan(grid[0], v_ph, color="0.85", zorder=0)
+    ax.axvline(v_ph, color="k", ls="--", lw=1)
+    ax.text(v_ph, 1.3, " photosphere", fontsize=8, va="bottom")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-4, 2.0)
+    ax.set_xlim(grid[0], grid[-1])
+    ax.set_xlabel("velocity (km/s)")
+    ax.set_ylabel("mass fraction at explosion")
+    ax.set_title(f"stage {summary['stage']}: abundance profile (median, 68 % and 95 % bands; "
+                 f"grey: below the photosphere, unconstrained)", fontsize=9)
+    ax.legend(fontsize=8, ncol=4, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def chain_report(results_dirs) -> dict:
+    """What a chain of fits (stage 1 -> 2 -> 3 results directories) says, per stage: the fitted
+    dimension, convergence, normalised residual RMS and the derived masses (when recorded)."""
+    from lumina_jax import derived
+    from lumina_jax.params import ParameterSpace
+
+    rows = []
+    for d in results_dirs:
+        summary, idata = load_results(d)
+        if not summary.get("derived") and has_ejecta(summary):  # results written before masses were recorded
+            n_all = int(np.prod(np.asarray(idata.posterior[summary["free"][0]]).shape))
+            th, _ = full_theta_draws(summary, idata, n_all)
+            summary["derived"] = derived.summarise(th, ParameterSpace.from_json(summary["space"]))
+        rms = summary["residual_rms"]
+        diag = summary["diagnostics"]
+        rows.append({"results": str(d), "stage": int(summary["stage"]), "n_free": len(summary["free"]),
+                     "residual_rms": float(rms["value"]), "rms_band_angstrom": list(rms["band_angstrom"]),
+                     "max_rhat": diag.get("max_rhat"), "divergences": diag.get("divergences"),
+                     "converged": bool(summary.get("converged")), "derived": summary.get("derived") or {}})
+    return {"stages": rows}
+
+
+def chain_plot(results_dirs, path, *, offset: float = 1.0):
+    """One figure of a chain of fits: each stage's observed (preprocessed) spectrum and best-fit
+    model, offset vertically, and below it the residuals of every stage."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    n = len(results_dirs)
+    for k, d in enumerate(results_dirs):
+        summary, idata = load_results(d)
+        wave = np.asarray(idata.constant_data["wavelength"])
+        obs = idata.observed_data
+        mask = np.asarray(obs["mask"]).astype(bool)
+        y = np.where(mask, np.asarray(obs["flux"]), np.nan)
+        best = np.asarray(idata.constant_data["best_model_flux"])
+        shift = (n - 1 - k) * offset
+        rms = summary["residual_rms"]["value"]
+        label = f"stage {summary['stage']} ({len(summary['free'])} free): RMS {rms:.3f}"
+        a1.plot(wave, y + shift, color="k", lw=0.7, label="observed" if k == 0 else None)
+        a1.plot(wave, best + shift, color=f"C{k}", lw=1.0, label=label)
+        a2.plot(wave, y - best, color=f"C{k}", lw=0.6, alpha=0.85, label=f"stage {summary['stage']}")
+    a1.set_ylabel("normalised flux (+ offset)")
+    a1.legend(fontsize=8, loc="upper right")
+    a2.axhline(0, color="k", lw=0.6)
+    a2.set_ylabel("obs - model")
+    a2.set_xlabel("rest wavelength [A]")
+    a2.legend(fontsize=7, ncol=n)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def make_plots(results_dir, emulator=None, synthesizer=None, log=print) -> list[Path]:
     """All plots into ``results_dir``; returns the files written."""
     d = Path(results_dir)
@@ -208,6 +308,9 @@ def make_plots(results_dir, emulator=None, synthesizer=None, log=print) -> list[
     files.append(d / "spectrum_fit.png")
     trace_rank_plots(summary, idata, d)
     files += [d / "trace.png", d / "rank.png"]
+    if has_ejecta(summary):
+        abundance_plot(summary, idata, d / "abundance_profile.png")
+        files.append(d / "abundance_profile.png")
     if emulator is not None and synthesizer is not None:
         fe = synth_vs_emulator_plot(summary, idata, d / "synth_vs_emulator.png", emulator, synthesizer)
         files.append(d / "synth_vs_emulator.png")

@@ -141,3 +141,18 @@ def test_existing_out_and_plot_are_never_overwritten_without_force(monkeypatch, 
     assert r.exit_code == 0, r.output
     assert out.read_text().startswith("wavelength_A,L_lambda_erg_s_A") and plot.read_bytes()[:4] == b"\x89PNG"
     assert sorted(f.name for f in tmp_path.iterdir()) == ["good.json", "old.csv", "old.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("sub", ["", "sub"])
+def test_download_kurucz_refuses_a_file_dest_before_downloading(monkeypatch, tmp_path, sub):
+    from lumina_jax.atomic import kurucz
+
+    def boom(*a, **k):
+        raise AssertionError("downloading started before --dest was checked")
+
+    monkeypatch.setattr(kurucz, "download_kurucz", boom)
+    f = tmp_path / "afile"
+    f.write_text("keep")
+    r = CliRunner().invoke(app, ["atomic", "download-kurucz", "--dest", str(f / sub if sub else f)])
+    assert isinstance(r.exception, UserError) and "is a file" in str(r.exception)  # main(): one line, exit 2
+    assert f.read_text() == "keep"
