@@ -140,7 +140,9 @@ def test_lost_and_retired_workers_lose_nothing_and_run_nothing_twice(tmp_path, f
     completed = collections.Counter(int(x[0]) for x in _lines(joblog))
     assert sorted(completed) == list(range(n)) and max(completed.values()) == 1, completed
     started = collections.Counter(int(x[0]) for x in _lines(seedlog))
-    assert started[events[0][1]] == 2  # the killed worker's job was started again, elsewhere
+    # the killed worker's job was started again, elsewhere (a third time when the retired worker
+    # happened to hold its rerun: lost again, still not counted against the model)
+    assert started[events[0][1]] >= 2
     ts = load_training_set(out)
     for k in range(n):
         np.testing.assert_allclose(ts.spectra[k], blackbody_lambda(ts.theta[k], ts.space.names, ts.wavelength),
