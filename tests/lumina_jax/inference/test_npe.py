@@ -68,6 +68,7 @@ def test_flow_density_integrates_to_one_on_a_2d_box():
     assert np.all((d >= [0.0, 2.0]) & (d <= [1.0, 5.0]))
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(reason="the recovered sd of theta comes out 15-18 % broad (0.115-0.118 for an exact 0.100, "
                           "1500-3000 steps); the means and the Gaussian part's moments are recovered", strict=True)
 def test_gaussian_toy_posterior_is_recovered():
