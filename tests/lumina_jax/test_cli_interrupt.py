@@ -96,8 +96,13 @@ def _assert_one_line(code, elapsed, text, kept):
 
 
 def _jax_loading(pid: int) -> bool:
-    """True once the process has mapped jaxlib's extension: it is importing JAX."""
+    """True once the process runs ``python -m lumina_jax`` and has mapped jaxlib's extension: it
+    is importing JAX.  Between fork and exec the child is a copy of this test process, whose own
+    jaxlib is mapped: a signal sent then is lost (the child's Python handler never runs), so the
+    command line must already be the new one."""
     try:
+        if b"-m\0lumina_jax\0" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
         return "jaxlib" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
