@@ -14,8 +14,11 @@ built once per worker process and kept (:data:`_BUILT`):
   those devices with ``--gpu-threads``; any other worker runs the CPU binary.
 
 A worker lost mid-task (killed, retired, its batch job ended) does not fail the job: Dask's
-scheduler runs the task again on another worker with the same attempt number (the same seed
-and working directory), and only the outcome that reaches the client is stored.  A task whose
+scheduler runs the task again on another worker with the same attempt number (the same seed;
+a working directory and log of its own: :meth:`runners.backends.lumina.LuminaExecutor.claim_run`),
+and only the outcome that reaches the client is stored.  The lost worker's LUMINA runs die with it: killed when it
+closes (:class:`StopJobsOnClose`), or by their parent-death signal when it is SIGKILLed
+(:func:`runners.backends.lumina.die_with_parent`).  A task whose
 workers die ``distributed.scheduler.allowed-failures`` + 1 times (default 4) is recorded as a
 failed attempt (kind ``error``, reason ``KilledWorker``).
 
@@ -382,8 +385,9 @@ class WorkerClosing(Exception):
 
 class StopJobsOnClose(_WorkerPlugin):
     """Worker plugin: when the worker closes, kill its running LUMINA process groups and command
-    subprocesses at once (a retired or restarting worker would otherwise finish them first,
-    while the scheduler already runs the same jobs elsewhere)."""
+    subprocesses at once, and any that a task thread starts later (a retired or restarting
+    worker would otherwise finish them first, while the scheduler already runs the same jobs
+    elsewhere)."""
 
     name = "lumina-jax-stop-jobs"
 
@@ -466,19 +470,17 @@ def new_token() -> str:
 # ------------------------------------------------------------------------ fan-out of commands
 def run_command(argv: list[str]) -> tuple[int, str]:
     """Run ``python -m lumina_jax ARGV`` on this worker (dies with the worker) -> (exit code, output tail)."""
-    from runners.backends.lumina import _pdeathsig_prefix
+    from runners.backends.lumina import STOPPING, die_with_parent, track, untrack
 
-    from runners.backends.lumina import RUNNING_GROUPS, _kill_group
-
-    proc = subprocess.Popen([*_pdeathsig_prefix(), sys.executable, "-m", "lumina_jax", *argv],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    RUNNING_GROUPS.add(proc.pid)
+    if STOPPING.is_set():
+        raise WorkerClosing(f"worker {_worker_name()} is closing: lumina-jax {' '.join(argv[:2])} not started")
+    proc = subprocess.Popen(die_with_parent([sys.executable, "-m", "lumina_jax", *argv]), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    track(proc.pid)
     try:
-        output, _ = proc.communicate()
+        output, _ = proc.communicate()  # in the forking thread: see die_with_parent
     finally:
-        _kill_group(proc.pid)
-        RUNNING_GROUPS.discard(proc.pid)
+        untrack(proc.pid)
     if _CLOSING.is_set() and proc.returncode != 0:
         raise WorkerClosing(f"worker {_worker_name()} closed while running lumina-jax {' '.join(argv[:2])}")
     return proc.returncode, output[-2000:]

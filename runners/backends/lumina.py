@@ -2,22 +2,25 @@
 
 Per job (``lumina_sn.md`` sections 2-5, 8):
 
-* a fresh working directory ``WORK/job_<index>_a<attempt>/`` with ``model/`` holding
+* a fresh working directory ``WORK/job_<index>_a<attempt>/`` (``_r2``, ``_r3``... appended for
+  a later run of the same attempt, e.g. after its worker was lost: :meth:`LuminaExecutor.claim_run`)
+  with ``model/`` holding
   symlinks to every file of the reference directory (``--lumina-ref``) except the six
   per-model files, which are written from the parameter vector via
   :func:`lumina_jax.ejecta.build_ejecta` (:func:`write_model_files`);
 * ``<binary> model <n_packets> <n_iters> <rotation|real> [nlte]`` started with
   ``asyncio.create_subprocess_exec(..., start_new_session=True)`` in the working directory
   (LUMINA writes fixed file names into its CWD), stdout+stderr streamed into
-  ``LOGS/job_<index>_a<attempt>.log`` (no pipe to drain);
+  ``LOGS/<working directory name>.log`` (no pipe to drain);
 * an environment built explicitly: ``OMP_NUM_THREADS`` always set by the worker (an
   inherited value is a known cause of hangs), ``CUDA_VISIBLE_DEVICES`` = the worker's GPU
   (empty for CPU workers), inherited ``LUMINA_*`` variables dropped and the configured ones
   set (``LUMINA_SPEC_RANGE`` always, so the output grid is known);
 * a per-job timeout that SIGKILLs the whole process group (and the group is also killed
-  after a normal exit, so no stray child survives); where util-linux ``setpriv`` exists the
-  binary is started through ``setpriv --pdeathsig KILL`` so it dies if the runner itself is
-  killed (no orphan keeps a GPU busy after a crash of the runner);
+  after a normal exit, so no stray child survives); on Linux with util-linux ``setpriv`` the
+  binary dies with the process that started it, even if that one is SIGKILLed
+  (:func:`die_with_parent`): no orphan keeps a GPU busy, or finishes a run that a Dask
+  scheduler already started again elsewhere;
 * a per-attempt Monte Carlo seed (:func:`job_seed`) in ``config.json``;
 * classification: timeout, signal (negative return code, or 128+N from a wrapper shell,
   e.g. 139 = SIGSEGV, LUMINA's reaction to a missing input), exit_code, missing_output,
@@ -42,6 +45,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -361,25 +365,74 @@ def judge_spectrum(flux: np.ndarray, settings: LuminaSettings, *, l_requested: f
 
 
 # ----------------------------------------------------------------------- process
-def _pdeathsig_prefix() -> list[str]:
-    """``setpriv --pdeathsig KILL`` (util-linux) when available: the binary dies with the runner.
+#: run by ``sh`` between setpriv and the binary: ``$1`` is the launcher's pid
+_PARENT_CHECK = 'test "$PPID" = "$1" || exit 137; shift; exec "$@"'
 
-    Done by a wrapper exec'ed before the binary rather than a ``preexec_fn`` (which would force
-    a plain fork of the multithreaded runner -- JAX threads -- and run Python in the child)."""
-    exe = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    return [exe, "--pdeathsig", "KILL", "--"] if exe else []
+
+def die_with_parent(argv: Sequence[str], parent_pid: int | None = None) -> list[str]:
+    """``argv`` wrapped so that it is SIGKILLed when this process dies, even by SIGKILL (Linux).
+
+    ``setpriv --pdeathsig KILL`` (util-linux) sets the parent-death signal, then ``sh`` checks
+    that its parent is still ``parent_pid`` (default: this process) before exec'ing ``argv``:
+    a launcher killed between fork and prctl would leave the signal bound to the new parent
+    (init), i.e. never sent, so the run gives up (exit 137) instead of running orphaned.
+
+    The signal comes when the *thread* that forked exits, not the process.  Every caller forks
+    from the thread that then waits for the child: the event loop of
+    :meth:`LuminaExecutor.run_one` awaits the exit (and kills the group if cancelled) and
+    :func:`runners.cluster.run_command` blocks in ``communicate``; that thread thus outlives
+    every normal run, and a Dask pool thread that ends has no child left.  Wrappers exec'ed
+    before the binary rather than a ``preexec_fn``, which would force a plain fork of the
+    multithreaded runner (JAX threads) and run Python in the child.  Without setpriv (not
+    Linux, or no util-linux) ``argv`` is returned as is: no protection, no failure."""
+    argv = [str(a) for a in argv]
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if not setpriv:
+        return argv
+    sh = shutil.which("sh")
+    check = [sh, "-c", _PARENT_CHECK, "lumina-jax-guard", str(parent_pid or os.getpid())] if sh else []
+    return [setpriv, "--pdeathsig", "KILL", "--", *check, *argv]
 
 
 #: process groups of the LUMINA runs of this process now running (a Dask worker that closes kills them)
 RUNNING_GROUPS: set[int] = set()
+#: set once this process stops running jobs for good (a Dask worker closing, :func:`kill_running`)
+STOPPING = threading.Event()
 
 
 def kill_running() -> int:
-    """SIGKILL every LUMINA process group this process is running; returns how many."""
+    """Stop for good: SIGKILL every LUMINA process group this process is running, and any that
+    :func:`track` registers later (a run may be forking while this runs); returns how many."""
+    STOPPING.set()
     groups = list(RUNNING_GROUPS)
     for pid in groups:
         _kill_group(pid)
     return len(groups)
+
+
+def track(pid: int) -> None:
+    """Register a started process group; killed at once if this process is stopping.
+
+    :func:`kill_running` sets ``STOPPING`` before it lists the groups and this adds before it
+    checks, so a run that starts while the worker closes is killed by one or the other."""
+    RUNNING_GROUPS.add(pid)
+    if STOPPING.is_set():
+        _kill_group(pid)
+
+
+def untrack(pid: int) -> None:
+    """Kill what is left of a finished run's process group and forget it."""
+    _kill_group(pid)
+    RUNNING_GROUPS.discard(pid)
+
+
+async def start_guarded(argv: Sequence[str], **kw) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec`` of ``argv`` in a new session (its own process group),
+    bound to die with this process (:func:`die_with_parent`) and registered (:func:`track`).
+    The caller awaits its exit and then calls :func:`untrack`."""
+    proc = await asyncio.create_subprocess_exec(*die_with_parent(argv), start_new_session=True, **kw)
+    track(proc.pid)
+    return proc
 
 
 def _kill_group(pid: int) -> None:
@@ -456,7 +509,6 @@ class LuminaExecutor(Executor):
             self.kind, self.name = "cpu", "cpu"
         else:
             self.kind, self.name = "gpu", f"gpu{gpu}"
-        self._prefix = _pdeathsig_prefix()
 
     def named(self, name: str) -> "LuminaExecutor":
         self.name = name
@@ -473,10 +525,30 @@ class LuminaExecutor(Executor):
     def _ejecta(self, theta):
         return _jit_build_ejecta()(np.asarray(theta, dtype=np.float64), self.space)
 
-    def prepare(self, job: Job) -> tuple[Path, dict]:
-        """Create the job's working directory and model directory -> (working dir, config.json
-        contents: the seed, requested luminosity and initial T_inner of this attempt)."""
-        work = self.work_root / f"job_{job.index:06d}_a{job.attempt}"
+    @staticmethod
+    def run_name(job: Job, run: int = 1) -> str:
+        """Name of the working directory and log of run ``run`` of ``job``'s attempt."""
+        return f"job_{job.index:06d}_a{job.attempt}" + (f"_r{run}" if run > 1 else "")
+
+    def claim_run(self, job: Job) -> tuple[int, Path]:
+        """(run number, log path) of a new run of ``job``'s attempt: the first run whose log this
+        call creates (``O_EXCL``).  An attempt runs more than once when its Dask worker was lost
+        or a killed campaign resumes; logs are never deleted, so a later run never shares the
+        working directory or log of a lost one, which may still be on disk or even running."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        run = 1
+        while True:
+            path = self.log_dir / f"{self.run_name(job, run)}.log"
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                return run, path
+            except FileExistsError:
+                run += 1
+
+    def prepare(self, job: Job, run: int = 1) -> tuple[Path, dict]:
+        """Create the working directory and model directory of run ``run`` of the job -> (working
+        dir, config.json contents: the seed, requested luminosity and initial T_inner of this attempt)."""
+        work = self.work_root / self.run_name(job, run)
         if work.exists():
             shutil.rmtree(work)
         model = work / "model"
@@ -495,10 +567,11 @@ class LuminaExecutor(Executor):
     async def run_one(self, job: Job) -> Outcome:
         t0 = time.monotonic()
         elapsed = lambda: time.monotonic() - t0  # noqa: E731
+        if STOPPING.is_set():
+            return Outcome.failure(job, "error", "not started: this worker is closing", elapsed(), self.name)
         try:
-            work, cfg = self.prepare(job)
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.log_dir / f"job_{job.index:06d}_a{job.attempt}.log"
+            run, log_path = self.claim_run(job)
+            work, cfg = self.prepare(job, run)
         except Exception as exc:  # noqa: BLE001 - a broken job directory is this job's failure
             return Outcome.failure(job, "error", f"could not prepare the job directory: {exc}", elapsed(), self.name)
         seed = int(cfg["seed"])
@@ -513,13 +586,11 @@ class LuminaExecutor(Executor):
                  + " ".join(f"{k}={v}" for k, v in sorted(self.settings.env().items())) + "\n").encode())
             log.flush()
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self._prefix, *cmd, cwd=str(work), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                proc = await start_guarded(cmd, cwd=str(work), env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                                           stderr=asyncio.subprocess.STDOUT)
             except OSError as exc:
                 return Outcome.failure(job, "error", f"could not start {self.binary}: {exc}", elapsed(), self.name,
                                        base)
-            RUNNING_GROUPS.add(proc.pid)
             try:
                 rc = await asyncio.wait_for(proc.wait(), timeout=self.timeout_s)
             except asyncio.TimeoutError:
@@ -533,11 +604,15 @@ class LuminaExecutor(Executor):
                 await asyncio.shield(proc.wait())
                 raise
             finally:
-                _kill_group(proc.pid)
-                RUNNING_GROUPS.discard(proc.pid)
+                untrack(proc.pid)
+            if rc != 0 and STOPPING.is_set():  # killed by kill_running: the attempt runs again elsewhere
+                log.write(b"\n# runner: killed, this worker is closing (the attempt runs again elsewhere)\n")
+                shutil.rmtree(work, ignore_errors=True)
+                return Outcome.failure(job, "error", "killed: this worker is closing", elapsed(), self.name, base)
         outcome = self.classify(job, rc, work, log_path, elapsed(), cfg)
         if outcome.ok and not self.keep_workdirs:
-            shutil.rmtree(work, ignore_errors=True)
+            for r in range(1, run + 1):  # this run's directory and those of lost runs of the attempt
+                shutil.rmtree(self.work_root / self.run_name(job, r), ignore_errors=True)
         return outcome
 
     def classify(self, job: Job, rc: int, work: Path, log_path: Path, elapsed_s: float, cfg: dict) -> Outcome:

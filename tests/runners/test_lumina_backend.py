@@ -8,6 +8,11 @@ import dataclasses
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,14 +21,17 @@ import pytest
 
 from lumina_jax.errors import UserError
 from lumina_jax.params import ATOMIC_NUMBERS
+from runners.backends import lumina
 from runners.backends.lumina import (SEED_LIMIT, LuminaExecutor, LuminaSettings, StdoutFigures, _jit_build_ejecta,
-                                     check_reference, job_seed, judge_spectrum, model_files, parse_stdout)
+                                     check_reference, die_with_parent, job_seed, judge_spectrum, model_files,
+                                     parse_stdout)
 from runners.campaign import GenerateOptions, generate
 from runners.design import lhs_design
 from runners.executors import Job, validate_spectrum
 from runners.store import DONE, FAILED, load_training_set, store_info
 from runner_helpers import blackbody_lambda, write_modes
 
+REPO = Path(__file__).resolve().parents[2]
 SMALL = LuminaSettings(n_packets=1000, n_iters=6, spec_range=(500.0, 20000.0, 200))
 FEW = dataclasses.replace(SMALL, n_iters=2)  # T_inner never updated
 
@@ -123,6 +131,103 @@ def test_timeout_kills_the_whole_process_group(tmp_path, fake_lumina, lumina_ref
     else:
         os.kill(child, 9)
         pytest.fail("the grandchild survived the timeout")
+
+
+LINUX_PDEATHSIG = pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("setpriv") is None,
+                                     reason="the parent-death signal needs Linux and util-linux setpriv")
+PARENT = """
+import asyncio, sys
+from runners.backends.lumina import start_guarded
+
+async def main():
+    proc = await start_guarded([sys.executable, "-c", "import time; time.sleep(120)"])
+    print(proc.pid, flush=True)
+    await proc.wait()
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (dead, not yet reaped by whoever adopted it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@LINUX_PDEATHSIG
+def test_a_sigkilled_runner_takes_its_lumina_run_along(tmp_path):
+    """The runner's launch code (also that of a Dask worker): SIGKILL the launching process, which
+    runs no cleanup, and its child must not live on."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while "time.sleep(120)" not in _cmdline(child) and time.monotonic() < deadline:
+            time.sleep(0.02)  # through setpriv and the parent check, into the binary
+        assert "time.sleep(120)" in _cmdline(child) and not _gone(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 3
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _gone(child), "the child outlived its SIGKILLed parent"
+    finally:
+        parent.kill()
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@LINUX_PDEATHSIG
+def test_a_run_whose_launcher_died_before_the_signal_was_set_gives_up(tmp_path):
+    """The parent check after prctl: a child whose parent is no longer the launcher never runs."""
+    marker = tmp_path / "ran"
+    res = subprocess.run(die_with_parent(["touch", str(marker)], parent_pid=1), timeout=30)
+    assert res.returncode == 137 and not marker.exists()
+    assert subprocess.run(die_with_parent(["touch", str(marker)]), timeout=30).returncode == 0 and marker.exists()
+
+
+def test_runs_starting_while_the_worker_closes_are_killed(tmp_path, fake_lumina, lumina_ref, space1, monkeypatch):
+    """After kill_running (a Dask worker closing) no run starts, and one that was forking is killed."""
+    monkeypatch.setattr(lumina, "STOPPING", threading.Event())
+    monkeypatch.setattr(lumina, "RUNNING_GROUPS", set())
+    seedlog = tmp_path / "seeds.txt"
+    monkeypatch.setenv("FAKE_LUMINA_SEEDLOG", str(seedlog))
+    lumina.kill_running()
+    (o,) = asyncio.run(_executor(tmp_path, fake_lumina, lumina_ref, space1).run([Job(2, space1.lower, 1)]))
+    assert not o.ok and "closing" in o.reason and not seedlog.exists()
+
+    async def late_start():
+        proc = await lumina.start_guarded([sys.executable, "-c", "import time; time.sleep(120)"])
+        return await asyncio.wait_for(proc.wait(), timeout=10)
+
+    assert asyncio.run(late_start()) == -signal.SIGKILL
+
+
+def test_a_later_run_of_an_attempt_gets_its_own_directory_and_log(tmp_path, fake_lumina, lumina_ref, space1):
+    """A lost run of the attempt (its worker died) left its log and working directory: the new run
+    writes beside them, and its success removes both working directories; logs stay."""
+    ex = _executor(tmp_path, fake_lumina, lumina_ref, space1)
+    (tmp_path / "work" / "job_000005_a1" / "model").mkdir(parents=True)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "job_000005_a1.log").write_text("# lost run\n")
+    theta = lhs_design(space1, 1, seed=0)[0]
+    (o,) = asyncio.run(ex.run([Job(5, theta, 1)]))
+    assert o.ok, o.reason
+    assert (tmp_path / "logs" / "job_000005_a1.log").read_text() == "# lost run\n"
+    assert "job_000005_a1_r2/model" in (tmp_path / "logs" / "job_000005_a1_r2.log").read_text()
+    assert not (tmp_path / "work" / "job_000005_a1").exists()
+    assert not (tmp_path / "work" / "job_000005_a1_r2").exists()
 
 
 def test_campaign_retries_and_never_stores_failures(tmp_path, fake_lumina, lumina_ref, monkeypatch):
