@@ -60,7 +60,8 @@ def _startup_sigint(signum, frame) -> None:  # pragma: no cover - exercised in a
 def install_startup_interrupt() -> None:
     """Ctrl-C while the command starts (importing JAX takes seconds): one line, exit code 130,
     no traceback.  Only in the ``lumina-jax`` process; the command's own handler replaces it
-    (``lumina_jax.cli._interrupt``).  Importing the library elsewhere changes no signal handler."""
+    (``lumina_jax.cli._interrupt``).  Importing the library elsewhere changes no signal handler.
+    A process started with SIGINT ignored (a background job of a shell script) is left so."""
     import signal
     import threading
 

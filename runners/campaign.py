@@ -454,6 +454,8 @@ async def _run_with_signals(body: Callable[[], Awaitable]):
         task.cancel()
 
     for s in (signal.SIGTERM, signal.SIGINT):
+        if previous.get(s) is signal.SIG_IGN:  # ignored by whoever started the process (a script's `cmd &`): keep it so
+            continue
         try:
             loop.add_signal_handler(s, stop, s)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread

@@ -147,14 +147,21 @@ def _watchdog(read_fd: int) -> None:
 
 @contextlib.contextmanager
 def installed():
-    """Install the handler and the watchdog for one command (main thread only; otherwise a no-op)."""
+    """Install the handler and the watchdog for one command (main thread only; otherwise a no-op).
+
+    A process started with SIGINT ignored keeps ignoring it: a shell running ``lumina-jax ... &``
+    without job control ignores it in the background job so that Ctrl-C at the terminal stops
+    only the foreground command (:func:`lumina_jax._runtime.install_startup_interrupt` does the same)."""
     _state.reset()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # started with Ctrl-C ignored (a script's `cmd &`): keep it so
+        yield
+        return
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
-    previous = signal.getsignal(signal.SIGINT)
     try:
         previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     except ValueError:  # pragma: no cover - not the main thread of the main interpreter

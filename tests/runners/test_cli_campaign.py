@@ -200,3 +200,26 @@ def test_few_iterations_are_warned_about_once(tmp_path, monkeypatch, capsys, fak
                       "--lumina-bin", fake_lumina, "--lumina-ref", lumina_ref, "--out", tmp_path / "g.h5", "--quiet",
                       "--n-iters", "6", "--spec-range", "500,20000,100")
     assert code == 0 and "warning" not in err
+
+
+def test_a_campaign_started_with_ctrl_c_ignored_keeps_ignoring_it():
+    """Started with SIGINT ignored (a shell script's `lumina-jax generate ... &`), the campaign's
+    event loop does not take Ctrl-C back; SIGTERM it still turns into a cancellation."""
+    import asyncio
+    import signal
+
+    from runners.campaign import _run_with_signals
+
+    seen = {}
+
+    async def body():
+        seen.update(INT=signal.getsignal(signal.SIGINT), TERM=signal.getsignal(signal.SIGTERM))
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        asyncio.run(_run_with_signals(body))
+        assert seen["INT"] is signal.SIG_IGN and seen["TERM"] is not term
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGINT, before)
