@@ -43,10 +43,10 @@ import numpy as np  # noqa: E402
 import lumina_jax  # noqa: E402,F401
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import make_likelihood_data  # noqa: E402
-from lumina_jax.inference.config import EMULATOR_SIGMA_MODES, box_link_for, load_inference_config  # noqa: E402
+from lumina_jax.workflows.config import EMULATOR_SIGMA_MODES, box_link_for, load_inference_config  # noqa: E402
 from lumina_jax.inference.model import (BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, hold_sigma_at_mode,  # noqa: E402
                                         make_setup, z_names)
-from lumina_jax.inference.observed import observation_from_model  # noqa: E402
+from lumina_jax.observed import observation_from_model  # noqa: E402
 from lumina_jax.inference.ridge import ridge_coordinate  # noqa: E402
 from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned  # noqa: E402
 from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
@@ -82,8 +82,8 @@ def main_job_problem(emu, box_link="logit", emulator_sigma="fixed"):
     """(flat model, setup, likelihood data, MAP starts, emulator-sigma mode) of the main job,
     ``lumina-jax infer --stage 1`` without ``--observed``: the synthesizer mock at the config's SN 2011fe-like parameters, the
     config's likelihood (stride, correlated emulator error, priors), fitted with ``emu``."""
-    from lumina_jax.inference import api
-    from lumina_jax.inference.fit import build_model
+    from lumina_jax.workflows import infer as api
+    from lumina_jax.workflows.fit import build_model
 
     req = api.InferRequest(stage=1, box_link=box_link, emulator_sigma=emulator_sigma)
     p = api.prepare(req, emulator=emu, log=lambda m: print("  " + m, flush=True))
@@ -162,7 +162,7 @@ def main(argv=None):
                     help="NumPyro and BlackJAX NUTS / HMC target acceptance (infer --target-accept; raise it when NUTS diverges)")
     ap.add_argument("--box-link", default="logit", choices=list(BOX_LINKS) + ["config"],
                     help="sampler coordinates of the box parameters (infer --box-link): logit(u) or w with u = Phi(w); "
-                         "config: each stage's link from configs/inference.yaml, as infer (logit at stage 1, probit "
+                         "config: each stage's link from lumina_jax/configs/inference.yaml, as infer (logit at stage 1, probit "
                          "at 135-D)")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the samplers and the MAP search; the mock (its point and noise) uses seed + 1")
@@ -178,7 +178,7 @@ def main(argv=None):
                     help="the stage-1 problem. random: the emulator at a random interior point of the box (seed + "
                          "1), 1 %% noise (as at 135-D); main: the main job's problem, `lumina-jax infer --stage 1` "
                          "without --observed (the synthesizer mock at the config's SN 2011fe-like parameters, "
-                         "infer's likelihood and f_sys prior from configs/inference.yaml)")
+                         "infer's likelihood and f_sys prior from lumina_jax/configs/inference.yaml)")
     ap.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     ap.add_argument("--json", help="write the rows to this JSON file")
     a = ap.parse_args(argv)
@@ -193,7 +193,7 @@ def main(argv=None):
         box_link = box_link_for(load_inference_config()["likelihood"], stage) if a.box_link == "config" else a.box_link
         ck = a.checkpoint if stage == 1 else a.checkpoint3
         if ck == "shipped":
-            from lumina_jax.inference.config import default_checkpoint
+            from lumina_jax.workflows.config import default_checkpoint
 
             ck = str(default_checkpoint(stage))
         if ck:

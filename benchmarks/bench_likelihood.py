@@ -3,7 +3,7 @@ gradients (NUTS, MCLMC) per second, vmapped over a batch of chains / walkers.
 
     python benchmarks/bench_likelihood.py --checkpoint runs/pipeline/stage3/emulator.ckpt
     python benchmarks/bench_likelihood.py                        # random-weight stage-3 toy
-    python benchmarks/bench_likelihood.py --checkpoint checkpoints/stage1_synth.h5 --full-grid
+    python benchmarks/bench_likelihood.py --checkpoint lumina_jax/checkpoints/stage1_synth.h5 --full-grid
 
 Same problem as ``bench_inference.py`` (emulator mock, the ``infer`` likelihood with the
 correlated emulator error at stride 8).  One jitted call per batch; the first call (compile)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from lumina_jax import derived
-from lumina_jax.inference.plots import full_theta_draws, load_results
+from lumina_jax.workflows.results import full_theta_draws, load_results
 from lumina_jax.params import ParameterSpace
 
 #: (species, band lo, band hi km/s, published range) -- Mazzali et al. 2014 stratification

@@ -20,7 +20,7 @@ With ``--synth-config`` it asks whether that marginal's tail is the emulator's o
 physics': the log-likelihood of the same data with the synthesizer's spectrum (the emulator's
 preprocessing and sigma) at the draws furthest out in the tail, against draws at the median.
 
-    python benchmarks/diagnose_geometry.py --checkpoint CKPT --synth-config configs/synth_campaign.yaml
+    python benchmarks/diagnose_geometry.py --checkpoint CKPT --synth-config lumina_jax/configs/synth_campaign.yaml
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def slowest_marginal(fm, emu, data, zs, names, lf, synth_config=None, n_tail=12)
     print(f"  unit-box quantiles 1/10/50/90/99 %: {np.round(np.quantile(u, [0.01, 0.1, 0.5, 0.9, 0.99]), 4).tolist()}")
     if synth_config is None:
         return
-    from lumina_jax.inference.checks import _synth_path
+    from lumina_jax.workflows.checks import _synth_path
     from lumina_jax.synth import Synthesizer
 
     # the whole grid (the synthesizer has no on_bins); the two flat models differ only in the mean
@@ -110,7 +110,7 @@ def main(argv=None):
                     help="prior of the fractional systematic (bench_inference --f-sys-prior)")
     ap.add_argument("--synth-config", type=Path, default=None,
                     help="synthesizer YAML: compare the emulator's and the physics' log-likelihood along the "
-                         "slowest coordinate's tail (the emulator's training campaigns: configs/synth_campaign.yaml)")
+                         "slowest coordinate's tail (the emulator's training campaigns: lumina_jax/configs/synth_campaign.yaml)")
     a = ap.parse_args(argv)
     emu = load_emulator(a.checkpoint)
     setup, data = mock_data(emu, seed=a.seed + 1, box_link=a.box_link, f_sys_prior=a.f_sys_prior)

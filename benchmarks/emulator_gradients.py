@@ -75,15 +75,11 @@ def likelihood_gradient(results_dir, checkpoint, synth, n_draws):
     """``check gradient``'s draw comparison for ``checkpoint`` at a fit's posterior draws."""
     from pathlib import Path
 
-    import lumina_jax.cli.inference as cli_inf
-    from lumina_jax.inference import checks
-    from lumina_jax.inference.plots import full_theta_draws
+    from lumina_jax.workflows import checks
+    from lumina_jax.workflows.results import full_theta_draws, load_fit
 
-    old, cli_inf._SYNTH_OVERRIDE = cli_inf._SYNTH_OVERRIDE, synth  # the benchmark's synthesizer on the physics path
-    try:
-        summary, idata, setup, data, _, nuis, emu, syn = cli_inf._load_fit(Path(results_dir), Path(checkpoint))
-    finally:
-        cli_inf._SYNTH_OVERRIDE = old
+    # the benchmark's synthesizer on the physics path
+    summary, idata, setup, data, _, nuis, emu, syn = load_fit(Path(results_dir), Path(checkpoint), synthesizer=synth)
     lk = summary["likelihood"]
     ref = lk.get("emulator_sigma_reference") if lk.get("emulator_sigma") == "fixed" else None
     theta_sigma = None if ref is None else np.asarray(setup.space.from_dict(ref), float)
@@ -160,8 +156,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--wl-min", type=float, default=3300.0)
     ap.add_argument("--wl-max", type=float, default=9700.0)
-    ap.add_argument("--synth-config", help="synthesizer YAML (default configs/synth.yaml; the pipeline's training "
-                    "campaigns use configs/synth_campaign.yaml, the function the emulator was fitted to)")
+    ap.add_argument("--synth-config", help="synthesizer YAML (default lumina_jax/configs/synth.yaml; the pipeline's training "
+                    "campaigns use lumina_jax/configs/synth_campaign.yaml, the function the emulator was fitted to)")
     ap.add_argument("--results", help="a fit's results directory: likelihood-gradient cosine at its posterior draws")
     ap.add_argument("--draws", type=int, default=8, help="posterior draws of --results used")
     ap.add_argument("--data", action="append", default=[], help="campaign store(s): held-out mean fractional error")

@@ -4,7 +4,7 @@ The likelihood gives each used bin the Monte Carlo variance of the preprocessed 
 (``observed.prepare_observation``) and ignores the correlation that smoothing puts between
 bins.  For mocks at the coverage check's injections (the emulator's spectrum as the true
 flux, ``--noise`` per pixel) this measures that correlation between the used bins (stride of
-``configs/inference.yaml``) and its effect on the parameter errors in the linear (sandwich)
+``lumina_jax/configs/inference.yaml``) and its effect on the parameter errors in the linear (sandwich)
 approximation:  Var_true = F^-1 J^T W S_true W J F^-1 with F = J^T W J, W = S_assumed^-1,
 S_assumed = diag(noise covariance) + emulator covariance, S_true = full noise covariance +
 emulator covariance;  J = d flux / d u for the free parameters plus the flux scale.
@@ -25,8 +25,8 @@ import numpy as np
 from scipy.stats import norm
 
 from lumina_jax.emulator import load_emulator
-from lumina_jax.inference.checks import injection_draws
-from lumina_jax.inference.config import load_inference_config
+from lumina_jax.workflows.checks import injection_draws
+from lumina_jax.workflows.config import load_inference_config
 from lumina_jax.inference.likelihood import make_likelihood_data
 from lumina_jax.inference.model import make_setup
 from lumina_jax.preprocess import within
@@ -34,7 +34,7 @@ from lumina_jax.preprocess import within
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="checkpoints/stage1_synth.h5")
+    ap.add_argument("--checkpoint", default="lumina_jax/checkpoints/stage1_synth.h5")
     ap.add_argument("--noise", type=float, default=0.02, help="fractional noise per pixel (check coverage's --noise)")
     ap.add_argument("--n", type=int, default=8, help="injections (those of check coverage --seed 0)")
     ap.add_argument("--draws", type=int, default=1500, help="noise draws per injection")

@@ -10,13 +10,17 @@ Modules (import them directly; nothing heavy is imported here):
   invariants  27 Lorentz invariants (metric (−,+,+,+), time component last)
   residual    equivariant conservative Flax residual model, training, checkpoints, domain
   io          Rhea/Emu HDF5 files;  metrics: error metrics;  export: jax.export
+  errors      UserError and subclasses: input a user can fix
+  cli         the ``ffi`` commands (Typer), mounted by ``lumina-jax ffi``
+
+The package imports nothing from lumina_jax.
 
 ``predict(F4, residual=None)``: Box3D (converged default), plus a residual model given as
 a checkpoint directory or :class:`box3d_jax.residual.ResidualModel`.
 See docs/box3d.md.
 """
 
-from lumina_jax._runtime import configure_xla_cpu  # XLA:CPU flags before the backend starts
+from box3d_jax._runtime import configure_xla_cpu  # XLA:CPU flag before the backend starts
 
 configure_xla_cpu()
 

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from box3d_jax import lebedev, maxent
+from box3d_jax.errors import ParameterError
 
 __all__ = [
     "SQRT2_GF_OVER_HBAR",
@@ -139,8 +140,6 @@ def growth_rate_proxy(I_plus: jax.Array, I_minus: jax.Array) -> jax.Array:
 def resolve_method(method: str, order: int | None, width: float | None) -> tuple[str, int, float]:
     """Validate ``(method, order, width)`` and fill in the defaults of :data:`DEFAULT_ORDER`
     and :data:`DEFAULT_WIDTH`; raises ParameterError with the valid choices."""
-    from lumina_jax.errors import ParameterError
-
     if method not in METHODS:
         raise ParameterError(f"Box3D method {method!r} unknown; choose one of {', '.join(METHODS)}")
     order = DEFAULT_ORDER[method] if order is None else order
@@ -362,8 +361,6 @@ def build_box3d(
       ``fn(F4 [..., 2, nf, 4]) -> Box3DResult``, pure; vmapped over all leading axes.
     """
     if nf not in (2, 3):
-        from lumina_jax.errors import ParameterError
-
         raise ParameterError(f"nf must be 2 or 3, got {nf!r}")
     method, order, width = resolve_method(method, order, width)
     d_np, w_np = lebedev.rule(order)

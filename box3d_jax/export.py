@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax import export as jax_export
 
 from box3d_jax import box3d as B
-from lumina_jax.errors import DataFileError
+from box3d_jax.errors import DataFileError
 
 __all__ = ["export_box3d", "serialize", "save", "load", "write_stablehlo"]
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from box3d_jax import lebedev, lsa, qke
 from box3d_jax.io import FINAL, GROWTH, INITIAL, STDDEV
-from lumina_jax.errors import DataFileError, ParameterError
+from box3d_jax.errors import DataFileError, ParameterError
 
 __all__ = ["SamplerConfig", "sample_point", "Candidate", "prepare", "generate", "read_progress"]
 

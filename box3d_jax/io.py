@@ -13,7 +13,7 @@ dataset                           shape               units    meaning
 ================================  ==================  =======  =====================================
 
 In memory this package uses ``[n, 2, NF, 4]`` (:func:`box3d_jax.box3d.from_file_layout`).
-Every reader check raises :class:`lumina_jax.errors.DataFileError` with the file, the
+Every reader check raises :class:`box3d_jax.errors.DataFileError` with the file, the
 dataset and the first offending row (a file with no rows is refused too). Norms are
 scaled before squaring, so any finite float64 scale (e.g. 1e162 cm⁻³) is handled. No I/O
 happens inside numerical code.
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from box3d_jax.box3d import from_file_layout, to_file_layout
-from lumina_jax.errors import DataFileError
+from box3d_jax.errors import DataFileError
 
 __all__ = [
     "INITIAL",

@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from lumina_jax.errors import ParameterError
+from box3d_jax.errors import ParameterError
 
 __all__ = ["ORDERS", "rule", "n_points"]
 

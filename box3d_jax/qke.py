@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from box3d_jax import lebedev, lsa, maxent
-from lumina_jax.errors import ParameterError
+from box3d_jax.errors import ParameterError
 
 __all__ = [
     "SQRT2_GF_OVER_HBAR",

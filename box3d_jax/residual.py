@@ -49,7 +49,7 @@ import optax
 
 from box3d_jax import box3d as B
 from box3d_jax.invariants import PAIRS, invariants, n_invariants
-from lumina_jax.errors import DataFileError, ParameterError
+from box3d_jax.errors import DataFileError, ParameterError
 
 __all__ = [
     "ResidualConfig",

@@ -10,6 +10,7 @@ the stage-1 log density: 0.25-0.27 ms either way).  ``tests/lumina_jax/test_runt
 runs the program that hung.
 
 Opt out with ``LUMINA_JAX_XLA_DEFAULTS=1``, or set the flag yourself in ``XLA_FLAGS``.
+``box3d_jax._runtime`` sets the same flag (box3d_jax imports nothing from lumina_jax).
 
 In the ``lumina-jax`` process only, Ctrl-C during start-up (importing JAX takes seconds) ends
 it with one line and exit code 130 (:func:`install_startup_interrupt`).

@@ -164,6 +164,18 @@ def zone_heavy_sums(theta, space: ParameterSpace):
     return jnp.sum(_zone_matrix(jnp.asarray(theta, dtype=jnp.float64), space), axis=-1)
 
 
+def check_parameters(theta, space: ParameterSpace, *, bounds: str = "current") -> list[str]:
+    """Validate ``theta`` at a boundary (:meth:`ParameterSpace.check`: raises ParameterError) and
+    return warnings about what the model makes of it: zones whose free heavy-element fractions
+    exceed 1 - X_C, which :func:`renormalise` scales down smoothly."""
+    space.check(theta, bounds=bounds)
+    sums = np.asarray(zone_heavy_sums(np.asarray(theta, dtype=float), space))
+    budget = 1.0 - X_CARBON
+    return [f"zone {z}: heavy-element fractions sum to {s:.3f} > {budget:.2f}; "
+            "they are renormalised smoothly (see lumina_jax.ejecta.renormalise)"
+            for z, s in enumerate(sums) if s > budget]
+
+
 def _volume_weights(v_lo, v_hi, zone_edges):
     """Volume overlap of shells ``[v_lo, v_hi]`` with zones ``[e_z, e_{z+1})``: ``[n_shells, n_zones]``."""
     a, b = v_lo[:, None], v_hi[:, None]
@@ -216,7 +228,7 @@ def build_ejecta(theta, space: ParameterSpace) -> Ejecta:
 
     Pure and jittable: ``jax.jit(build_ejecta, static_argnums=1)``; vmap over a batch with
     ``jax.vmap(lambda t: build_ejecta(t, space))``.  No validation happens here (call
-    ``space.check(theta)`` at the boundary).
+    ``check_parameters(theta, space)`` at the boundary).
     """
     theta = jnp.asarray(theta, dtype=jnp.float64)
     p = {n: theta[i] for i, n in enumerate(space.names)}

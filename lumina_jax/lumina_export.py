@@ -111,7 +111,7 @@ def export_reference(out, ejecta, *, atomic: AtomicData | None = None, config=No
     """Write the LUMINA reference directory of one model to ``out``; returns a summary dict.
 
     ejecta : :class:`~lumina_jax.ejecta.Ejecta` (from a stage's parameters or a TARDIS YAML);
-    atomic : level-resolved atomic data (default: ``config.atomic`` of configs/synth.yaml);
+    atomic : level-resolved atomic data (default: ``config.atomic`` of lumina_jax/configs/synth.yaml);
     the plasma state is the synthesizer's at its converged T_inner.
     """
     import json

@@ -6,7 +6,7 @@ from, their *kind* (which decides relaxation), the zone layout of the compositio
 and the ejecta settings.  Because it is hashable it can be a static argument of
 ``jax.jit``.
 
-Spaces are defined by ``configs/stageN.yaml`` and loaded with :func:`load_space`.
+Spaces are defined by ``lumina_jax/configs/stageN.yaml`` and loaded with :func:`load_space`.
 
 Relaxation (:func:`relaxed_ranges`): for a best-fit value ``b`` of a parameter of
 kind ``log`` (log quantities and power-law exponents) the new range is
@@ -28,7 +28,7 @@ import yaml
 
 from lumina_jax.errors import ParameterError, UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data
 
 #: Elements of the ejecta model, in the order of LUMINA's abundances.csv.
 ELEMENTS: tuple[str, ...] = ("C", "O", "Mg", "Si", "S", "Ca", "Ti", "Cr", "Fe", "Co", "Ni")
@@ -208,13 +208,13 @@ class ParameterSpace:
         }
 
     # ---------------------------------------------------------------- validation
-    def check(self, theta, *, bounds: str = "current") -> list[str]:
+    def check(self, theta, *, bounds: str = "current") -> None:
         """Validate one parameter vector at a boundary (not for jitted code).
 
         Raises :class:`ParameterError` for a wrong shape, non-finite values, values outside
         the bounds (``bounds="current"``) or the full prior (``bounds="prior"``), and
-        inconsistent orderings.  Returns warnings (e.g. a heavy-element budget > 1 that the
-        ejecta model renormalises smoothly).
+        inconsistent orderings.  What the ejecta model makes of valid values (e.g. a
+        heavy-element budget > 1, renormalised) is :func:`lumina_jax.ejecta.check_parameters`.
         """
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (self.dim,):
@@ -229,7 +229,6 @@ class ParameterSpace:
                 raise ParameterError(f"{n} = {v:g} is outside its range [{a:g}, {b:g}]")
         for msg in self.ordering_violations(theta):
             raise ParameterError(msg)
-        return self.budget_warnings(theta)
 
     def ordering_violations(self, theta) -> list[str]:
         """Messages for inconsistent velocity orderings (empty when consistent)."""
@@ -248,18 +247,6 @@ class ParameterSpace:
                 out.append(f"v_wall = {d['v_wall']:g} must be below the outer edge {v_out:g} km/s")
         return out
 
-    def budget_warnings(self, theta) -> list[str]:
-        """Zones whose free heavy-element fractions exceed 1 - X_C (smoothly renormalised)."""
-        from lumina_jax.ejecta import zone_heavy_sums  # local: avoid an import cycle
-
-        sums = np.asarray(zone_heavy_sums(np.asarray(theta, dtype=float), self))
-        budget = 1.0 - 0.02
-        return [
-            f"zone {z}: heavy-element fractions sum to {s:.3f} > {budget:.2f}; "
-            "they are renormalised smoothly (see lumina_jax.ejecta.renormalise)"
-            for z, s in enumerate(sums)
-            if s > budget
-        ]
 
     def ordering_margins(self, theta):
         """Velocity-ordering margins ``[..., m]`` in km/s (pure JAX; all > 0 when consistent):
@@ -344,7 +331,7 @@ def _parse_params(entries, path) -> list[dict]:
 
 def load_space(stage: int | str | Path, *, parametrisation: str | None = None,
                n_knots: int | None = None, config_dir: Path | None = None) -> ParameterSpace:
-    """Load a stage's parameter space from ``configs/stage{N}.yaml`` (or a YAML path).
+    """Load a stage's parameter space from ``lumina_jax/configs/stage{N}.yaml`` (or a YAML path).
 
     ``parametrisation`` ("full" or "knots") and ``n_knots`` override the stage-3 config.
     """

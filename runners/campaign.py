@@ -61,7 +61,7 @@ class GenerateOptions:
     batch_size: int = 256
     synth_workers: int = 1  # 2 overlaps device evaluation with storing (GPU); on a CPU 1 is faster (bench_runner)
     synth_factory: str = "lumina_jax.synth:Synthesizer.default"
-    synth_config: str | None = None  # YAML of the synthesizer (default configs/synth.yaml)
+    synth_config: str | None = None  # YAML of the synthesizer (default lumina_jax/configs/synth.yaml)
     abort_after: int = 20
     # where the jobs run: "inprocess" (this process's workers) or "dask" (runners.cluster)
     executor: str = "inprocess"

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lumina_jax.atomic.air import air_to_vacuum, vacuum_to_air  # noqa: F401 (re-exported: readers and tests use it)
 from lumina_jax.params import ATOMIC_NUMBERS, ELEMENTS
 
 N_STAGES = 5  # I, II, III, IV, V
@@ -278,22 +279,6 @@ def from_tables(lev: dict, cols: dict, lower, upper, chi, *, zeta=None, zeta_t=N
         lev_el=np.asarray(lev["el"], np.int32), lev_stage=np.asarray(lev["stage"], np.int32), lev_energy=energy,
         lev_g=g, lev_meta=meta, lev_origin=np.asarray(lev["origin"], np.int32),
     )
-
-
-def air_to_vacuum(wl_air):
-    """Air -> vacuum wavelength (A) above 2000 A (Morton 2000 / Ciddor refractive index)."""
-    wl = np.asarray(wl_air, float)
-    s2 = (1e4 / wl) ** 2
-    n = 1 + 0.00008336624212083 + 0.02408926869968 / (130.1065924522 - s2) + 0.0001599740894897 / (38.92568793293 - s2)
-    return np.where(wl > 2000.0, wl * n, wl)
-
-
-def vacuum_to_air(wl_vac):
-    """Vacuum -> air wavelength (A) above 2000 A (Morton 2000)."""
-    wl = np.asarray(wl_vac, float)
-    s2 = (1e4 / wl) ** 2
-    n = 1 + 0.0000834254 + 0.02406147 / (130 - s2) + 0.00015998 / (38.9 - s2)
-    return np.where(wl > 2000.0, wl / n, wl)
 
 
 C_CGS = 2.99792458e10  # cm/s

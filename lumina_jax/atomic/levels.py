@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lumina_jax.atomic.air import air_to_vacuum
+
 HC_EV_A = 12398.419843320026  # h c, eV A
 
 TOL_PAIR = 5e-4  # eV: transition-energy tolerance of a Ritz match (0.2 A at 5000 A)
@@ -111,7 +113,6 @@ def resolve_ion(e_ref, g_ref, lines: dict, tol_low: np.ndarray):
     followed by the derived ones, and the derived levels as a dict of arrays energy, g (NaN where
     no source gives it), origin.
     """
-    from lumina_jax.atomic.data import air_to_vacuum
 
     e_low = np.asarray(lines["e_low"], float)
     g_low = np.asarray(lines["g_low"], float)

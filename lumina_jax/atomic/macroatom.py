@@ -81,7 +81,7 @@ def from_atomic(atomic) -> MacroAtom:
 
 
 def air_to_vacuum_jnp(wl_air):
-    """:func:`lumina_jax.atomic.data.air_to_vacuum` in jnp (traceable)."""
+    """:func:`lumina_jax.atomic.air.air_to_vacuum` in jnp (traceable)."""
     wl = jnp.asarray(wl_air)
     s2 = (1e4 / wl) ** 2
     n = 1 + 0.00008336624212083 + 0.02408926869968 / (130.1065924522 - s2) + 0.0001599740894897 / (38.92568793293 - s2)

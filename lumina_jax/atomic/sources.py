@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lumina_jax.atomic.data import HC_EV_CM, ROMAN, Levels, element_index, vacuum_to_air
+from lumina_jax.atomic.air import vacuum_to_air
+from lumina_jax.atomic.data import HC_EV_CM, ROMAN, Levels, element_index
 from lumina_jax.params import ELEMENTS
 
 C_A = 2.99792458e18  # speed of light, A/s

@@ -1,9 +1,11 @@
 """The ``lumina-jax`` command line.
 
 Each command group lives in its own module of this package and is registered
-here.  Errors that users can fix (bad files, bad parameters) are raised as
-:class:`lumina_jax.errors.UserError` and printed as one line with exit code 2;
-never as a traceback.
+here; ``ffi`` is box3d_jax's own command line (:mod:`box3d_jax.cli`), mounted here.  Errors
+that users can fix (bad files, bad parameters) are raised as
+:class:`lumina_jax.errors.UserError` or :class:`box3d_jax.errors.UserError` (box3d_jax
+imports nothing from lumina_jax) and printed as one line with exit code 2; never as a
+traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ import sys
 
 import typer
 
+import box3d_jax.cli as _ffi
+from box3d_jax.errors import UserError as FFIUserError
 from lumina_jax._runtime import configure_compilation_cache
 from lumina_jax.errors import UserError
+
+#: Exceptions printed as one ``error: ...`` line with exit code 2.
+USER_ERRORS = (UserError, FFIUserError)
 
 app = typer.Typer(
     name="lumina-jax",
@@ -26,15 +33,13 @@ app = typer.Typer(
 # --- command registration: one module per command group ---------------------
 from lumina_jax.cli import campaign as _campaign  # noqa: E402
 from lumina_jax.cli import emulator as _emulator  # noqa: E402
-from lumina_jax.cli import ffi as _ffi  # noqa: E402
-from lumina_jax.cli import ffi_qke as _ffi_qke  # noqa: E402  (adds ffi solve/generate)
 from lumina_jax.cli import inference as _inference  # noqa: E402
 from lumina_jax.cli import lumina as _lumina  # noqa: E402
 from lumina_jax.cli import model as _model  # noqa: E402
 from lumina_jax.cli import npe as _npe  # noqa: E402  (train-npe, check sbc; after inference)
 from lumina_jax.cli import synth as _synth  # noqa: E402
 
-for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _npe, _ffi, _ffi_qke):
+for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _npe, _ffi):
     _module.register(app)
 
 
@@ -52,9 +57,9 @@ def _usage_error(exc) -> str:
 
 
 def main() -> None:
-    """Console-script entry point: run the app; a UserError or a malformed command line is one
-    ``error: ...`` line and exit code 2; Ctrl-C is one ``interrupted: ...`` line (what was
-    kept) and exit code 130 (:mod:`lumina_jax.cli._interrupt`).
+    """Console-script entry point: run the app; a user error (:data:`USER_ERRORS`) or a malformed
+    command line is one ``error: ...`` line and exit code 2; Ctrl-C is one ``interrupted: ...``
+    line (what was kept) and exit code 130 (:mod:`lumina_jax.cli._interrupt`).
 
     Turns on the persistent compilation cache first (``lumina_jax._runtime``; off with
     ``LUMINA_JAX_XLA_CACHE=0``)."""
@@ -78,7 +83,7 @@ def main() -> None:
             code = exc.exit_code
         except Abort:
             code = 1
-        except UserError as exc:
+        except USER_ERRORS as exc:
             if not _interrupt.interrupted():
                 typer.secho(f"error: {_one_line(exc)}", fg=typer.colors.RED, err=True)
             code = 2

@@ -1,6 +1,6 @@
 """What the commands write: strict JSON on stdout and outputs that never overwrite silently.
 
-* :func:`dumps_json` -- ``json.dumps`` that writes non-finite numbers (NaN, +-inf) as ``null``
+* :func:`dumps_json` (:func:`lumina_jax.strict_json.dumps`) -- ``json.dumps`` that writes non-finite numbers (NaN, +-inf) as ``null``
   (strict JSON, which ``jq`` and JavaScript parsers accept) and numpy scalars / arrays as
   plain numbers / lists.
 * :func:`refuse_overwrite` -- the common ``--force`` rule: an output path that already exists
@@ -14,36 +14,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
-import numpy as np
-
 from lumina_jax.errors import UserError
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return x if math.isfinite(x) else None
-    return obj
-
-
-def dumps_json(obj, *, indent: int | None = None, default=str) -> str:
-    """``obj`` as strict JSON: NaN / inf become ``null``; numpy types become Python ones."""
-    return json.dumps(_clean(obj), indent=indent, default=default, allow_nan=False)
+from lumina_jax.strict_json import dumps as dumps_json  # noqa: F401 (the commands import it from here)
 
 
 def refuse_overwrite(path, *, force: bool, what: str = "output", hint: str = "pass --force to overwrite it") -> None:

@@ -122,7 +122,7 @@ def generate(
     synth_factory: str = typer.Option("lumina_jax.synth:Synthesizer.default", "--synth-factory",
                                       help="module:callable building the synthesizer from a ParameterSpace."),
     synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="Synthesizer YAML (default "
-                                                "configs/synth.yaml; configs/synth_campaign.yaml is the cheaper "
+                                                "lumina_jax/configs/synth.yaml; lumina_jax/configs/synth_campaign.yaml is the cheaper "
                                                 "training-set setting)."),
     executor: str = typer.Option("inprocess", "--executor", help="Where the jobs run: 'inprocess' (workers of this "
                                  "process) or 'dask' (a Dask cluster: --scheduler or --cluster; needs the cluster "

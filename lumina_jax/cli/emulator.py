@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +18,7 @@ def train(
     data: list[Path] = typer.Option(..., "--data", help="campaign store (HDF5) with finished models; "
                                     "repeat to train on several stores of the same space"),
     out: Path = typer.Option(..., "--out", help="checkpoint file to write (HDF5)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="emulator YAML (default configs/emulator.yaml)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="emulator YAML (default lumina_jax/configs/emulator.yaml)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="maximum epochs (overrides the config)"),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="early-stopping patience in epochs"),
     stage: Optional[int] = typer.Option(None, "--stage", help="require the store to be of this stage"),
@@ -43,51 +41,35 @@ def train(
     An existing --out file is kept (the command stops) unless --force is given.  With --sobolev K
     the synthesizer's derivatives along K random directions per training model are computed first
     (forward-mode, cached beside each store in STORE.jvp-KEY.npz) and fitted with the values."""
-    from lumina_jax.emulator import load_train_config, save_emulator, train_emulator
-    from lumina_jax.emulator._data import load_training_sets
+    from lumina_jax.workflows import emulator as workflow
 
     check_out_file(out, force=force, inputs=data)
     check_in_file(config, option="--config", what="emulator YAML", text=True)
     check_in_file(synth_config, option="--synth-config", what="synthesizer YAML", text=True)
-    cfg = load_train_config(config, max_epochs=epochs, patience=patience, seed=seed, jvp_directions=sobolev,
-                            jvp_rows=sobolev_rows, jvp_weight=sobolev_weight,
-                            jvp_synth_config=None if synth_config is None else str(synth_config))
-    ts = load_training_sets(data, stage=stage)
-    data_paths = list(data)
-    data = ", ".join(str(d) for d in data)
-    if ts.theta.shape[0] == 0:
-        raise UserError(f"{data} has no finished models")
+    overrides = dict(max_epochs=epochs, patience=patience, seed=seed, jvp_directions=sobolev, jvp_rows=sobolev_rows,
+                     jvp_weight=sobolev_weight, jvp_synth_config=None if synth_config is None else str(synth_config))
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     show = not (quiet or as_json)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), transient=False, disable=not show)
+    tasks = {}
+
+    def on_derivatives(done, total):
+        if "jvp" not in tasks:
+            tasks["jvp"] = progress.add_task("synthesizer derivatives", total=None)
+        progress.update(tasks["jvp"], completed=done, total=total)
+
+    def on_epoch(epoch, max_epochs, tl, vl, best):
+        if "train" not in tasks:
+            tasks["train"] = progress.add_task("training", total=max_epochs)
+        progress.update(tasks["train"], completed=epoch, description=f"train {tl:.3e}  val {vl:.3e}  best@{best}")
+
     with progress:
-        jvp, jvp_info = None, None
-        if cfg.jvp_directions:
-            from lumina_jax.emulator import sobolev_targets
-
-            jtask = progress.add_task(f"synthesizer derivatives ({cfg.jvp_directions} per model)", total=None)
-            jvp, jvp_info = sobolev_targets(data_paths, cfg,
-                                            on_progress=lambda d, t: progress.update(jtask, completed=d, total=t))
-        task = progress.add_task("training", total=cfg.max_epochs)
-
-        def on_epoch(epoch, tl, vl, best):
-            progress.update(task, completed=epoch,
-                            description=f"train {tl:.3e}  val {vl:.3e}  best@{best}")
-
-        emu, hist, seen = train_emulator(ts, cfg, on_epoch=on_epoch, data_label=str(data), jvp=jvp,
-                                         jvp_info=jvp_info)
-    with _interrupt.critical():  # written to a temporary name and renamed: never cut short
-        save_emulator(emu, out, seen_hashes=seen)
+        summary = workflow.train(data, out, config=config, stage=stage, overrides=overrides,
+                                 on_derivatives=on_derivatives, on_epoch=on_epoch, write_guard=_interrupt.critical)
     _interrupt.kept(f"the checkpoint is written: {out}")
-    meta = emu.metadata
-    summary = {k: meta[k] for k in ("n_models", "n_used", "n_dropped", "n_train", "n_val", "n_test", "n_components",
-                                    "epochs", "best_epoch", "best_val_loss", "sigma_scale",
-                                    "val_mean_fractional_error", "train_seconds")}
-    summary["checkpoint"] = str(out)
-    summary["n_derivative_rows"] = meta.get("n_derivative_rows", 0)
     if as_json:
         typer.echo(dumps_json(summary))
     else:
@@ -120,7 +102,7 @@ def report(
         raise UserError(f"--wl-min {wl_min} must be below --wl-max {wl_max} (both in Å)")
     check_plot_path(plot, force=force, inputs=(checkpoint, *data))
 
-    from lumina_jax.emulator import evaluate, load_emulator, load_training_set, prepare_spectra, theta_hashes
+    from lumina_jax.emulator import evaluate, load_emulator, prepare_spectra, theta_hashes
     from lumina_jax.emulator._checkpoint import read_seen_hashes
     from lumina_jax.emulator._report import plot_report
     from lumina_jax.preprocess import Preprocessor
@@ -209,7 +191,7 @@ def register(app: typer.Typer) -> None:
 def calibrate(
     checkpoint: Path = typer.Argument(..., help="emulator checkpoint (updated in place)"),
     data: list[Path] = typer.Option(..., "--data", help="the campaign store(s) it was trained on, in the same order"),
-    stride: Optional[int] = typer.Option(None, "--stride", help="likelihood bin stride (default: configs/inference.yaml)"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="likelihood bin stride (default: lumina_jax/configs/inference.yaml)"),
     n_max: int = typer.Option(2000, "--n-max", min=1, help="validation models used at most"),
     dry_run: bool = typer.Option(False, "--dry-run", help="compute and print, do not write the checkpoint"),
     as_json: bool = typer.Option(False, "--json"),
@@ -219,60 +201,10 @@ def calibrate(
     The factor makes the error's projection onto the parameter directions consistent with
     the error model (projected chi-square; lumina_jax.inference.calibration) and is stored as
     `error_cov_scale` in the checkpoint; `infer` and `check` apply it (likelihood.emulator_error_scale)."""
-    import numpy as np
+    from lumina_jax.workflows import emulator as workflow
 
-    from lumina_jax.emulator import load_emulator, prepare_spectra, theta_hashes
-    from lumina_jax.emulator._checkpoint import read_seen_hashes, write_error_cov_scale
-    from lumina_jax.emulator._data import load_training_sets
-    from lumina_jax.emulator._training import split_indices
-    from lumina_jax.inference.calibration import projected_error_scale
-    from lumina_jax.inference.config import load_inference_config
-    from lumina_jax.inference.model import make_setup
-    from lumina_jax.preprocess import Preprocessor
-
-    emu = load_emulator(checkpoint)
-    folder = checkpoint.resolve().parent
-    if not dry_run and not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{checkpoint}: its directory {folder} is not writable, and the calibration is stored in "
-                        "the checkpoint (or pass --dry-run)")
-    if emu.error_basis is None:
-        raise UserError(f"{checkpoint} carries no error correlation basis; retrain it first")
-    meta = json.loads(emu.metadata_json or "{}")
-    tc = meta.get("config") or {}
-    if not {"val_fraction", "test_fraction", "seed"} <= set(tc):
-        raise UserError(f"{checkpoint}: its metadata lacks the training split (val_fraction, test_fraction, seed)")
-    ts = load_training_sets(data)
-    if ts.space.names != emu.space.names:
-        raise UserError(f"the --data stores hold stage-{ts.space.stage} models; {checkpoint} is stage {emu.space.stage}")
-    if ts.theta.shape[0] == 0:
-        raise UserError(f"{', '.join(map(str, data))}: no finished models, so no validation models to calibrate on; "
-                        "pass the stores the checkpoint was trained on")
-    prep = prepare_spectra(ts, Preprocessor(emu.settings.preprocess))
-    _, val, _ = split_indices(prep.theta.shape[0], tc["val_fraction"], tc["test_fraction"], tc["seed"])
-    if val.size == 0:
-        raise UserError(f"{', '.join(map(str, data))}: too few finished models for a validation split; pass the "
-                        "stores the checkpoint was trained on")
-    seen = read_seen_hashes(checkpoint)
-    if not np.all(np.isin(theta_hashes(prep.theta[val]), seen)):
-        raise UserError("the validation split of --data is not the one the checkpoint saw: pass the stores it was "
-                        "trained on, in the same order")
-    val = val[:n_max]
-    lk = load_inference_config()["likelihood"]
-    st = int(stride or lk.get("stride", 8))
-    setup = make_setup(emu.space, n_poly=0)
-    idx = setup.free_index
-    widths = (np.asarray(emu.space.upper) - np.asarray(emu.space.lower))[idx]
-    typer.echo(f"projected chi-square of {val.size} validation models (stride {st}) ...", err=True)
-    try:
-        res = projected_error_scale(emu.spectrum_and_sigma, prep.theta[val], prep.flux[val], emu.wavelength,
-                                    emu.error_basis, idx, widths, stride=st, emu_rank=lk.get("emulator_rank"))
-    except ValueError as exc:  # too few usable validation models
-        raise UserError(f"cannot calibrate {checkpoint} on {val.size} validation models: {exc}") from exc
-    res["checkpoint"] = str(checkpoint)
-    res["written"] = not dry_run
-    if not dry_run:
-        with _interrupt.critical():  # an in-place update: never cut short
-            write_error_cov_scale(checkpoint, res["error_cov_scale"], res)
+    res = workflow.calibrate(checkpoint, data, stride=stride, n_max=n_max, dry_run=dry_run,
+                             log=lambda m: typer.echo(m, err=True), write_guard=_interrupt.critical)
     if as_json:
         typer.echo(dumps_json(res))
     else:

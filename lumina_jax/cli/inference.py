@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,7 +26,7 @@ def _sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, 
     a parameter name, or ``none`` to switch the config's ridge off)."""
     import dataclasses
 
-    from lumina_jax.inference.config import load_inference_config, ridge_name, sampler_config
+    from lumina_jax.workflows.config import load_inference_config, ridge_name, sampler_config
 
     cfg = sampler_config(load_inference_config(config)["sampler"], name=sampler, num_chains=chains,
                          num_warmup=warmup, num_samples=samples, seed=seed, target_accept=target_accept,
@@ -82,7 +80,7 @@ def infer(
                                         "path; docs/inference.md), or none.  Default: config sampler.ridge (t_exp: "
                                         "the homologous t_exp / L / rho_0 degeneracy)."),
     npe: Optional[Path] = typer.Option(None, "--npe", help="NPE checkpoint of --sampler npe / --init npe (default: "
-                                       "the stage's shipped one, checkpoints/stage1_npe.h5; docs/npe.md)."),
+                                       "the stage's shipped one, lumina_jax/checkpoints/stage1_npe.h5; docs/npe.md)."),
     init: str = typer.Option("map", "--init", help="Start of the MCMC samplers: map (multi-start MAP search) or npe "
                              "(the amortised posterior's best draw, no MAP search)."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying (the emulator's sigma at "
@@ -104,11 +102,12 @@ def infer(
                                            "divergences > 1 %."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots into the results dir."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default configs/inference.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default lumina_jax/configs/inference.yaml)."),
 ) -> None:
     """Fit a spectrum (or the SN 2011fe-like synthesizer mock) through the emulator; write RESULTS_DIR."""
-    from lumina_jax.inference import api, diagnostics
-    from lumina_jax.inference.config import parse_prior, parse_window
+    from lumina_jax.inference import diagnostics
+    from lumina_jax.workflows import infer as api
+    from lumina_jax.workflows.config import parse_prior, parse_window
 
     log = _echo(json_out)
     if mock_noise is not None and not (math.isfinite(mock_noise) and mock_noise > 0):
@@ -126,7 +125,7 @@ def infer(
         ebv_host=ebv_host, window=parse_window(window), telluric=telluric, mock_noise=mock_noise,
         config_path=config, wave_unit=wave_unit, flux_unit=flux_unit, box_link=box_link,
         emulator_sigma=_emulator_sigma_option(emulator_sigma))
-    res, out_dir = api.infer(req, log=log, emulator=_EMULATOR_OVERRIDE, synthesizer=_SYNTH_OVERRIDE,
+    res, out_dir = api.infer(req, log=log,
                              write_guard=_interrupt.critical)
     s = res.summary
     if plots:
@@ -180,57 +179,10 @@ def _check_results_dir(path: Path, force: bool) -> None:
                   hint="pass --force to overwrite its results or choose another --out")
 
 
-# tests replace these with stand-ins
-_EMULATOR_OVERRIDE = None
-_SYNTH_OVERRIDE = None
-
-
-def _resolve_emulator(summary, checkpoint):
-    from lumina_jax.inference import api
-
-    if _EMULATOR_OVERRIDE is not None:
-        return _EMULATOR_OVERRIDE
-    path = str(checkpoint) if checkpoint else summary.get("checkpoint")  # --checkpoint arrives as a Path
-    if not path or path.startswith("("):
-        raise UserError("no emulator checkpoint recorded in the results; pass --checkpoint")
-    return api.get_emulator(path)
-
-
-def _emulator_and_space(summary, checkpoint):
-    """The fit's emulator (``--checkpoint`` or the recorded one) and its sampling box; an emulator
-    of another stage or parametrisation is refused, as ``infer`` refuses it."""
-    from lumina_jax.inference.chaining import check_emulator_stage
-
-    emu = _resolve_emulator(summary, checkpoint)
-    try:
-        stage = int(summary["stage"])
-    except (TypeError, ValueError):
-        raise UserError(f"the results' summary.json has no valid stage ({summary['stage']!r})") from None
-    check_emulator_stage(emu.space, stage)
-    space = _space_of(summary, emu)
-    if tuple(emu.space.names) != tuple(space.names):
-        raise UserError(f"the emulator's parameters ({emu.space.dim}) are not the fit's ({space.dim}); pass the "
-                        "--checkpoint the results were fitted with")
-    return emu, space
-
-
-def _resolve_synth(space):
-    from lumina_jax.inference import api
-
-    if _SYNTH_OVERRIDE is not None:
-        return _SYNTH_OVERRIDE
-    try:
-        return api.get_synthesizer(space)
-    except UserError:
-        return None
-
-
 def _plots(out_dir, summary, log, checkpoint=None):
-    from lumina_jax.inference.plots import make_plots
+    from lumina_jax.workflows.plots import plot_results
 
-    emu, space = _emulator_and_space(summary, checkpoint)
-    synth = _resolve_synth(space)
-    files = make_plots(out_dir, emulator=emu, synthesizer=synth, log=log)
+    files = plot_results(out_dir, summary, checkpoint=checkpoint, log=log)
     log("plots: " + ", ".join(f.name for f in files))
 
 
@@ -239,7 +191,7 @@ def plot(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Emulator (default: the one recorded)."),
 ) -> None:
     """Corner, spectrum fit with posterior-predictive bands, trace/rank, synthesizer vs emulator."""
-    from lumina_jax.inference.plots import load_results
+    from lumina_jax.workflows.results import load_results
 
     summary, _ = load_results(results_dir)
     check_out_dir(results_dir, force=True, option="RESULTS", what="plots")
@@ -258,7 +210,8 @@ def chain_report_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """A chain of fits at a glance: residual RMS, convergence and derived masses per stage."""
-    from lumina_jax.inference import plots
+    from lumina_jax.workflows import plots
+    from lumina_jax.workflows.results import load_results
 
     for f, opt in ((figure, "--figure"), (abundance, "--abundance")):
         if f is not None:
@@ -267,7 +220,7 @@ def chain_report_cmd(
     if figure is not None:
         plots.chain_plot(results, figure)
     if abundance is not None:
-        summary, idata = plots.load_results(results[-1])
+        summary, idata = load_results(results[-1])
         plots.abundance_plot(summary, idata, abundance)
     if json_out:
         typer.echo(dumps_json(rep, indent=1))
@@ -290,7 +243,7 @@ check_app = typer.Typer(help="Posterior checks against the physics (coverage, gr
 
 
 def _emulator_sigma_option(value: str | None) -> str | None:
-    from lumina_jax.inference.config import check_emulator_sigma
+    from lumina_jax.workflows.config import check_emulator_sigma
 
     return check_emulator_sigma(value, "--emulator-sigma")
 
@@ -310,7 +263,7 @@ def check_coverage(
     simulator: str = typer.Option("synth", "--simulator", help="synth (default) or emulator (self-consistency)."),
     synth_config: Optional[Path] = typer.Option(None, "--synth-config",
                                                 help="synthesizer YAML of the injections (default: "
-                                                "configs/synth_campaign.yaml, the setting the shipped "
+                                                "lumina_jax/configs/synth_campaign.yaml, the setting the shipped "
                                                 "emulators' training campaigns used)."),
     out: Optional[Path] = typer.Option(None, "--out", help="JSON file written after every injection; an existing "
                                        "file from the same settings is resumed."),
@@ -330,7 +283,7 @@ def check_coverage(
                                      "whose injections count as done; repeatable."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying or fixed (as infer; "
                                                  "default: config likelihood.emulator_sigma)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default configs/inference.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default lumina_jax/configs/inference.yaml)."),
     json_out: bool = typer.Option(False, "--json"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
 ) -> None:
@@ -342,21 +295,25 @@ def check_coverage(
     On several cores: `--shard 0/2 --out a.json` and `--shard 1/2 --out b.json` in parallel,
     then `--merge a.json --merge b.json --out all.json` for the full report; or let
     `--cluster local:N` (or --scheduler / --cluster slurm|pbs) run and merge the shards."""
-    from lumina_jax.inference import api, checks
-    from lumina_jax.inference.chaining import check_emulator_stage
-    from lumina_jax.inference.config import box_link_for, default_checkpoint, load_inference_config
-    from lumina_jax.inference.model import make_setup
+    from lumina_jax.workflows import checks
+    from lumina_jax.workflows.coverage import CoverageRun, read_coverage, run_coverage
 
     if n < 1 or map_starts < 1:
         raise UserError("--n and --map-starts must be >= 1")
-    if out is not None:  # an existing file of the same run is resumed (checked below)
+    if out is not None:  # an existing file of the same run is resumed (checked in the workflow)
         check_out_file(out, force=True, inputs=merge, option="--out")
+        if out.exists():
+            read_coverage(out)
+    for path in merge:
+        read_coverage(path)
     check_plot_path(plot, force=force, inputs=(out, *merge))
     _interrupt.kept(f"finished injections are saved in {out}: run the same command again to continue"
                     if out is not None else "nothing saved (without --out no injection is kept)")
     _emulator_sigma_option(emulator_sigma)
     if not (math.isfinite(noise) and noise > 0):
         raise UserError(f"--noise must be a finite fraction of the flux > 0, got {noise}")
+    if simulator not in ("synth", "emulator"):
+        raise UserError("--simulator must be synth or emulator")
     shard_km = None
     if shard is not None:
         try:
@@ -373,138 +330,15 @@ def check_coverage(
         from runners.cluster import parse_cluster
 
         fan = parse_cluster(scheduler, cluster, cluster_config)
-    cfg = load_inference_config(config)
     scfg = _sampler_cfg(config, sampler, chains, warmup, samples, seed, None, None, False)
-    emu = _EMULATOR_OVERRIDE or api.get_emulator(checkpoint or default_checkpoint(stage))
-    check_emulator_stage(emu.space, stage)
-    lk = cfg["likelihood"]
-    lk["emulator_sigma"] = emulator_sigma or lk["emulator_sigma"]
-    setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
-                       f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
-                       log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
-                       ordering_softness=float(lk["ordering_softness"]), box_link=box_link_for(lk, stage))
-    if simulator == "synth":
-        if _SYNTH_OVERRIDE is not None:
-            synth = _SYNTH_OVERRIDE
-        else:
-            from lumina_jax.params import CONFIG_DIR
-
-            synth_config = synth_config or CONFIG_DIR / "synth_campaign.yaml"
-            if not synth_config.is_file():
-                raise UserError(f"--synth-config {synth_config} does not exist")
-            synth = api.get_synthesizer(emu.space, synth_config)
-        simulate = synth.spectrum
-    elif simulator == "emulator":
-        import numpy as np
-
-        simulate = lambda th: (np.asarray(emu.wavelength), np.asarray(emu.spectrum(th)))  # noqa: E731
-    else:
-        raise UserError("--simulator must be synth or emulator")
     log = (lambda m: typer.echo(m, err=True)) if json_out else typer.echo
-    settings = {"stage": stage, "n": n, "noise": noise, "sampler": sampler, "warmup": warmup, "samples": samples,
-                "chains": chains, "map_starts": map_starts, "seed": seed, "simulator": simulator,
-                "synth_config": str(synth_config) if simulator == "synth" else None,
-                "checkpoint": str(checkpoint or default_checkpoint(stage))}
-    if lk["emulator_sigma"] != "varying":  # (absent from files written before the option existed)
-        settings["emulator_sigma"] = lk["emulator_sigma"]
-    if config is not None:  # another config: what it resolved to must match for a resume / merge
-        import dataclasses
-
-        settings["config"] = {"likelihood": dict(lk), "sampler": dataclasses.asdict(scfg),
-                              "priors": cfg.get("priors")}
-    if simulator == "emulator":  # mocks are the prediction itself (before: re-preprocessed; such files do not resume)
-        settings["mock_mean"] = "prediction"
-
-    def read_coverage(path):
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{path} is not a readable coverage file ({e})") from None
-        if not (isinstance(d, dict) and isinstance(d.get("settings"), dict) and isinstance(d.get("injections"), list)
-                and all(isinstance(r, dict) and "index" in r for r in d["injections"])):
-            raise UserError(f"{path} is not a coverage file of `lumina-jax check coverage` (needs 'settings' and "
-                            "'injections')")
-        return d
-
-    done, emu_error_prev, merged_wall = [], None, 0.0
-
-    def not_done(records):
-        have = {d["index"] for d in done}
-        return [r for r in records if r["index"] not in have]
-
-    if fan is not None:  # every shard is `check coverage --shard k/m` on a worker, merged below
-        import tempfile
-
-        shard_dir = Path(f"{out}.shards") if out is not None else Path(tempfile.mkdtemp(prefix="coverage-shards-"))
-        shard_dir.mkdir(exist_ok=True)
-        given = [("--checkpoint", checkpoint), ("--synth-config", synth_config if simulator == "synth" else None),
-                 ("--emulator-sigma", emulator_sigma), ("--config", config)]
-
-        def shard_argv(k, m):
-            argv = ["check", "coverage", "--stage", str(stage), "--n", str(n), "--noise", repr(noise), "--sampler",
-                    sampler, "--warmup", str(warmup), "--samples", str(samples), "--chains", str(chains),
-                    "--map-starts", str(map_starts), "--seed", str(seed), "--simulator", simulator,
-                    "--shard", f"{k}/{m}", "--out", str((shard_dir / f"{k}-of-{m}.json").resolve()), "--json"]
-            for opt, v in given:  # as given: the settings recorded in the shard files must match ours
-                argv += [opt, str(v)] if v is not None else []
-            return argv
-
-        from runners.cluster import fan_out
-
-        m = fan_out(fan, shard_argv, log=log)
-        merge = [*merge, *(shard_dir / f"{k}-of-{m}.json" for k in range(m))]
-    for path in merge:
-        prev = read_coverage(path)
-        other = {k: v for k, v in prev["settings"].items() if k != "shard"}
-        if other != settings:
-            raise UserError(f"--merge {path} holds a run with other settings {prev.get('settings')}")
-        new = not_done(prev["injections"])
-        done += new
-        emu_error_prev = emu_error_prev or prev.get("emulator_error")
-        merged_wall += float(prev.get("wall_s") or 0.0)
-        log(f"merged {path}: {len(new)} injections")
-    settings["shard"] = shard
-    if out is not None and out.exists():
-        prev = read_coverage(out)
-        if prev.get("settings") != settings:
-            raise UserError(f"{out} holds a run with other settings {prev.get('settings')}; remove it or choose "
-                            "another --out")
-        done += not_done(prev["injections"])
-        log(f"resuming {out}: {len(done)}/{n} injections done")
-
-    def after_injection(records):
-        # every injection compiles its own closures and JAX's caches keep them all alive (~0.3 GB
-        # per stage-1 injection: a 50-injection run died of LLVM "Cannot allocate memory" after
-        # 40).  This process is ours, so drop them (the library function leaves caches alone).
-        import jax
-
-        jax.clear_caches()
-        save(records)
-
-    def save(records, final=None):
-        if out is None:
-            return
-        obj = final if final is not None else {"settings": settings, "complete": False, "injections": records}
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        with _interrupt.critical():
-            tmp.write_text(dumps_json(obj, indent=1))
-            tmp.replace(out)
-
-    emu_basis, corr_length = api.emulator_error_model(emu, lk, log=log)
-    res = checks.coverage(setup, emu, simulate, n_injections=n, noise_frac=noise, sampler=scfg, seed=seed,
-                          map_starts=map_starts, emu_basis=emu_basis,
-                          corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
-                          emu_var_scale=api.emulator_error_scale(emu, lk, emu_basis, log),
-                          log=log, done=done, on_record=after_injection, shard=shard_km,
-                          simulates_prediction=simulator == "emulator", emulator_sigma=lk["emulator_sigma"])
-    res["emulator_error"] = res["emulator_error"] or emu_error_prev
-    res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
-    res["simulator"] = simulator
-    res["settings"] = settings
-    res["complete"] = True
-    save(None, res)
+    run = CoverageRun(stage=stage, n=n, noise=noise, sampler_name=sampler, warmup=warmup, samples=samples,
+                      chains=chains, map_starts=map_starts, seed=seed, simulator=simulator, checkpoint=checkpoint,
+                      synth_config=synth_config, emulator_sigma=emulator_sigma, config=config, out=out,
+                      shard=shard_km, merge=tuple(merge))
+    res, free = run_coverage(run, scfg, cluster=fan, log=log, write_guard=_interrupt.critical)
     if plot is not None:
-        checks.plot_coverage(res, list(setup.free), plot)
+        checks.plot_coverage(res, free, plot)
         log(f"plot: {plot}")
     if json_out:
         typer.echo(dumps_json(res, indent=1))
@@ -529,54 +363,6 @@ def check_coverage(
                            f"in95 {res['mean_in95_converged']:.3f}")
 
 
-def _space_of(summary, emu):
-    """The sampling box stored in a summary (rebuilt on the emulator's space if not a standard stage)."""
-    from lumina_jax.params import ParameterSpace
-
-    try:
-        return ParameterSpace.from_json(summary["space"])
-    except (UserError, KeyError, TypeError):
-        try:
-            ps = summary["space"]["parameters"]
-            return emu.space.with_bounds([p["low"] for p in ps], [p["high"] for p in ps])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"the results' summary.json holds no usable sampling box ({exc!r})") from None
-
-
-def _load_fit(results_dir, checkpoint):
-    import jax.numpy as jnp
-    import numpy as np
-
-    from lumina_jax.inference.likelihood import make_likelihood_data
-    from lumina_jax.inference.model import make_setup
-    from lumina_jax.inference.plots import load_results
-
-    summary, idata = load_results(results_dir)
-    emu, space = _emulator_and_space(summary, checkpoint)
-    lk = summary["likelihood"]
-    setup = make_setup(space, free=summary["free"], fixed=summary["fixed"], n_poly=lk["n_poly"],
-                       f_sys_range=tuple(lk["f_sys_range"]), ordering_softness=float(lk.get("ordering_softness", 0.0)),
-                       box_link=lk.get("box_link", "logit"),
-                       # results that do not record the f_sys prior used the log-uniform one
-                       f_sys_prior=lk.get("f_sys_prior", "log-uniform"), f_sys_scale=float(lk.get("f_sys_scale", 0.2)))
-    obs = idata.observed_data
-    wave = np.asarray(idata.constant_data["wavelength"])
-    # the fit's emulator-error model, from what its summary recorded
-    corr = lk.get("emulator_corr_length")
-    use_basis = lk.get("emulator_rank") is not None and not corr and emu.error_basis is not None
-    emu_basis = np.asarray(emu.error_basis, float) if use_basis else None
-    data = make_likelihood_data(wave, obs["flux"], obs["sigma_obs"], np.asarray(obs["mask"]).astype(bool),
-                                corr_length=corr, emu_basis=emu_basis, stride=int(lk.get("stride", 1)),
-                                emu_rank=lk.get("emulator_rank"),
-                                emu_var_scale=float(lk.get("emulator_error_cov_scale") or 1.0) if use_basis else 1.0)
-    nb = summary["nuisance_best_fit"]
-    nuis = {"log_scale": float(nb["log_scale"]), "f_sys": float(nb["f_sys"])}
-    if "poly" in nb:
-        nuis["poly"] = jnp.asarray(nb["poly"])
-    synth = _SYNTH_OVERRIDE or __import__("lumina_jax.inference.api", fromlist=["x"]).get_synthesizer(space)
-    return summary, idata, setup, data, wave, nuis, emu, synth
-
-
 @check_app.command("gradient")
 def check_gradient(
     results_dir: Path = typer.Argument(...),
@@ -591,12 +377,12 @@ def check_gradient(
     gradients are large and their cosine measures the emulator's slopes."""
     import numpy as np
 
-    from lumina_jax.inference import checks
-    from lumina_jax.inference.plots import full_theta_draws
+    from lumina_jax.workflows import checks
+    from lumina_jax.workflows.results import full_theta_draws, load_fit
 
     if draws < 0:
         raise UserError(f"--draws must be >= 0, got {draws}")
-    summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
+    summary, idata, setup, data, wave, nuis, emu, synth = load_fit(results_dir, checkpoint)
     theta = np.asarray(idata.constant_data["theta_best"])
     # a fit made with the emulator's sigma fixed: its likelihood held sigma at the reference point
     lk = summary["likelihood"]
@@ -630,12 +416,12 @@ def check_ppc(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Posterior predictive through the physics: draws re-simulated by the synthesizer."""
-    from lumina_jax.inference import checks
-    from lumina_jax.inference.plots import full_theta_draws
+    from lumina_jax.workflows import checks
+    from lumina_jax.workflows.results import full_theta_draws, load_fit
 
     if n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
-    summary, idata, setup, data, wave, nuis, emu, synth = _load_fit(results_dir, checkpoint)
+    summary, idata, setup, data, wave, nuis, emu, synth = load_fit(results_dir, checkpoint)
     th, nd = full_theta_draws(summary, idata, n)
     res = checks.ppc_physics(emu, synth, th, nd, data, wave)
     if json_out:
@@ -666,7 +452,7 @@ def pipeline(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: the training config)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience (epochs)."),
     synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="Synthesizer settings of the synth "
-                                                "campaigns (default configs/synth_campaign.yaml, as the shipped "
+                                                "campaigns (default lumina_jax/configs/synth_campaign.yaml, as the shipped "
                                                 "stage-1 emulator)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Synth models per batched call."),
     stage1_emulator: str = typer.Option("shipped", "--stage1-emulator", help="Stage-1 emulator: shipped (the "
@@ -683,8 +469,8 @@ def pipeline(
 ) -> None:
     """generate -> train -> calibrate (the emulator-error covariance factor) -> infer for each stage, each stage
     seeded by the previous result; resumable."""
-    from lumina_jax.inference.config import default_checkpoint, parse_prior
-    from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
+    from lumina_jax.workflows.config import default_checkpoint, parse_prior
+    from lumina_jax.workflows.pipeline import PipelineOptions, run_pipeline
 
     s1 = {"shipped": None, "train": None}.get(stage1_emulator, Path(stage1_emulator))
     if stage1_emulator == "shipped":

@@ -33,7 +33,7 @@ def export_ref(
     n_packets: int = typer.Option(200_000, "--n-packets", help="packets per iteration written into config.json"),
     n_iterations: int = typer.Option(10, "--n-iterations", help="iterations written into config.json"),
     seed: int = typer.Option(23111963, "--seed", help="seed written into config.json"),
-    synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="synthesizer YAML (default configs/synth.yaml)"),
+    synth_config: Optional[Path] = typer.Option(None, "--synth-config", help="synthesizer YAML (default lumina_jax/configs/synth.yaml)"),
     force: bool = typer.Option(False, "--force", help="replace an existing --out"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
 ) -> None:

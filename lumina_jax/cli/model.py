@@ -13,6 +13,12 @@ from lumina_jax.cli._output import dumps_json
 from lumina_jax.errors import ParameterError, UserError
 
 
+def _check(theta, space, bounds):
+    from lumina_jax.ejecta import check_parameters  # JAX-heavy: imported on use
+
+    return check_parameters(theta, space, bounds=bounds)
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -49,7 +55,7 @@ def read_params_file(path: Path, space, *, bounds: str = "current") -> "tuple":
             raise ParameterError(f"{path}: 'theta' must be a list of {space.dim} numbers for stage {space.stage}, "
                                  f"got {got if len(got) <= 60 else got[:57] + '...'}")
         theta = np.asarray(theta, dtype=float)
-        return theta, space.check(theta, bounds=bounds)
+        return theta, _check(theta, space, bounds)
     if isinstance(d, dict):
         for key in ("params", "best_fit"):
             if isinstance(d.get(key), dict):
@@ -63,7 +69,7 @@ def read_params_file(path: Path, space, *, bounds: str = "current") -> "tuple":
     # inactive parameters may be omitted: they do not act on the model; use the box centre
     centre = {n: 0.5 * (lo + hi) for n, lo, hi in zip(space.names, space.lows, space.highs) if n in space.inactive}
     theta = space.from_dict(d, fill=centre)
-    return theta, space.check(theta, bounds=bounds)
+    return theta, _check(theta, space, bounds)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,8 +23,8 @@ def _pair(text: str, option: str) -> tuple[float, float]:
 
 
 def _emulator_preprocess(checkpoint: Optional[Path], stage: int):
-    from lumina_jax.inference.api import get_emulator
-    from lumina_jax.inference.config import default_checkpoint
+    from lumina_jax.workflows.loaders import get_emulator
+    from lumina_jax.workflows.config import default_checkpoint
 
     emu = get_emulator(checkpoint or default_checkpoint(stage))
     return emu.settings.preprocess
@@ -63,7 +63,7 @@ def train_npe(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
 ) -> None:
     """Train an amortised posterior (conditional normalising flow) on synthesizer campaign stores."""
-    from lumina_jax.inference import npe_io
+    from lumina_jax.workflows import npe as npe_io
 
     check_out_file(out, force=force, inputs=data)
     opts = npe_io.TrainOptions(n_poly=n_poly, poly_sd=poly_sd, band=_pair(band, "--band"),
@@ -106,7 +106,7 @@ def sbc(
 ) -> None:
     """Simulation-based calibration of the amortised posterior on held-out synthesizer models:
     rank histograms per parameter (chi-square test, Bonferroni-corrected) and expected coverage."""
-    from lumina_jax.inference import npe_io, sbc as sbc_mod
+    from lumina_jax.workflows import npe as npe_io, sbc as sbc_mod
 
     if sampler != "npe":
         raise UserError(f"check sbc supports --sampler npe (amortised); got {sampler!r} (for the MCMC samplers "
@@ -142,7 +142,7 @@ def compare(
     """Compare two posteriors of one fit: per-parameter median shift (reference sd) and 68 % width
     ratio, and a k-NN classifier two-sample test of the joint draws."""
     from lumina_jax.inference import compare as cmp
-    from lumina_jax.inference.plots import load_results, posterior_array
+    from lumina_jax.workflows.results import load_results, posterior_array
 
     (s1, i1), (s0, i0) = load_results(results), load_results(reference)
     if s1["free"] != s0["free"] or s1["stage"] != s0["stage"]:

@@ -49,7 +49,7 @@ def simulate(
     params: Path = typer.Option(..., "--params", help="JSON file: {name: value} (or {'theta': [...]})"),
     out: Path = typer.Option(..., "--out", help="output CSV (wavelength_A, L_lambda_erg_s_A)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also save a PNG plot"),
-    config: Optional[Path] = typer.Option(None, "--config", help="synthesizer config (default configs/synth.yaml)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="synthesizer config (default lumina_jax/configs/synth.yaml)"),
     atomic: Optional[str] = typer.Option(None, "--atomic", help="atomic data: default, a .npz, a TARDIS .h5 or a Kurucz folder"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing --out / --plot file"),
@@ -183,7 +183,7 @@ def atomic_download_kurucz(
 ) -> None:
     """Download Kurucz gfZZII.pos line lists (ions I-IV of the model's elements); needs internet.
 
-    Use them with ``--atomic <folder>`` or ``atomic: <folder>`` in configs/synth.yaml."""
+    Use them with ``--atomic <folder>`` or ``atomic: <folder>`` in lumina_jax/configs/synth.yaml."""
     from lumina_jax.atomic import cache_dir
     from lumina_jax.atomic.kurucz import download_kurucz
 

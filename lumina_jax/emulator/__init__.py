@@ -4,7 +4,7 @@ calibrated per-wavelength uncertainty.
 Public API::
 
     from lumina_jax.emulator import load_emulator
-    emu = load_emulator("checkpoints/stage1.h5", stage=1)
+    emu = load_emulator("lumina_jax/checkpoints/stage1.h5", stage=1)
     flux = emu.spectrum(theta)                   # [n_wave], pure / jit / vmap / grad
     flux, sigma = emu.spectrum_and_sigma(theta)  # calibrated 1-sigma emulator error
     obs = emu.preprocess(wavelength, flux_obs, mask=None)

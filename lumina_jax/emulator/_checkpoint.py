@@ -125,7 +125,7 @@ def load_emulator(path, *, stage: int | None = None, space: ParameterSpace | Non
     path = Path(path)
     if path.is_dir():
         raise DataFileError(f"emulator checkpoint {path} is a directory; give the checkpoint file (e.g. "
-                            "checkpoints/stage1_synth.h5)")
+                            "lumina_jax/checkpoints/stage1_synth.h5)")
     if not path.is_file():
         raise DataFileError(f"emulator checkpoint not found: {path}")
     try:

@@ -62,12 +62,12 @@ from lumina_jax.errors import UserError
 from lumina_jax.params import ParameterSpace
 from lumina_jax.preprocess import FEATURE_WINDOWS, PCA, PreprocessConfig, Preprocessor, fit_pca, within
 
-CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "emulator.yaml"
+CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "emulator.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """All training settings (``configs/emulator.yaml``)."""
+    """All training settings (``lumina_jax/configs/emulator.yaml``)."""
 
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
     n_sigma: int = 16
@@ -110,7 +110,7 @@ class TrainConfig:
 
 
 def load_train_config(path=None, **overrides) -> TrainConfig:
-    """Read a YAML config (default ``configs/emulator.yaml``), validate it, apply overrides."""
+    """Read a YAML config (default ``lumina_jax/configs/emulator.yaml``), validate it, apply overrides."""
     path = Path(path) if path else CONFIG_PATH
     try:
         raw = yaml.safe_load(path.read_text()) or {}

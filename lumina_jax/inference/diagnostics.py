@@ -9,7 +9,6 @@ chains: a one-chain run reports it as unavailable (``None``) and is judged on di
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -123,16 +122,3 @@ def _attr(v):
     import json
 
     return json.dumps(v)
-
-
-def write_netcdf(idata, path: Path) -> None:
-    """Atomic write: to a temporary name, then rename."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    idata.to_netcdf(str(tmp))
-    tmp.replace(path)
-
-
-def read_netcdf(path: Path):
-    az = _az()
-    return az.from_netcdf(str(path))

@@ -1,6 +1,6 @@
 """Amortised neural posterior estimation (NPE): a conditional normalising flow q(theta | x).
 
-Pure JAX / equinox maths (no file I/O; checkpoints: :mod:`lumina_jax.inference.npe_io`).
+Pure JAX / equinox maths (no file I/O; checkpoints: :mod:`lumina_jax.workflows.npe`).
 
 Target ``t = (theta_free, c_1..c_K)``: the stage's free box parameters and the Legendre warp
 coefficients of the likelihood (:mod:`~lumina_jax.inference.likelihood`).  The flow lives in

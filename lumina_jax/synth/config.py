@@ -1,4 +1,4 @@
-"""Synthesizer configuration (``configs/synth.yaml``), validated on load."""
+"""Synthesizer configuration (``lumina_jax/configs/synth.yaml``), validated on load."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import yaml
 
 from lumina_jax.errors import UserError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synth.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-    """All settings of the synthesizer (see configs/synth.yaml for meanings)."""
+    """All settings of the synthesizer (see lumina_jax/configs/synth.yaml for meanings)."""
 
     wl_start: float = 2000.0
     wl_stop: float = 10000.0

@@ -27,7 +27,7 @@ def plasma_for_all_lines(atomic: AtomicData, ejecta, t_inner: float | None = Non
     """Plasma state of one :class:`~lumina_jax.ejecta.Ejecta`, with Sobolev depths of every line of ``atomic``.
 
     t_inner (K): the photospheric temperature; default: the synthesizer's converged value for this
-    model (its T_inner iteration on the emergent luminosity, with ``config`` or configs/synth.yaml).
+    model (its T_inner iteration on the emergent luminosity, with ``config`` or lumina_jax/configs/synth.yaml).
     Returns a dict of NumPy arrays: w, t_rad, t_e, n_e [n_s]; fractions [n_s, n_el, N];
     tau [n_s, n_lines]; ejecta fields v_inner, v_outer [km/s], r_inner, r_outer [cm],
     rho [g/cm^3], X [n_s, n_el]; scalars t_inner [K], luminosity [erg/s], t_exp [s], t_e_ratio.

@@ -159,7 +159,7 @@ class Synthesizer:
     # ------------------------------------------------------------------ construction
     @classmethod
     def default(cls, space: ParameterSpace, config: SynthConfig | str | Path | None = None) -> "Synthesizer":
-        """Load ``configs/synth.yaml`` (or ``config``) and the default atomic data (built on first use)."""
+        """Load ``lumina_jax/configs/synth.yaml`` (or ``config``) and the default atomic data (built on first use)."""
         from lumina_jax.atomic import load_atomic
 
         if not isinstance(config, SynthConfig):
@@ -253,7 +253,9 @@ class Synthesizer:
 
     def check(self, theta) -> list[str]:
         """Validate a parameter vector (raises ParameterError); returns warnings."""
-        return self.space.check(theta, bounds="prior")
+        from lumina_jax.ejecta import check_parameters
+
+        return check_parameters(theta, self.space, bounds="prior")
 
 
 def max_line_depth(atomic: AtomicData, space: ParameterSpace, config: SynthConfig) -> np.ndarray:

@@ -18,8 +18,8 @@ from box3d_jax import box3d as B
 from box3d_jax import generate as GEN
 from box3d_jax import lebedev, maxent
 from box3d_jax import reference_numpy as R
+from box3d_jax.errors import ParameterError
 from box3d_jax.synthetic import random_initial_states, random_isotropic_states
-from lumina_jax.errors import ParameterError
 
 
 def species(nu_e, nub_e, nu_x, nub_x=None, nu_tau=None, nub_tau=None):

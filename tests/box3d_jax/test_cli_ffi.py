@@ -16,12 +16,12 @@ import box3d_jax
 from box3d_jax import box3d as B
 from box3d_jax import io
 from box3d_jax import residual as R
+from box3d_jax.errors import DataFileError, ParameterError, UserError
 from box3d_jax.synthetic import make_synthetic_dataset, random_isotropic_states
 from lumina_jax.cli import app
-from lumina_jax.errors import DataFileError, ParameterError, UserError
 
 REPO = Path(__file__).resolve().parents[2]
-CKPT = REPO / "checkpoints" / "ffi_residual_qke"
+CKPT = REPO / "box3d_jax" / "checkpoints" / "ffi_residual_qke"
 runner = CliRunner()
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from box3d_jax import io
+from box3d_jax.errors import DataFileError
 from box3d_jax.synthetic import random_initial_states
-from lumina_jax.errors import DataFileError
 
 
 def _states(n=5, seed=0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from box3d_jax import lebedev
-from lumina_jax.errors import ParameterError
+from box3d_jax.errors import ParameterError
 
 
 @pytest.mark.parametrize("order,n", [(17, 110), (29, 302), (41, 590), (131, 5810)])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from box3d_jax import lebedev, maxent, qke
-from lumina_jax.errors import ParameterError
+from box3d_jax.errors import ParameterError
 
 TINY = qke.QKEConfig(n_z=16, lebedev_order=11, n_wavelengths=2.0, n_diag=60, lsa_order=0)
 

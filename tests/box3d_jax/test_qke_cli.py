@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from box3d_jax import generate as G
 from box3d_jax import io, qke
+from box3d_jax.errors import UserError
 from lumina_jax.cli import app
-from lumina_jax.errors import UserError
 
 TINY = ["--n-z", "16", "--order", "11", "--n-wavelengths", "2", "--lsa-order", "0"]
 
@@ -89,7 +89,7 @@ def test_solve_json_is_strict_and_the_input_is_safe(tmp_path):
 
 
 def test_negative_seed_is_a_user_error(tmp_path):
-    from lumina_jax.errors import ParameterError
+    from box3d_jax.errors import ParameterError
 
     out = tmp_path / "g.h5"
     res = CliRunner().invoke(app, ["ffi", "generate", "--n", "1", "--out", str(out), "--seed", "-1", *TINY])

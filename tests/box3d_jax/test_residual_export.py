@@ -9,8 +9,8 @@ from box3d_jax import box3d as B
 from box3d_jax import export as E
 from box3d_jax import metrics
 from box3d_jax import residual as R
+from box3d_jax.errors import DataFileError
 from box3d_jax.synthetic import make_synthetic_dataset, random_initial_states
-from lumina_jax.errors import DataFileError
 
 CFG = R.ResidualConfig(hidden=(16, 16))
 residual = jax.jit(R.residual, static_argnums=2)

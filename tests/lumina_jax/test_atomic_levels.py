@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lumina_jax.atomic.data import (HC_EV_A, Levels, air_to_vacuum, assemble, element_index, line_coefficients,
+from lumina_jax.atomic.air import air_to_vacuum
+from lumina_jax.atomic.data import (HC_EV_A, Levels, assemble, element_index, line_coefficients,
                                    vacuum_to_air)
 from lumina_jax.atomic.levels import DERIVED_G, DERIVED_GUESSED, MATCHED, REFERENCE, line_identity, resolve_ion
 
@@ -67,8 +68,10 @@ def default_atomic(tmp_path_factory):
 
     from lumina_jax.atomic.build import build_composite
 
-    os.environ.setdefault("LUMINA_JAX_CACHE", str(tmp_path_factory.mktemp("cache")))
-    atomic, _ = build_composite()
+    with pytest.MonkeyPatch.context() as mp:  # the cache folder of this module only
+        if "LUMINA_JAX_CACHE" not in os.environ:
+            mp.setenv("LUMINA_JAX_CACHE", str(tmp_path_factory.mktemp("cache")))
+        atomic, _ = build_composite()
     return atomic
 
 

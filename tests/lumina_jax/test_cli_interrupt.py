@@ -26,12 +26,13 @@ DRIVER = """
 import os, sys
 sys.path.insert(0, {toys!r})
 from inference_toys import ToyEmulator, ToySynth, toy_space
-import lumina_jax.cli.inference as cli_inf
+import lumina_jax.workflows.loaders as loaders
 space = toy_space()
-cli_inf._EMULATOR_OVERRIDE, cli_inf._SYNTH_OVERRIDE = ToyEmulator(space), ToySynth(space)
+loaders.get_emulator = lambda path: ToyEmulator(space)
+loaders.get_synthesizer = lambda space_, config=None: ToySynth(space)
 if os.environ.get("TEST_FAST_MAP"):  # reach the sampler in seconds: the MAP at the box centre
     import jax.numpy as jnp
-    from lumina_jax.inference import fit
+    from lumina_jax.workflows import fit
     fit.find_map = lambda fm, key, n_starts=1: (jnp.zeros(fm.n_z), 0.0, None, None)
 from lumina_jax.cli import main
 sys.argv = ["lumina-jax"] + sys.argv[1:]

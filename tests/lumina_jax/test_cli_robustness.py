@@ -259,13 +259,13 @@ def toy_infer():
     sys.path.insert(0, str(Path(__file__).parent / "inference"))
     from inference_toys import ToyEmulator, ToySynth, toy_space
 
-    import lumina_jax.cli.inference as cli_inf
-    from lumina_jax.inference import fit
+    import lumina_jax.workflows.loaders as loaders
+    from lumina_jax.workflows import fit
 
     sp = toy_space()
     mp = pytest.MonkeyPatch()
-    mp.setattr(cli_inf, "_EMULATOR_OVERRIDE", ToyEmulator(sp))
-    mp.setattr(cli_inf, "_SYNTH_OVERRIDE", ToySynth(sp))
+    mp.setattr(loaders, "get_emulator", lambda path: ToyEmulator(sp))
+    mp.setattr(loaders, "get_synthesizer", lambda space, config=None: ToySynth(sp))
     mp.setattr(fit, "find_map", _boom)
     yield
     mp.undo()

@@ -18,7 +18,7 @@ from lumina_jax.errors import DataFileError, UserError
 from lumina_jax.params import load_space
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "checkpoints" / "stage1_synth.h5"
+SHIPPED = REPO / "lumina_jax" / "checkpoints" / "stage1_synth.h5"
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def _dataset_range(path, name):
 
 
 def test_random_bytes_in_the_weights_of_a_copy_of_the_shipped_checkpoint_are_refused(tmp_path):
-    """200 KB of random bytes over the weights of a copy of checkpoints/stage1_synth.h5 (they
+    """200 KB of random bytes over the weights of a copy of lumina_jax/checkpoints/stage1_synth.h5 (they
     were accepted: the MAP printed `log posterior nan`, sampling ran, then a traceback)."""
     copy = tmp_path / "stage1_copy.h5"
     shutil.copy(SHIPPED, copy)

@@ -29,7 +29,7 @@ from lumina_jax.errors import UserError
 from lumina_jax.params import load_space
 from lumina_jax.preprocess import Preprocessor, PreprocessConfig
 
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "stage1_synth.h5"
+SHIPPED = Path(__file__).resolve().parents[2] / "lumina_jax" / "checkpoints" / "stage1_synth.h5"
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,10 @@ def test_validation_messages():
 def test_budget_overflow_is_reported():
     s = load_space(2)
     theta = s.from_unit(np.full(s.dim, 0.9))
-    warnings = s.check(theta)
+    from lumina_jax.ejecta import check_parameters
+
+    assert s.check(theta) is None
+    warnings = check_parameters(theta, s)
     assert warnings and "renormalised" in warnings[0]
 
 

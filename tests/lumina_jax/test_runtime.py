@@ -22,8 +22,8 @@ PROGRAM = textwrap.dedent("""
     from lumina_jax.emulator import load_emulator
     from lumina_jax.inference.likelihood import make_likelihood_data
     from lumina_jax.inference.model import flatten_model, make_setup, z_from_values
-    from lumina_jax.inference.observed import observation_from_model
-    emu = load_emulator("checkpoints/stage1_synth.h5")
+    from lumina_jax.observed import observation_from_model
+    emu = load_emulator("lumina_jax/checkpoints/stage1_synth.h5")
     setup = make_setup(emu.space, n_poly=2)
     f = np.asarray(emu.spectrum(setup.base_theta()))
     obs = observation_from_model(emu.wavelength, f, emu.wavelength, emu.preprocess, noise_frac=0.02, seed=0)
@@ -58,6 +58,14 @@ def test_package_sets_the_flag_unless_opted_out(monkeypatch):
     monkeypatch.setenv("LUMINA_JAX_XLA_DEFAULTS", "1")
     _runtime.configure_xla_cpu()
     assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_box3d_jax_sets_the_same_flags():
+    # box3d_jax keeps its own copy (it imports nothing from lumina_jax); the two must not drift
+    from box3d_jax import _runtime as box3d_runtime
+    from lumina_jax import _runtime
+
+    assert box3d_runtime.FLAGS == _runtime.FLAGS
 
 
 def test_vmapped_while_loop_over_the_woodbury_likelihood_finishes():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lumina_jax.errors import UserError
-from lumina_jax.inference import api, chaining
-from lumina_jax.inference.config import SHIPPED_EMULATORS, SHIPPED_PREVIOUS, default_checkpoint, default_previous
-from lumina_jax.inference.pipeline import PipelineOptions, run_pipeline
+from lumina_jax.workflows import infer as api, chaining
+from lumina_jax.workflows.config import SHIPPED_EMULATORS, SHIPPED_PREVIOUS, default_checkpoint, default_previous
+from lumina_jax.workflows.pipeline import PipelineOptions, run_pipeline
 from lumina_jax.params import load_space
 
 MOCK1 = {"log_L": 43.0, "v_inner": 10500.0, "log_rho_0": -13.2, "density_exp": -7.0, "T_e_ratio": 0.9,

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from lumina_jax import derived
 from lumina_jax.cli import app
-from lumina_jax.inference import diagnostics as diag, plots
+from lumina_jax.inference import diagnostics as diag
+from lumina_jax.workflows.results import write_netcdf
+from lumina_jax.workflows import plots
 from lumina_jax.params import load_space
 
 MOCK1 = {"log_L": 43.0, "v_inner": 10500.0, "log_rho_0": -13.2, "density_exp": -7.0, "T_e_ratio": 0.9,
@@ -32,7 +34,7 @@ def _results(d, rms, seed=0, record_derived=False):
         constant={"wavelength": wave, "best_model_flux": flux + rms, "fixed_theta": theta},
         attrs={"stage": 1, "parameter_names": json.dumps(list(space.names))})
     d.mkdir(parents=True)
-    diag.write_netcdf(idata, d / "posterior.nc")
+    write_netcdf(idata, d / "posterior.nc")
     summary = {"stage": 1, "free": free, "fixed": {}, "space": space.to_dict(), "likelihood": {},
                "nuisance_best_fit": {}, "converged": True, "best_fit": MOCK1,
                "diagnostics": {"max_rhat": 1.003, "divergences": 0},

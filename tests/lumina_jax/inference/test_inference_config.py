@@ -1,14 +1,13 @@
-"""configs/inference.yaml: every key checked at load (one error line naming it), the sampler
+"""lumina_jax/configs/inference.yaml: every key checked at load (one error line naming it), the sampler
 section as the defaults of `infer`'s flags."""
 
 from __future__ import annotations
 
 import pytest
 
-import lumina_jax.cli.inference as cli_inf
 from lumina_jax.errors import UserError
-from lumina_jax.inference import api
-from lumina_jax.inference.config import load_inference_config
+from lumina_jax.workflows import infer as api
+from lumina_jax.workflows.config import load_inference_config
 
 from inference_toys import run_cli as _run_cli
 
@@ -90,7 +89,6 @@ def test_sampler_section_gives_the_defaults_that_flags_override(tmp_path, monkey
     p = tmp_path / "c.yaml"
     p.write_text("sampler: {name: hmc, num_chains: 2, num_warmup: 100, num_samples: 200, target_accept: 0.9, "
                  "max_tree_depth: 6, map_starts: 3}\n")
-    monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", None)
     with pytest.raises(_Stop):
         _run_cli(["infer", "--config", str(p), "--out", str(tmp_path / "r")], monkeypatch, capsys)
     sc = seen_request[-1].sampler

@@ -12,7 +12,9 @@ import pytest
 from numpyro.infer.util import log_density
 
 from lumina_jax.errors import DataFileError, UserError
-from lumina_jax.inference import chaining, likelihood as L, model as M, observed as O
+from lumina_jax.inference import likelihood as L, model as M
+from lumina_jax.workflows import chaining
+from lumina_jax import observed as O
 from lumina_jax.params import load_space, relaxed_ranges
 
 from inference_toys import ToyEmulator, toy_space
@@ -521,7 +523,7 @@ def test_ordering_constraint_is_a_soft_wall_of_the_stated_width():
 
 
 def test_injection_draws_respect_the_orderings_and_fill_the_box():
-    from lumina_jax.inference.checks import injection_draws
+    from lumina_jax.workflows.checks import injection_draws
 
     sp = load_space(1)
     setup = M.make_setup(sp)
@@ -568,8 +570,8 @@ def test_box_link_config_is_per_stage_and_reaches_the_fit(tmp_path, monkeypatch)
     """``likelihood.box_link``: one link for all stages or a {stageN: link} mapping; the shipped
     config samples stage 1 in logit and stages 2-3 in probit coordinates, and ``infer`` builds
     its setup with the link of the request's stage."""
-    from lumina_jax.inference import api
-    from lumina_jax.inference.config import box_link_for, load_inference_config
+    from lumina_jax.workflows import infer as api
+    from lumina_jax.workflows.config import box_link_for, load_inference_config
 
     shipped = load_inference_config()["likelihood"]
     assert [box_link_for(shipped, s) for s in (1, 2, 3)] == ["logit", "probit", "probit"]
@@ -607,8 +609,8 @@ def test_box_link_config_is_per_stage_and_reaches_the_fit(tmp_path, monkeypatch)
 def test_f_sys_prior_config_is_validated_and_reaches_the_setup(tmp_path, monkeypatch):
     """``likelihood.f_sys_prior`` (half-normal by default, scale 0.2) or log-uniform; bad values
     stop at load time with the key's name; ``infer`` builds its setup with them."""
-    from lumina_jax.inference import api
-    from lumina_jax.inference.config import load_inference_config
+    from lumina_jax.workflows import infer as api
+    from lumina_jax.workflows.config import load_inference_config
 
     shipped = load_inference_config()["likelihood"]
     assert shipped["f_sys_prior"] == "half-normal" and shipped["f_sys_scale"] == 0.2

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-import lumina_jax.cli.inference as cli_inf
+import lumina_jax.workflows.loaders as loaders
 from lumina_jax.errors import UserError
-from lumina_jax.inference import api, fit
+from lumina_jax.workflows import infer as api, fit
 
 from inference_toys import ToyEmulator, ToySynth, run_cli, toy_space
 
@@ -32,8 +32,9 @@ convergence: {rhat_max: 1.01, max_divergent_frac: 0.01}
 @pytest.fixture
 def toys(monkeypatch, tmp_path):
     sp = toy_space()  # on the shipped emulators' grid, 2000-10000 A
-    monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", ToyEmulator(sp, wavelength=np.arange(2000.0, 10000.1, 5.0)))
-    monkeypatch.setattr(cli_inf, "_SYNTH_OVERRIDE", ToySynth(sp))
+    emu = ToyEmulator(sp, wavelength=np.arange(2000.0, 10000.1, 5.0))
+    monkeypatch.setattr(loaders, "get_emulator", lambda path: emu)
+    monkeypatch.setattr(loaders, "get_synthesizer", lambda space, config=None: ToySynth(sp))
     (tmp_path / "inf.yaml").write_text(CONFIG)
     return tmp_path / "inf.yaml"
 
@@ -91,7 +92,7 @@ def test_force_replaces_the_previous_runs_files_plots_included(tmp_path, toys, m
     left beside the new results (they belonged to another fit); other files are kept."""
     out = tmp_path / "res"
     out.mkdir()
-    from lumina_jax.inference.plots import PLOT_FILES
+    from lumina_jax.workflows.results import PLOT_FILES
 
     for name in PLOT_FILES + ("summary.json", "best_fit.json", "posterior.nc"):
         (out / name).write_text("old run")
@@ -109,7 +110,7 @@ def test_force_replaces_the_previous_runs_files_plots_included(tmp_path, toys, m
 def test_non_finite_map_stops_before_sampling(monkeypatch):
     """A MAP search that ends at NaN (a damaged emulator) is one clear error; nothing is sampled."""
     from lumina_jax.inference.model import make_setup
-    from lumina_jax.inference.observed import observation_from_model
+    from lumina_jax.observed import observation_from_model
     from lumina_jax.inference.samplers import SamplerConfig
 
     sp = toy_space()

@@ -249,7 +249,7 @@ def test_infer_records_the_shear_and_an_unknown_ridge_stops_before_the_map(tmp_p
     called)."""
     import dataclasses
 
-    from lumina_jax.inference import api, fit as F
+    from lumina_jax.workflows import infer as api, fit as F
     from inference_toys import ToyEmulator, ToySynth
 
     (tmp_path / "inf.yaml").write_text(

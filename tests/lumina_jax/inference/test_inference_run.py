@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-import lumina_jax.cli.inference as cli_inf
+import lumina_jax.workflows.loaders as loaders
 
 from inference_toys import ToyEmulator, ToySynth, run_cli as _run_cli, toy_space
 
@@ -30,8 +30,8 @@ convergence: {rhat_max: 1.01, max_divergent_frac: 0.01}
 def toys(monkeypatch):
     sp = toy_space()
     emu, synth = ToyEmulator(sp), ToySynth(sp)
-    monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", emu)
-    monkeypatch.setattr(cli_inf, "_SYNTH_OVERRIDE", synth)
+    monkeypatch.setattr(loaders, "get_emulator", lambda path: emu)
+    monkeypatch.setattr(loaders, "get_synthesizer", lambda space, config=None: synth)
     return emu, synth
 
 
@@ -72,7 +72,7 @@ def test_unknown_emcee_move_rejected_before_any_work(tmp_path, monkeypatch, caps
 
 
 def test_checkpoint_for_wrong_stage_rejected(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", ToyEmulator(toy_space(stage=1)))
+    monkeypatch.setattr(loaders, "get_emulator", lambda path: ToyEmulator(toy_space(stage=1)))
     code, _, err = _run_cli(["infer", "--stage", "2", "--out", str(tmp_path / "r")], monkeypatch, capsys)
     assert code == 2 and "stage 1, not stage 2" in err
 
@@ -128,16 +128,18 @@ def test_checkpoint_option_is_resolved_from_a_path(monkeypatch, tmp_path):
     """`check gradient|ppc --checkpoint FILE` hands typer's Path to the loader (it once crashed on
     ``Path.startswith``); without it the results' recorded checkpoint is used, a toy one refused."""
     from lumina_jax.errors import UserError
-    from lumina_jax.inference import api
+    from lumina_jax.workflows.results import emulator_and_space
 
     seen = []
-    monkeypatch.setattr(api, "get_emulator", lambda path: seen.append(path) or "emu")
+    toy = ToyEmulator(toy_space(stage=1))
+    monkeypatch.setattr(loaders, "get_emulator", lambda path: seen.append(path) or toy)
     ck = tmp_path / "stage3.ckpt"
-    assert cli_inf._resolve_emulator({"checkpoint": "(random toy)"}, ck) == "emu"
-    assert cli_inf._resolve_emulator({"checkpoint": "recorded.ckpt"}, None) == "emu"
+    summary = {"stage": 1, "space": json.loads(toy.space.to_json())}
+    assert emulator_and_space({**summary, "checkpoint": "(random toy)"}, ck)[0] is toy
+    assert emulator_and_space({**summary, "checkpoint": "recorded.ckpt"}, None)[0] is toy
     assert seen == [str(ck), "recorded.ckpt"]
     with pytest.raises(UserError, match="pass --checkpoint"):
-        cli_inf._resolve_emulator({"checkpoint": "(random toy)"}, None)
+        emulator_and_space({**summary, "checkpoint": "(random toy)"}, None)
 
 
 def test_one_chain_infer_and_coverage_run_without_rhat(tmp_path, toys, monkeypatch, capsys):
@@ -188,7 +190,7 @@ def test_existing_results_dir_needs_force(tmp_path, toys, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def toy_results(tmp_path_factory):
     """A small real results directory of the toy model (one chain, 30 draws, no plots)."""
-    from lumina_jax.inference import api
+    from lumina_jax.workflows import infer as api
     from lumina_jax.inference.samplers import SamplerConfig
 
     d = tmp_path_factory.mktemp("toyfit")
@@ -207,17 +209,17 @@ def _strict_json(text):
 
 
 def test_check_ppc_needs_n_of_1_or_more_and_json_is_strict(tmp_path, toy_results, toys, monkeypatch, capsys):
-    from lumina_jax.inference import checks
+    from lumina_jax.workflows import checks
 
     for n in ("0", "-3"):
         code, _, err = _run_cli(["check", "ppc", str(toy_results), "--n", n, "--json"], monkeypatch, capsys)
         assert code == 2 and f"--n must be >= 1, got {n}" in err and err.count("\n") == 1
-    code, stdout, err = _run_cli(["check", "ppc", str(toy_results), "--n", "2", "--json"], monkeypatch, capsys)
+    code, stdout, err = _run_cli(["check", "ppc", str(toy_results), "--n", "2", "--json", "--checkpoint", "toy.ckpt"], monkeypatch, capsys)
     assert code == 0, err[-800:]
     assert _strict_json(stdout)["n_draws"] == 2
     # a non-finite figure is written as null, never as a bare NaN token
     monkeypatch.setattr(checks, "ppc_physics", lambda *a, **k: {"n_draws": 1, "rms_synthesizer_median": float("nan")})
-    code, stdout, _ = _run_cli(["check", "ppc", str(toy_results), "--json"], monkeypatch, capsys)
+    code, stdout, _ = _run_cli(["check", "ppc", str(toy_results), "--json", "--checkpoint", "toy.ckpt"], monkeypatch, capsys)
     assert code == 0 and _strict_json(stdout)["rms_synthesizer_median"] is None
 
 
@@ -242,7 +244,7 @@ def test_damaged_results_and_wrong_stage_checkpoint_give_one_line_errors(tmp_pat
         for cmd in (["plot"], ["check", "gradient"], ["check", "ppc"]):
             code, _, err = _run_cli(cmd + [str(d)], monkeypatch, capsys)
             assert code == 2 and err.startswith("error:") and msg in err and err.count("\n") == 1, (cmd, err)
-    monkeypatch.setattr(cli_inf, "_EMULATOR_OVERRIDE", ToyEmulator(toy_space(stage=2)))
+    monkeypatch.setattr(loaders, "get_emulator", lambda path: ToyEmulator(toy_space(stage=2)))
     for cmd in (["plot"], ["check", "gradient"]):
         code, _, err = _run_cli(cmd + [str(toy_results), "--checkpoint", "stage2.ckpt"], monkeypatch, capsys)
         assert code == 2 and "the emulator checkpoint is for stage 2, not stage 1" in err, err
@@ -271,8 +273,9 @@ def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_pa
     import jax.numpy as jnp
 
     from lumina_jax.errors import UserError
-    from lumina_jax.inference import api, fit as F, model as M
-    from lumina_jax.inference.config import load_inference_config
+    from lumina_jax.inference import model as M
+    from lumina_jax.workflows import infer as api, fit as F
+    from lumina_jax.workflows.config import load_inference_config
     from lumina_jax.inference.samplers import SamplerConfig
 
     (tmp_path / "bad.yaml").write_text("likelihood: {emulator_sigma: sometimes}\n")
@@ -327,8 +330,8 @@ def test_prepare_builds_infers_problem_without_fitting(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from lumina_jax.inference import api
-    from lumina_jax.inference.fit import build_model
+    from lumina_jax.workflows import infer as api
+    from lumina_jax.workflows.fit import build_model
     from lumina_jax.inference.model import find_map
 
     (tmp_path / "inf.yaml").write_text(CONFIG)

@@ -13,7 +13,8 @@ import pytest
 from scipy.stats import norm
 
 from lumina_jax.errors import DataFileError, UserError
-from lumina_jax.inference import npe, npe_io, sbc
+from lumina_jax.inference import npe
+from lumina_jax.workflows import npe as npe_io, sbc
 from lumina_jax.inference.model import make_setup
 from lumina_jax.params import load_space
 from lumina_jax.preprocess import PreprocessConfig
@@ -111,7 +112,7 @@ def _spectrum(grid):
 def test_noise_model_matches_the_observation_preprocessing():
     """The simulator's clean flux equals the mock observation's; its noise has the sd the
     mock's Monte Carlo sigma gives; the noise fraction read back from that sigma is the mock's."""
-    from lumina_jax.inference.observed import observation_from_model
+    from lumina_jax.observed import observation_from_model
     from lumina_jax.preprocess import Preprocessor
 
     cfg = PreprocessConfig()

@@ -3,8 +3,9 @@
 Layout under ``workdir``::
 
     stage{N}/train.h5       training campaign (runners.campaign.generate; resumed when present)
-    stage{N}/emulator.ckpt  emulator checkpoint (`lumina-jax train`; skipped when present), then
-                            its likelihood covariance factor (`lumina-jax emulator calibrate`;
+    stage{N}/emulator.ckpt  emulator checkpoint (workflows.emulator.train, as `lumina-jax train`;
+                            skipped when present), then its likelihood covariance factor
+                            (workflows.emulator.calibrate, as `lumina-jax emulator calibrate`;
                             skipped when the checkpoint records one or has no error basis)
     stage{N}/results/       inference results (skipped when summary.json exists and converged)
 
@@ -69,8 +70,8 @@ def check_options(opts: PipelineOptions) -> None:
     """Every input the stages will read, checked before the first campaign starts (hours of work
     otherwise precede a typo's error): numbers, the backend, the observed spectrum (read and
     validated), the training, synthesizer and inference configs (loaded with the overrides)."""
-    from lumina_jax.inference.config import load_inference_config
-    from lumina_jax.inference.observed import read_spectrum
+    from lumina_jax.workflows.config import load_inference_config
+    from lumina_jax.observed import read_spectrum
 
     for flag, v in (("--n-models", opts.n_models), ("--batch-size", opts.batch_size), ("--epochs", opts.epochs),
                     ("--patience", opts.patience)):
@@ -109,9 +110,9 @@ def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,
     check_options(opts)
     steps = dict(steps or {})
     steps.setdefault("generate", _generate)
-    steps.setdefault("train", _train)
+    steps.setdefault("train", lambda o, s, store, ckpt: _train(o, s, store, ckpt, log))
     steps.setdefault("needs_calibration", _needs_calibration)
-    steps.setdefault("calibrate", _calibrate)
+    steps.setdefault("calibrate", lambda o, s, store, ckpt: _calibrate(o, s, store, ckpt, log))
     steps.setdefault("infer", _infer)
     wd = Path(opts.workdir)
     prev: Path | None = None
@@ -184,26 +185,17 @@ def _generate(opts: PipelineOptions, stage: int, store: Path, prev: Path | None)
                              batch_size=opts.batch_size, checkpoint_every=200))
 
 
-def _run_command(args: list[str], what: str) -> None:
-    """Run one ``lumina-jax`` command in-process; a non-zero exit becomes a UserError naming ``what``."""
-    from lumina_jax.cli import app
+def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path, log: Callable[[str], None] = print) -> None:
+    from lumina_jax.workflows import emulator
 
-    rc = app(args, standalone_mode=False)
-    if isinstance(rc, int) and rc != 0:
-        raise UserError(f"{what} failed (exit {rc})")
+    def on_epoch(epoch, max_epochs, train_loss, val_loss, best):
+        if epoch % 50 == 0:
+            log(f"stage {stage}: epoch {epoch}/{max_epochs}, train {train_loss:.3e}, val {val_loss:.3e} (best {best})")
 
-
-def _train(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
-    args = ["train", "--data", str(store), "--out", str(ckpt)]
-    if opts.train_config:
-        args += ["--config", str(opts.train_config)]
-    if opts.epochs is not None:
-        args += ["--epochs", str(opts.epochs)]
-    if opts.patience is not None:
-        args += ["--patience", str(opts.patience)]
-    _run_command(args, f"training the stage-{stage} emulator")
-    if not ckpt.exists():
-        raise UserError(f"training finished but {ckpt} was not written")
+    s = emulator.train([store], ckpt, config=opts.train_config, on_epoch=on_epoch,
+                       overrides={"max_epochs": opts.epochs, "patience": opts.patience})
+    log(f"stage {stage}: emulator written, validation mean fractional error "
+        f"{100 * s['val_mean_fractional_error']:.2f} % ({s['train_seconds']:.0f} s)")
 
 
 def _needs_calibration(ckpt: Path) -> bool:
@@ -212,12 +204,14 @@ def _needs_calibration(ckpt: Path) -> bool:
     return needs_error_cov_calibration(ckpt)
 
 
-def _calibrate(opts: PipelineOptions, stage: int, store: Path, ckpt: Path) -> None:
-    _run_command(["emulator", "calibrate", str(ckpt), "--data", str(store)], f"calibrating the stage-{stage} emulator")
+def _calibrate(opts: PipelineOptions, stage: int, store: Path, ckpt: Path, log: Callable[[str], None] = print) -> None:
+    from lumina_jax.workflows import emulator
+
+    emulator.calibrate(ckpt, [store], log=log)
 
 
 def _infer(opts: PipelineOptions, stage: int, ckpt: Path, prev: Path | None, res: Path) -> None:
-    from lumina_jax.inference import api
+    from lumina_jax.workflows import infer as api
 
     req = api.InferRequest(stage=stage, observed=opts.observed, checkpoint=ckpt, previous=prev, out=res,
                            sampler=opts.sampler, redshift=opts.redshift, ebv_mw=opts.ebv_mw, ebv_host=opts.ebv_host,

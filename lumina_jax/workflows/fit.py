@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lumina_jax.errors import UserError
+from lumina_jax.observed import Observation
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
-from lumina_jax.inference.config import EMULATOR_SIGMA_MODES
 from lumina_jax.inference.model import FitSetup, find_map, flatten_model, hold_sigma_at_mode, prior_draws, z_names
 from lumina_jax.inference.ridge import ridge_coordinate
-from lumina_jax.inference.observed import Observation
 from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
+from lumina_jax.workflows.config import EMULATOR_SIGMA_MODES
+from lumina_jax.workflows.results import PLOT_FILES, write_netcdf
 
 RMS_BAND = (3300.0, 9700.0)
 #: what :func:`write_results` writes (``summary.json`` last: its presence marks a complete result)
@@ -94,7 +95,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     t0 = time.perf_counter()
     npe_start = None
     if cfg.name == "npe" or cfg.init == "npe":  # amortised posterior: its draws, or its best draw as the start
-        from lumina_jax.inference.npe_fit import npe_start as _npe_start
+        from lumina_jax.workflows.npe_fit import npe_start as _npe_start
 
         npe_start = _npe_start(cfg, setup, obs, fm, data, spectrum_and_sigma, log=log)
         z_map, ld_map = npe_start.z_best, npe_start.ld_best
@@ -237,16 +238,15 @@ def _check_finite_map(ld_map, z_map) -> None:
 def write_results(out: FitOutput, out_dir: Path) -> Path:
     """Write posterior.nc, summary.json, best_fit.json, space.json into ``out_dir``.
 
-    A previous run's results and plots there (:data:`RESULT_FILES`, ``plots.PLOT_FILES``) are
+    A previous run's results and plots there (:data:`RESULT_FILES`, ``results.PLOT_FILES``) are
     removed first, ``summary.json`` before the others, so that no file of an older fit is
     left beside the new one (the caller decided that ``out_dir`` may be overwritten)."""
-    from lumina_jax.inference.plots import PLOT_FILES
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("summary.json",) + RESULT_FILES + PLOT_FILES:
         (out_dir / name).unlink(missing_ok=True)
-    diag.write_netcdf(out.idata, out_dir / "posterior.nc")
+    write_netcdf(out.idata, out_dir / "posterior.nc")
     _write_json(out_dir / "best_fit.json", out.summary["best_fit"])
     _write_json(out_dir / "space.json", out.summary["space"])
     _write_json(out_dir / "summary.json", out.summary)  # last: its presence marks a complete result

@@ -23,7 +23,7 @@ import numpy as np
 from lumina_jax.inference.diagnostics import format_rhat
 from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, predicted_flux
 from lumina_jax.inference.model import FitSetup, freeze_sigma
-from lumina_jax.inference.observed import observation_from_model, observation_from_prediction
+from lumina_jax.observed import observation_from_model, observation_from_prediction
 from lumina_jax.inference.samplers import SamplerConfig, chain_count
 
 
@@ -36,10 +36,10 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``;
     with ``simulates_prediction`` it returns the emulator's own preprocessed prediction on its grid
     instead (a self-consistency run: the mock's mean is the prediction exactly,
-    :func:`lumina_jax.inference.observed.observation_from_prediction`).
+    :func:`lumina_jax.observed.observation_from_prediction`).
 
     Truths are drawn by :func:`injection_draws` (the box with valid velocity orderings).
-    Each injection is fitted exactly like ``lumina-jax infer`` (:func:`lumina_jax.inference.fit.run_fit`:
+    Each injection is fitted exactly like ``lumina-jax infer`` (:func:`lumina_jax.workflows.fit.run_fit`:
     multi-start MAP, Laplace preconditioning, ``sampler``; default NumPyro NUTS with 4 chains
     x (300 warm-up + 300 draws)), one after the other, with ``log`` progress after each.
     ``done``: per-injection records of an interrupted run to resume from (``on_record(records)``
@@ -54,7 +54,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     and divergence fraction, and the per-injection records."""
     import time
 
-    from lumina_jax.inference.fit import run_fit
+    from lumina_jax.workflows.fit import run_fit
 
     sampler = sampler or SamplerConfig(num_chains=4, num_warmup=300, num_samples=300)
     thetas, u_true = injection_draws(setup, n_injections, seed)
@@ -318,7 +318,7 @@ def gradient_agreement_draws(setup: FitSetup, emulator, synthesizer, data: Likel
     :func:`gradient_agreement` there says how far the physics would move the mode; at draws
     (away from the mode in every direction) both gradients are large and their agreement
     measures the emulator's slopes.  ``thetas [n, dim]`` physical; ``nuisances``: per-draw
-    arrays ``log_scale``, ``f_sys`` and ``poly_k`` (as :func:`~lumina_jax.inference.plots.full_theta_draws`).
+    arrays ``log_scale``, ``f_sys`` and ``poly_k`` (as :func:`~lumina_jax.workflows.plots.full_theta_draws`).
     Same conventions as :func:`gradient_agreement` (emulator sigma on both paths, unit-box u).
     Returns the per-draw cosine and norm ratio |g_emu| / |g_syn| and their median / 10th pct."""
     polys = sorted((k for k in nuisances if k.startswith("poly_")), key=lambda k: int(k.split("_")[1]))

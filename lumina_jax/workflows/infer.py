@@ -1,8 +1,7 @@
 """High-level entry points behind ``lumina-jax infer`` (also usable from Python).
 
-The emulator and synthesizer are imported lazily through :func:`get_emulator` and
-:func:`get_synthesizer`; tests and benchmarks replace them with stand-ins by passing the
-objects directly.
+The emulator and synthesizer are loaded through :mod:`lumina_jax.workflows.loaders` (lazy
+imports); Python callers may pass the objects to :func:`prepare` / :func:`infer` instead.
 """
 
 from __future__ import annotations
@@ -14,12 +13,12 @@ from typing import Callable
 import numpy as np
 
 from lumina_jax.errors import UserError
-from lumina_jax.inference import chaining
-from lumina_jax.inference.config import (DEFAULT_RESULTS, box_link_for, check_emulator_sigma, default_checkpoint,
+from lumina_jax.workflows import chaining, loaders
+from lumina_jax.workflows.config import (DEFAULT_RESULTS, box_link_for, check_emulator_sigma, default_checkpoint,
                                          default_previous, load_inference_config)
-from lumina_jax.inference.fit import FitOutput, run_fit, write_results
+from lumina_jax.workflows.fit import FitOutput, run_fit, write_results
 from lumina_jax.inference.model import make_setup
-from lumina_jax.inference.observed import load_observation, observation_from_model
+from lumina_jax.observed import load_observation, observation_from_model
 from lumina_jax.inference.samplers import SamplerConfig
 
 
@@ -59,26 +58,6 @@ def mock_parameters(mock_cfg: dict, stage: int, space, log: Callable[[str], None
     log(f"mock: the stage-1 SN 2011fe-like parameters with their composition expressed in the {space.zones.n} "
         f"stage-{stage} zones")
     return out
-
-
-def get_emulator(path):
-    """``lumina_jax.emulator.load_emulator(path)`` (lazy import; clear error when missing)."""
-    try:
-        from lumina_jax.emulator import load_emulator
-    except ImportError as exc:
-        raise UserError(f"the emulator package is not available ({exc}); cannot load {path}") from None
-    if not Path(path).exists():
-        raise UserError(f"emulator checkpoint not found: {path}")
-    return load_emulator(path)  # a directory, a campaign store or a damaged file: DataFileError
-
-
-def get_synthesizer(space, config=None):
-    """``lumina_jax.synth.Synthesizer.default(space, config)`` (lazy import; config: YAML path or None)."""
-    try:
-        from lumina_jax.synth import Synthesizer
-    except ImportError as exc:
-        raise UserError(f"the synthesizer (lumina_jax.synth) is not available: {exc}") from None
-    return Synthesizer.default(space, config)
 
 
 def emulator_error_model(emulator, lk: dict, log: Callable[[str], None] = print):
@@ -151,7 +130,7 @@ def results_dir(req: InferRequest) -> Path:
 
 @dataclasses.dataclass
 class PreparedFit:
-    """Everything :func:`~lumina_jax.inference.fit.run_fit` needs for one ``infer`` request:
+    """Everything :func:`~lumina_jax.workflows.fit.run_fit` needs for one ``infer`` request:
     the fit setup (box, fixed values, priors), the emulator, the observation (or the mock's),
     the mock's truth (``None`` for an observed spectrum) and ``fit_kwargs`` (likelihood and
     convergence settings from the config, as keyword arguments of ``run_fit``)."""
@@ -179,7 +158,7 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
     ckpt = req.checkpoint
     if emulator is None:
         ckpt = ckpt or default_checkpoint(req.stage)
-        emulator = get_emulator(ckpt)
+        emulator = loaders.get_emulator(ckpt)
     chaining.check_emulator_box(emulator.space, space, check_box=previous is not None)
     if previous is None:
         # stage without a previous result: sample the emulator's own training box
@@ -199,7 +178,7 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
     wave = np.asarray(emulator.wavelength, float)
     if req.observed is None:
         mk = cfg["mock"]
-        synth = synthesizer or get_synthesizer(space)
+        synth = synthesizer or loaders.get_synthesizer(space)
         base = setup.base_theta()
         truth_vec = space.from_dict(mock_parameters(mk, req.stage, space, log=log, previous=prev_summary),
                                     fill=dict(zip(space.names, base)))
@@ -229,7 +208,7 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
         chained = (req.stage > 1 and f"stage{req.stage}" not in mk and prev_summary is not None
                    and "mock" not in prev_summary)
         where = (f"the stage-{prev_summary['stage']} SN 2011fe best fit" if chained
-                 else f"SN 2011fe-like stage-{req.stage} parameters (configs/inference.yaml 'mock')")
+                 else f"SN 2011fe-like stage-{req.stage} parameters (lumina_jax/configs/inference.yaml 'mock')")
         log(f"no --observed: fitting a MOCK observation made by the synthesizer at {where}, S/N {1 / noise:.0f} "
             f"per pixel, with emulator {meta['checkpoint']}")
     else:

@@ -62,7 +62,7 @@ def npe_start(cfg, setup, obs, fm, data, spectrum_and_sigma: Callable, *, n_draw
 
     ``n_draws``: default ``num_chains x num_samples`` for ``--sampler npe``, :data:`INIT_DRAWS` for
     ``--init npe``; the draws are split into ``num_chains`` "chains" of independent draws."""
-    from lumina_jax.inference import npe_io
+    from lumina_jax.workflows import npe as npe_io
     from lumina_jax.inference.model import z_from_values
     from lumina_jax.inference.samplers import SamplerRun
 

@@ -1,4 +1,4 @@
-"""``lumina-jax ffi``: Box3D fast-flavor-instability closure, residual training and evaluation.
+"""``lumina-jax ffi``: the command line of box3d_jax, mounted by ``lumina-jax`` (:func:`register`).
 
 Commands:
   ffi box3d IN.h5 --out OUT.h5        Box3D asymptotic states for every row of IN.h5
@@ -6,52 +6,132 @@ Commands:
   ffi train DATA.h5 --out CKPT        fit the equivariant residual model on top of Box3D
   ffi evaluate CKPT DATA.h5 [--json]  error metrics: no mixing / Box3D / Box3D + residual
   ffi export [CKPT] --out FILE        jax.export the jitted Box3D (+ residual) for simulation codes
+  ffi solve IN.h5 --out OUT.h5        QKE ground truth (box3d_jax.qke) for every row of IN.h5
+  ffi generate --n N --out FILE.h5    sample initial moments, solve, write a dataset [--resume]
 
 Outputs that exist are kept unless ``--force``; an ``--out`` that is the input file is refused.
+Bad input raises :class:`box3d_jax.errors.UserError`; the ``lumina-jax`` entry point prints it
+as one ``error: ...`` line with exit code 2.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
-from lumina_jax.cli._output import check_out_file, dumps_json, refuse_overwrite
-from lumina_jax.errors import ParameterError, UserError
+from box3d_jax.errors import ParameterError, UserError
 
 #: Lowering platforms ``jax.export`` knows (``ffi export --platform``).
 EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
-ffi_app = typer.Typer(
+app = typer.Typer(
     name="ffi",
     help="Box3D maximum-entropy FFI closure (box3d_jax): predict, train a residual model, evaluate, export.",
     no_args_is_help=True,
 )
 
 
-def register(app: typer.Typer) -> None:
-    """Attach the ``ffi`` command group to the main app."""
-    app.add_typer(ffi_app, name="ffi")
+def register(main_app: typer.Typer) -> None:
+    """Mount the ``ffi`` command group on a host command line (``lumina-jax``)."""
+    main_app.add_typer(app, name="ffi")
 
 
-def _progress(disable: bool):
+# --- outputs: strict JSON, files checked before any work, nothing overwritten silently ---------
+def _plain(obj):
+    """``obj`` with numpy types as Python ones and non-finite floats as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def dumps_json(obj, *, indent: int | None = None) -> str:
+    """``obj`` as strict JSON (``jq`` reads it): NaN / inf become ``null``."""
+    return json.dumps(_plain(obj), indent=indent, default=str, allow_nan=False)
+
+
+def refuse_overwrite(path, *, force: bool, what: str = "output") -> None:
+    """Stop with a :class:`UserError` when ``path`` exists (a file, or a non-empty directory)
+    and ``force`` is false: outputs are never replaced silently."""
+    p = Path(path)
+    if force or not p.exists() or (p.is_dir() and not any(p.iterdir())):
+        return
+    kind = "directory" if p.is_dir() else "file"
+    raise UserError(f"{what} {kind} {p} already exists; pass --force to overwrite it")
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def check_out_file(out: Path, *, force: bool, inputs=(), option: str = "--out") -> None:
+    """Stop before any long work if ``out`` is one of ``inputs``, a directory, exists (unless
+    ``force``) or lies in a directory that is missing or not writable."""
+    out = Path(out)
+    for src in inputs:
+        if src is not None and _same_file(out, src):
+            raise UserError(f"{option} {out} is the input file {src}; writing it would destroy the input -- "
+                            "choose another output file")
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a directory; give a file name")
+    refuse_overwrite(out, force=force, what=option)
+    parent = out.parent
+    if not parent.is_dir():
+        why = f"{parent} is not a directory" if parent.exists() else f"directory {parent} does not exist"
+        raise UserError(f"{option} {out}: {why}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {out}: directory {parent} is not writable")
+
+
+def emit(obj: dict, as_json: bool) -> None:
+    """Print ``obj`` as strict JSON (``--json``) or as ``key: value`` lines."""
+    if as_json:
+        typer.echo(dumps_json(obj, indent=2))
+        return
+    for key, value in obj.items():
+        typer.echo(f"{key}: {value}")
+
+
+def _progress(disable: bool, *, long: bool = False):
+    """A progress bar on stderr; ``long`` runs (the QKE solver) show the elapsed time and keep it."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
+    elapsed = (TimeElapsedColumn(),) if long else ()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *elapsed,
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=Console(stderr=True),
-        transient=True,
+        transient=not long,
         disable=disable,
     )
 
 
+# --- Box3D and the residual model ---------------------------------------------------------------
 def _quadrature(method: str | None, order: int | None, width: float | None) -> tuple[str, int, float]:
     """Validated ``(method, order, width)`` with the defaults filled in (ParameterError)."""
     from box3d_jax import box3d as B
@@ -85,16 +165,7 @@ def _check_platforms(platforms: list[str]) -> tuple[str, ...]:
     return out
 
 
-def emit(obj: dict, as_json: bool) -> None:
-    """Print ``obj`` as strict JSON (``--json``) or as ``key: value`` lines."""
-    if as_json:
-        typer.echo(dumps_json(obj, indent=2))
-        return
-    for key, value in obj.items():
-        typer.echo(f"{key}: {value}")
-
-
-@ffi_app.command("box3d")
+@app.command("box3d")
 def box3d_cmd(
     infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm), shape (n, 4, 2, NF)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final = Box3D (+ residual), "
@@ -110,8 +181,6 @@ def box3d_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
 ) -> None:
     """Predict the asymptotic four-fluxes of every row of IN.h5 with Box3D (+ a residual model)."""
-    import numpy as np
-
     from box3d_jax import box3d as B
     from box3d_jax import io
 
@@ -208,8 +277,6 @@ def _split(ds, test_file: Optional[Path], test_fraction: float):
 
 
 def _evaluate(params, config, ds) -> tuple[dict, int]:
-    import numpy as np
-
     from box3d_jax import metrics
     from box3d_jax import residual as R
 
@@ -235,7 +302,7 @@ def _metrics_table(result: dict, title: str):
     return table
 
 
-@ffi_app.command("train")
+@app.command("train")
 def train_cmd(
     data: Path = typer.Argument(..., help="Training HDF5 file with F4_initial and F4_final."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to write."),
@@ -309,7 +376,7 @@ def train_cmd(
         console.print(_metrics_table(test_metrics, f"held-out test set ({split}, {n_test} rows)"))
 
 
-@ffi_app.command("evaluate")
+@app.command("evaluate")
 def evaluate_cmd(
     ckpt: Path = typer.Argument(..., help="Checkpoint directory written by `ffi train`."),
     data: Path = typer.Argument(..., help="HDF5 file with F4_initial and F4_final."),
@@ -341,7 +408,7 @@ def evaluate_cmd(
         Console().print(_metrics_table(result, title))
 
 
-@ffi_app.command("export")
+@app.command("export")
 def export_cmd(
     ckpt: Optional[Path] = typer.Argument(None, help="Checkpoint to include (default: Box3D alone)."),
     out: Path = typer.Option(..., "--out", "-o", help="Serialized jax.export file to write."),
@@ -374,3 +441,115 @@ def export_cmd(
     if stablehlo is not None:
         E.write_stablehlo(stablehlo, exp)
     typer.echo(f"wrote {out}" + (f" and {stablehlo}" if stablehlo else ""))
+
+
+# --- QKE ground truth (box3d_jax.qke) -----------------------------------------------------------
+def _config(n_z: int, order: int, t_end_growth: float, cfl: float, n_wavelengths: float, lsa_order: int,
+            seed: int, conservation_tol: float):
+    from box3d_jax import qke
+
+    return qke.QKEConfig(
+        n_z=n_z, lebedev_order=order, t_end_growth=t_end_growth, cfl=cfl, n_wavelengths=n_wavelengths,
+        lsa_order=lsa_order, seed=seed, conservation_tol=conservation_tol,
+    ).validate()
+
+
+@app.command("solve")
+def solve_cmd(
+    infile: Path = typer.Argument(..., help="HDF5 file with F4_initial(1|ccm) [n, 4, 2, 3] (Rhea/Emu format)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output HDF5: F4_initial, F4_final, F4_final_stddev, growthRate."),
+    n_z: int = typer.Option(128, help="Cells (Fourier modes) along the box."),
+    order: int = typer.Option(29, help="Lebedev order of the directions (29: 302, 17: 110)."),
+    t_end_growth: float = typer.Option(60.0, help="Run length in e-folding times 1/Γ_LSA."),
+    cfl: float = typer.Option(0.4, help="Time step × max‖H‖."),
+    n_wavelengths: float = typer.Option(8.0, help="Box length in fastest-growing wavelengths."),
+    lsa_order: int = typer.Option(17, help="Lebedev order of the box-sizing LSA (0: same as --order)."),
+    seed: int = typer.Option(0, help="Seed of the random off-diagonal perturbations (row i: seed + i)."),
+    batch: int = typer.Option(1, min=1, help="Rows evolved together under jax.vmap (GPU: larger)."),
+    conservation_tol: float = typer.Option(1e-6, help="Flag runs whose conservation error exceeds this (n_tot)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out (never the input file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+) -> None:
+    """Run the multi-angle QKE solver on every row of IN.h5 and write the asymptotic states.
+
+    Rows whose run fails an acceptance test (no saturation within t_end/3, conservation,
+    late-time fluctuations) are still written, and listed in the summary.
+    """
+    from box3d_jax import io, qke
+
+    cfg = _config(n_z, order, t_end_growth, cfl, n_wavelengths, lsa_order, seed, conservation_tol)
+    check_out_file(out, force=force, inputs=(infile,))
+    ds = io.read_dataset(infile)
+    if ds.nf != 3:
+        raise ParameterError(f"{infile}: the QKE solver needs NF = 3 data, got NF = {ds.nf}")
+    if (ds.F4_initial[..., 3].sum(axis=(1, 2)) <= 0).any():
+        raise ParameterError(f"{infile}: a row has zero total number density")
+    fins, stds, growth, results = [], [], [], []
+    t0 = time.perf_counter()
+    with _progress(as_json, long=True) as prog:
+        task = prog.add_task("QKE", total=ds.n, info="")
+        for s in range(0, ds.n, batch):
+            blk = ds.F4_initial[s : s + batch]
+            f, sd, g, r = qke.asymptotic_state(blk, cfg, seed=seed + s, batch=batch)
+            fins.append(f)
+            stds.append(sd)
+            growth.append(g * qke.SQRT2_GF_OVER_HBAR)
+            results += r
+            prog.update(task, advance=len(blk), info=f"{sum(x.ok for x in results)} accepted")
+    seconds = time.perf_counter() - t0
+    growth_arr = np.nan_to_num(np.concatenate(growth), nan=0.0)
+    io.write_dataset(out, ds.F4_initial, np.concatenate(fins), np.concatenate(stds), growth_arr)
+    summary = {
+        "input": str(infile),
+        "output": str(out),
+        "n_points": ds.n,
+        "n_accepted": sum(r.ok for r in results),
+        "rejected": {i: r.reason for i, r in enumerate(results) if not r.ok},
+        "max_conservation_error": max(r.conservation_err for r in results),
+        "growth_rate_fit_over_lsa": [  # null where no rate could be fitted
+            (r.growth_rate / r.growth_lsa if r.growth_lsa > 0 else None) for r in results
+        ],
+        "resolution": {"n_z": n_z, "n_dir": int(qke.lebedev.n_points(order))},
+        "seconds": round(seconds, 2),
+    }
+    emit(summary, as_json)
+
+@app.command("generate")
+def generate_cmd(
+    n: int = typer.Option(..., "--n", min=1, help="Number of accepted points wanted."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output HDF5 (Rhea/Emu format + generation metadata)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an existing file made with the same settings."),
+    n_z: int = typer.Option(128, help="Cells (Fourier modes) along the box."),
+    order: int = typer.Option(29, help="Lebedev order of the directions (29: 302, 17: 110)."),
+    t_end_growth: float = typer.Option(60.0, help="Run length in e-folding times 1/Γ_LSA."),
+    cfl: float = typer.Option(0.4, help="Time step × max‖H‖."),
+    n_wavelengths: float = typer.Option(8.0, help="Box length in fastest-growing wavelengths."),
+    lsa_order: int = typer.Option(17, help="Lebedev order of the box-sizing LSA (0: same as --order)."),
+    gamma_min: float = typer.Option(0.01, help="Skip unstable points growing slower than this (√2G_F n_tot/ħ)."),
+    p_stable: float = typer.Option(0.25, help="Probability of keeping a stable candidate."),
+    seed: int = typer.Option(0, help="Campaign seed (sampling and perturbations)."),
+    batch: int = typer.Option(1, min=1, help="Runs evolved together under jax.vmap (GPU: larger)."),
+    checkpoint_every: int = typer.Option(10, min=1, help="Rewrite the file (atomically) every this many points."),
+    conservation_tol: float = typer.Option(1e-6, help="Reject runs whose conservation error exceeds this (n_tot)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+) -> None:
+    """Sample physical initial moments, run the QKE solver and write a training dataset."""
+    from box3d_jax import generate as G
+
+    if not 0.0 <= p_stable <= 1.0:
+        raise ParameterError(f"--p-stable must be in [0, 1], got {p_stable}")
+    cfg = _config(n_z, order, t_end_growth, cfl, n_wavelengths, lsa_order, seed, conservation_tol)
+    scfg = G.SamplerConfig(p_stable=p_stable, gamma_min=gamma_min)
+    check_out_file(out, force=True)  # an existing file: G.generate refuses it unless --resume
+    t0 = time.perf_counter()
+    with _progress(as_json, long=True) as prog:
+        task = prog.add_task("generate", total=n, info="")
+
+        def cb(done: int, total: int, stats: dict) -> None:
+            prog.update(task, completed=done,
+                        info=f"rejected {stats['rejected']}, skipped {stats['skipped']}")
+
+        stats = G.generate(out, n, cfg, sampler=scfg, seed=seed, resume=resume, batch=batch,
+                           checkpoint_every=checkpoint_every, on_progress=cb)
+    summary = {"output": str(out), **stats, "seconds": round(time.perf_counter() - t0, 1)}
+    emit(summary, as_json)

@@ -1,4 +1,4 @@
-"""Inference configuration (``configs/inference.yaml``) and the default checkpoint location."""
+"""Inference configuration (``lumina_jax/configs/inference.yaml``) and the default checkpoint location."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from lumina_jax.inference.diagnostics import MAX_DIVERGENT_FRAC, RHAT_MAX
 from lumina_jax.inference.samplers import EMCEE_MOVES, SAMPLERS
 from lumina_jax.params import CONFIG_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # package data
 #: The shipped emulator of each stage: stage 1 in the full stage-1 box; stages 2 and 3 in the
-#: boxes of the SN 2011fe chain (``lumina-jax pipeline --observed``, checkpoints/README.md).
+#: boxes of the SN 2011fe chain (``lumina-jax pipeline --observed``, lumina_jax/checkpoints/README.md).
 SHIPPED_EMULATORS = {1: "stage1_synth.h5", 2: "stage2_sn2011fe.h5", 3: "stage3_sn2011fe.h5"}
 #: The shipped previous-stage result whose relaxed box each stage's shipped emulator was trained in.
 SHIPPED_PREVIOUS = {2: "sn2011fe_stage1", 3: "sn2011fe_stage2"}
@@ -30,7 +29,7 @@ DEFAULT_RESULTS = Path("results")
 def default_checkpoint(stage: int) -> Path:
     """The shipped emulator checkpoint of ``stage`` (:data:`SHIPPED_EMULATORS`).
 
-    Any ``checkpoints/stage1_synth.*`` is accepted when the stage-1 file itself is absent
+    Any ``lumina_jax/checkpoints/stage1_synth.*`` is accepted when the stage-1 file itself is absent
     (the file extension is the emulator's choice)."""
     if stage not in SHIPPED_EMULATORS:
         raise UserError(f"no shipped emulator for stage {stage}: pass --checkpoint")

@@ -55,7 +55,7 @@ def central_coverage(r, n_draws: int, levels=LEVELS) -> dict:
 
 def run_sbc(obj, paths, *, n: int, n_draws: int, noise_frac: float, seed: int, n_bins: int = 20,
             log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
-    """SBC of the NPE ``obj`` (:class:`~lumina_jax.inference.npe_io.NPE`) on the first ``n``
+    """SBC of the NPE ``obj`` (:class:`~lumina_jax.workflows.npe.NPE`) on the first ``n``
     finished models of the stores ``paths``: each made into a mock (``noise_frac`` per pixel,
     preprocessing over the NPE's band, as ``infer``'s mock)."""
     import equinox as eqx
@@ -63,8 +63,9 @@ def run_sbc(obj, paths, *, n: int, n_draws: int, noise_frac: float, seed: int, n
     import jax.numpy as jnp
 
     from lumina_jax.errors import UserError
-    from lumina_jax.inference import npe, npe_io
-    from lumina_jax.inference.observed import observation_from_model
+    from lumina_jax.inference import npe
+    from lumina_jax.workflows import npe as npe_io
+    from lumina_jax.observed import observation_from_model
     from lumina_jax.preprocess import Preprocessor
     from runners.store import load_training_set
 

@@ -39,7 +39,7 @@ FORMAT_VERSION = 1
 SEAL_MAGIC = b"lumina-jax-npe seal\n"
 DEFAULT_BAND = (3300.0, 9700.0)  # the mock window and the SN 2011fe SNfactory coverage
 DEFAULT_NOISE = (0.005, 0.1)  # per-pixel noise fraction range (S/N 200 ... 10)
-DEFAULT_NPE = Path(__file__).resolve().parents[2] / "checkpoints" / "stage1_npe.h5"
+DEFAULT_NPE = Path(__file__).resolve().parents[1] / "checkpoints" / "stage1_npe.h5"
 
 
 @dataclasses.dataclass
@@ -76,7 +76,7 @@ def band_operator(cfg: PreprocessConfig, band) -> tuple[np.ndarray, np.ndarray, 
     """(rows, M, in_rows): the grid bins a spectrum observed over ``band`` (A) keeps after
     preprocessing (``rows [R]``), the linear map from grid flux to its smoothed flux on them
     before normalisation (``M [R, n]``) and the input bins it reads (``in_rows``), as
-    :func:`lumina_jax.inference.observed.prepare_observation` preprocesses a windowed spectrum."""
+    :func:`lumina_jax.observed.prepare_observation` preprocesses a windowed spectrum."""
     prep = Preprocessor(cfg)
     grid = np.asarray(prep.grid, float)
     keep = (grid >= band[0]) & (grid <= band[1])

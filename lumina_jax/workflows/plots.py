@@ -3,19 +3,14 @@ residuals, trace and rank plots, and the best fit re-simulated with the synthesi
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from lumina_jax.errors import DataFileError
-from lumina_jax.inference.diagnostics import read_netcdf
+from lumina_jax.workflows.results import full_theta_draws, load_results, posterior_array
 
 MAX_CORNER = 15
-#: every figure :func:`make_plots` may write into a results directory
-PLOT_FILES = ("corner.png", "spectrum_fit.png", "trace.png", "rank.png", "synth_vs_emulator.png",
-              "abundance_profile.png")
 
 
 def _plt():
@@ -25,55 +20,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-#: what the commands that read a results directory need of its summary.json
-SUMMARY_KEYS = ("stage", "free", "fixed", "space", "likelihood", "nuisance_best_fit", "diagnostics", "residual_rms")
-
-
-def load_results(results_dir):
-    """(summary dict, InferenceData) of a results directory; a corrupt, foreign or truncated
-    summary.json or posterior.nc raises :class:`DataFileError`."""
-    d = Path(results_dir)
-    if not (d / "summary.json").is_file() or not (d / "posterior.nc").is_file():
-        raise DataFileError(f"{d} is not a complete results directory (needs summary.json and posterior.nc)")
-    try:
-        summary = json.loads((d / "summary.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataFileError(f"{d / 'summary.json'} is not readable JSON ({exc})") from None
-    missing = [k for k in SUMMARY_KEYS if k not in summary] if isinstance(summary, dict) else list(SUMMARY_KEYS)
-    if missing:
-        raise DataFileError(f"{d / 'summary.json'} is not a summary written by `lumina-jax infer` (missing "
-                            f"{', '.join(missing)})")
-    try:
-        idata = read_netcdf(d / "posterior.nc")
-        for group in ("posterior", "constant_data", "observed_data"):
-            getattr(idata, group)
-    except Exception as exc:  # noqa: BLE001  (netCDF4 / h5py / xarray raise many kinds on a damaged file)
-        raise DataFileError(f"{d / 'posterior.nc'} is unreadable, truncated or not written by `lumina-jax infer` "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    return summary, idata
-
-
-def posterior_array(idata, names) -> np.ndarray:
-    """[chains * draws, len(names)] from the posterior group."""
-    return np.stack([np.asarray(idata.posterior[n]).reshape(-1) for n in names], axis=-1)
-
-
-def full_theta_draws(summary, idata, n: int, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """``n`` random posterior draws as full parameter vectors [n, dim] and their nuisances."""
-    names = json.loads(idata.attrs["parameter_names"])
-    free = summary["free"]
-    flat = posterior_array(idata, free)
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(flat.shape[0], size=min(n, flat.shape[0]), replace=False)
-    base = np.asarray(idata.constant_data["fixed_theta"])
-    th = np.repeat(base[None], len(pick), axis=0)
-    for j, f in enumerate(free):
-        th[:, names.index(f)] = flat[pick, j]
-    nuis = {k: np.asarray(idata.posterior[k]).reshape(-1)[pick] for k in idata.posterior.data_vars
-            if k in ("log_scale", "f_sys") or k.startswith("poly_")}
-    return th, nuis
 
 
 def corner_plot(summary, idata, path):
@@ -322,3 +268,12 @@ def make_plots(results_dir, emulator=None, synthesizer=None, log=print) -> list[
     elif synthesizer is None:
         log("synthesizer not available: synth_vs_emulator.png skipped")
     return files
+
+
+def plot_results(results_dir, summary, *, checkpoint=None, log=print) -> list[Path]:
+    """:func:`make_plots` with the fit's emulator (``checkpoint`` or the one recorded) and,
+    where it can be built, its synthesizer."""
+    from lumina_jax.workflows.results import emulator_and_space, synthesizer_or_none
+
+    emu, space = emulator_and_space(summary, checkpoint)
+    return make_plots(results_dir, emulator=emu, synthesizer=synthesizer_or_none(space), log=log)
