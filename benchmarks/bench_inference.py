@@ -43,12 +43,13 @@ import numpy as np  # noqa: E402
 import lumina_jax  # noqa: E402,F401
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import make_likelihood_data  # noqa: E402
-from lumina_jax.workflows.config import EMULATOR_SIGMA_MODES, box_link_for, load_inference_config  # noqa: E402
-from lumina_jax.inference.model import (BOX_LINKS, F_SYS_PRIORS, find_map, flatten_model, hold_sigma_at_mode,  # noqa: E402
-                                        make_setup, z_names)
-from lumina_jax.observed import observation_from_model  # noqa: E402
+from lumina_jax.inference.density import (BOX_LINKS, EMULATOR_SIGMA_MODES, F_SYS_PRIORS, LikelihoodConfig,  # noqa: E402
+                                          flatten_model, make_setup, z_names)
+from lumina_jax.inference.optimize import find_map, hold_sigma_at_mode  # noqa: E402
+from lumina_jax.inference.precondition import run_preconditioned  # noqa: E402
 from lumina_jax.inference.ridge import ridge_coordinate  # noqa: E402
-from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned  # noqa: E402
+from lumina_jax.inference.sampling import EmceeOptions, SamplerConfig  # noqa: E402
+from lumina_jax.observed import observation_from_model  # noqa: E402
 from lumina_jax.inference.toy import RandomMLPEmulator  # noqa: E402
 from lumina_jax.params import load_space  # noqa: E402
 
@@ -87,10 +88,8 @@ def main_job_problem(emu, box_link="logit", emulator_sigma="fixed"):
 
     req = api.InferRequest(stage=1, box_link=box_link, emulator_sigma=emulator_sigma)
     p = api.prepare(req, emulator=emu, log=lambda m: print("  " + m, flush=True))
-    kw = p.fit_kwargs
-    fm, data = build_model(p.setup, emu.spectrum_and_sigma, p.obs, **{k: kw[k] for k in (
-        "corr_length", "emu_basis", "stride", "emu_rank", "emu_var_scale", "on_bins")})
-    return fm, p.setup, data, kw["map_starts"], kw["emulator_sigma"]
+    fm, data = build_model(p.problem)
+    return fm, p.setup, data, p.sampler.map_starts, p.problem.likelihood.emulator_sigma
 
 
 def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="stretch", emcee_burn=0.5, seed=0,
@@ -116,7 +115,7 @@ def bench(emu, samplers, *, chains, warmup, samples, emcee_steps, emcee_moves="s
     rows = []
     for name in samplers:
         cfg = SamplerConfig(name=name, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
-                            emcee_steps=emcee_steps, emcee_moves=emcee_moves, emcee_burn=emcee_burn,
+                            emcee=EmceeOptions(steps=emcee_steps, moves=emcee_moves, burn=emcee_burn),
                             target_accept=target_accept, ridge=ridge)
         run, pre = run_preconditioned(cfg, fm.logdensity, z_map, jax.random.PRNGKey(seed + 1), hessian=fm.hessian,
                                       ridge_index=ridge_index, value_and_grad=fm.value_and_grad)
@@ -190,7 +189,7 @@ def main(argv=None):
     for dim in (int(x) for x in a.dims.split(",")):
         stage = 1 if dim == 15 else 3
         mock = a.stage1_mock if stage == 1 else "random"
-        box_link = box_link_for(load_inference_config()["likelihood"], stage) if a.box_link == "config" else a.box_link
+        box_link = LikelihoodConfig().link(stage) if a.box_link == "config" else a.box_link
         ck = a.checkpoint if stage == 1 else a.checkpoint3
         if ck == "shipped":
             from lumina_jax.workflows.config import default_checkpoint

@@ -40,8 +40,10 @@ from bench_inference import mock_data  # noqa: E402
 from lumina_jax.emulator import load_emulator  # noqa: E402
 from lumina_jax.inference import diagnostics as diag  # noqa: E402
 from lumina_jax.inference.likelihood import used_bins  # noqa: E402
-from lumina_jax.inference.model import find_map, flatten_model, z_names  # noqa: E402
-from lumina_jax.inference.samplers import SamplerConfig, laplace_factor, run_sampler  # noqa: E402
+from lumina_jax.inference.optimize import find_map
+from lumina_jax.inference.density import flatten_model, z_names  # noqa: E402
+from lumina_jax.inference.sampling import SamplerConfig, run_sampler  # noqa: E402
+from lumina_jax.inference.precondition import laplace_factor
 
 
 def nuts_in(ld, x0, seed, warmup, samples):

@@ -42,7 +42,7 @@ import numpy as np
 
 import lumina_jax  # noqa: F401
 from lumina_jax.emulator import load_emulator
-from lumina_jax.inference.model import make_setup
+from lumina_jax.inference.density import make_setup
 from lumina_jax.synth import Synthesizer
 
 

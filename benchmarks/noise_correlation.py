@@ -4,7 +4,7 @@ The likelihood gives each used bin the Monte Carlo variance of the preprocessed 
 (``observed.prepare_observation``) and ignores the correlation that smoothing puts between
 bins.  For mocks at the coverage check's injections (the emulator's spectrum as the true
 flux, ``--noise`` per pixel) this measures that correlation between the used bins (stride of
-``lumina_jax/configs/inference.yaml``) and its effect on the parameter errors in the linear (sandwich)
+``LikelihoodConfig.stride``) and its effect on the parameter errors in the linear (sandwich)
 approximation:  Var_true = F^-1 J^T W S_true W J F^-1 with F = J^T W J, W = S_assumed^-1,
 S_assumed = diag(noise covariance) + emulator covariance, S_true = full noise covariance +
 emulator covariance;  J = d flux / d u for the free parameters plus the flux scale.
@@ -26,9 +26,8 @@ from scipy.stats import norm
 
 from lumina_jax.emulator import load_emulator
 from lumina_jax.workflows.checks import injection_draws
-from lumina_jax.workflows.config import load_inference_config
 from lumina_jax.inference.likelihood import make_likelihood_data
-from lumina_jax.inference.model import make_setup
+from lumina_jax.inference.density import LikelihoodConfig, make_setup
 from lumina_jax.preprocess import within
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     emu = load_emulator(args.checkpoint)
-    stride = int(load_inference_config()["likelihood"].get("stride", 8))
+    stride = LikelihoodConfig().stride
     setup = make_setup(emu.space, n_poly=0)
     thetas, _ = injection_draws(setup, 50, 0)
     wl = np.asarray(emu.wavelength)

@@ -32,6 +32,7 @@ app = typer.Typer(
 
 # --- command registration: one module per command group ---------------------
 from lumina_jax.cli import campaign as _campaign  # noqa: E402
+from lumina_jax.cli import config as _config  # noqa: E402
 from lumina_jax.cli import emulator as _emulator  # noqa: E402
 from lumina_jax.cli import inference as _inference  # noqa: E402
 from lumina_jax.cli import lumina as _lumina  # noqa: E402
@@ -39,7 +40,7 @@ from lumina_jax.cli import model as _model  # noqa: E402
 from lumina_jax.cli import npe as _npe  # noqa: E402  (train-npe, check sbc; after inference)
 from lumina_jax.cli import synth as _synth  # noqa: E402
 
-for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _npe, _ffi):
+for _module in (_model, _synth, _campaign, _lumina, _emulator, _inference, _npe, _config, _ffi):
     _module.register(app)
 
 

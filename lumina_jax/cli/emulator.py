@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
 def calibrate(
     checkpoint: Path = typer.Argument(..., help="emulator checkpoint (updated in place)"),
     data: list[Path] = typer.Option(..., "--data", help="the campaign store(s) it was trained on, in the same order"),
-    stride: Optional[int] = typer.Option(None, "--stride", help="likelihood bin stride (default: lumina_jax/configs/inference.yaml)"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="likelihood bin stride (default: the inference config, 8; `lumina-jax config show`)"),
     n_max: int = typer.Option(2000, "--n-max", min=1, help="validation models used at most"),
     dry_run: bool = typer.Option(False, "--dry-run", help="compute and print, do not write the checkpoint"),
     as_json: bool = typer.Option(False, "--json"),

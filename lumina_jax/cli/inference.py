@@ -28,9 +28,11 @@ def _sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, 
 
     from lumina_jax.workflows.config import load_inference_config, ridge_name, sampler_config
 
-    cfg = sampler_config(load_inference_config(config)["sampler"], name=sampler, num_chains=chains,
-                         num_warmup=warmup, num_samples=samples, seed=seed, target_accept=target_accept,
-                         dense_mass=dense, progress=progress, ns_live=ns_live, emcee_moves=emcee_moves)
+    base = load_inference_config(config).sampler
+    cfg = sampler_config(base, name=sampler, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=seed,
+                         target_accept=target_accept, dense_mass=dense, progress=progress,
+                         nested=None if ns_live is None else dataclasses.replace(base.nested, live=ns_live),
+                         emcee=None if emcee_moves is None else dataclasses.replace(base.emcee, moves=emcee_moves))
     if ridge is None:  # flag absent: the config's choice
         return cfg
     try:
@@ -57,10 +59,10 @@ def infer(
                                          "R-hat; emcee: ignored, walkers = max(32, 2 dim + 2); blackjax-chees: raised "
                                          "to 16 when fewer; blackjax-nss: independent nested-sampling runs)."),
     ns_live: Optional[int] = typer.Option(None, "--ns-live", help="Live points per nested-sampling run "
-                                          "(blackjax-nss; default: config sampler.ns_live, 300)."),
+                                          "(blackjax-nss; default: config sampler.nested.live, 300)."),
     emcee_moves: Optional[str] = typer.Option(None, "--emcee-moves", help="emcee proposal: stretch (emcee's default, "
                                               "the original pipeline's) or de (differential evolution 0.8 + snooker "
-                                              "0.2).  Default: config sampler.emcee_moves (stretch)."),
+                                              "0.2).  Default: config sampler.emcee.moves (stretch)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Warmup / adaptation steps per chain (default: "
                                          "config sampler.num_warmup, 500)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Draws per chain (default: config "
@@ -102,7 +104,7 @@ def infer(
                                            "divergences > 1 %."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots into the results dir."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default lumina_jax/configs/inference.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML overriding the defaults (`lumina-jax config show` prints them all)."),
 ) -> None:
     """Fit a spectrum (or the SN 2011fe-like synthesizer mock) through the emulator; write RESULTS_DIR."""
     from lumina_jax.inference import diagnostics
@@ -283,7 +285,7 @@ def check_coverage(
                                      "whose injections count as done; repeatable."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying or fixed (as infer; "
                                                  "default: config likelihood.emulator_sigma)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML (default lumina_jax/configs/inference.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Inference YAML overriding the defaults (`lumina-jax config show` prints them all)."),
     json_out: bool = typer.Option(False, "--json"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
 ) -> None:

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lumina_jax.inference.model import newton_ascent
+from lumina_jax.inference.optimize import newton_ascent
 
 
 def _xp(a):
@@ -307,8 +307,8 @@ def _held_widths(offs, log_sds) -> np.ndarray:
 
 def ridge_coordinate(name: str | None, setup, names: list[str]) -> int | None:
     """Index in ``z`` of the ridge parameter ``name`` (``SamplerConfig.ridge``) of a fit with
-    ``setup`` (:class:`~lumina_jax.inference.model.FitSetup`) and flat coordinate ``names``
-    (:func:`~lumina_jax.inference.model.z_names`); None when ``name`` is None or the parameter is
+    ``setup`` (:class:`~lumina_jax.inference.density.FitSetup`) and flat coordinate ``names``
+    (:func:`~lumina_jax.inference.density.z_names`); None when ``name`` is None or the parameter is
     fixed in this fit.  An unknown name raises :class:`~lumina_jax.errors.ParameterError`."""
     if name is None:
         return None

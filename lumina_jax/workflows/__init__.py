@@ -5,7 +5,7 @@ campaign stores), reports progress through callbacks and calls the pure function
 ``lumina_jax.inference``, ``lumina_jax.emulator`` and ``lumina_jax.synth``.  The CLI parses,
 calls one workflow and prints; nothing here imports the CLI.
 
-``config`` (lumina_jax/configs/inference.yaml and the shipped checkpoints), ``infer`` (one stage's fit
+``config`` (the typed inference configuration and the shipped checkpoints), ``infer`` (one stage's fit
 from a request), ``fit`` (MAP, sampling, diagnostics, results directory), ``results``
 (results directories read back), ``chaining`` (relaxed boxes between stages), ``emulator``
 (training and error calibration from campaign stores), ``pipeline``, ``checks`` (coverage,

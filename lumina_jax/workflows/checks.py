@@ -22,17 +22,17 @@ import numpy as np
 
 from lumina_jax.inference.diagnostics import format_rhat
 from lumina_jax.inference.likelihood import LikelihoodData, log_likelihood, predicted_flux
-from lumina_jax.inference.model import FitSetup, freeze_sigma
+from lumina_jax.inference.density import FitSetup, LikelihoodConfig, freeze_sigma
 from lumina_jax.observed import observation_from_model, observation_from_prediction
-from lumina_jax.inference.samplers import SamplerConfig, chain_count
+from lumina_jax.inference.sampling import SamplerConfig, chain_count
 
 
 def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int = 50, noise_frac: float = 0.02,
-             sampler: SamplerConfig | None = None, seed: int = 0, window=None, map_starts: int = 32,
-             emu_basis=None, corr_length=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
-             log: Callable[[str], None] = lambda s: None, done: list | None = None,
+             sampler: SamplerConfig | None = None, seed: int = 0, window=None,
+             likelihood: LikelihoodConfig = LikelihoodConfig(), emu_basis=None, corr_length=None,
+             emu_var_scale: float = 1.0, log: Callable[[str], None] = lambda s: None, done: list | None = None,
              on_record: Callable[[list], None] | None = None, shard: tuple[int, int] | None = None,
-             simulates_prediction: bool = False, emulator_sigma: str = "fixed") -> dict:
+             simulates_prediction: bool = False) -> dict:
     """Injection-recovery coverage (see module docstring).  ``simulate(theta) -> (wave, L_lambda)``;
     with ``simulates_prediction`` it returns the emulator's own preprocessed prediction on its grid
     instead (a self-consistency run: the mock's mean is the prediction exactly,
@@ -46,15 +46,15 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     is called after every injection, e.g. to save them).  ``shard=(k, m)``: fit only the
     injections ``i`` with ``i % m == k`` (the draws are those of the full run, so shards run
     in parallel and their records, passed together as ``done``, make the full run).
-    ``emu_basis`` / ``corr_length`` / ``stride`` / ``emu_rank`` / ``emu_var_scale``: the
-    emulator-error likelihood, as in ``run_fit``.
+    ``likelihood`` (its stride, rank and emulator-sigma mode), ``emu_basis`` / ``corr_length`` /
+    ``emu_var_scale``: the emulator-error likelihood, as in :class:`~lumina_jax.workflows.fit.FitProblem`.
 
     Returns the fraction of injections whose central 68 % / 95 % intervals (per free
     parameter) contain the truth, per parameter and on average, the per-injection max R-hat
     and divergence fraction, and the per-injection records."""
     import time
 
-    from lumina_jax.workflows.fit import run_fit
+    from lumina_jax.workflows.fit import FitProblem, run_fit
 
     sampler = sampler or SamplerConfig(num_chains=4, num_warmup=300, num_samples=300)
     thetas, u_true = injection_draws(setup, n_injections, seed)
@@ -72,10 +72,10 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     n_done0 = len(records)
     for i in todo:
         obs = _one_observation(thetas[i], simulate, emulator, noise_frac, seed + 7919 * i, window, simulates_prediction)
-        fit = run_fit(setup, emulator.spectrum_and_sigma, obs, dataclasses.replace(sampler, seed=seed + i),
-                      map_starts=map_starts, truth=setup.space.to_dict(thetas[i]), corr_length=corr_length,
-                      emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale,
-                      on_bins=getattr(emulator, "on_bins", None), emulator_sigma=emulator_sigma)
+        problem = FitProblem(setup, emulator.spectrum_and_sigma, obs, likelihood=likelihood,
+                             on_bins=getattr(emulator, "on_bins", None), emu_basis=emu_basis, corr_length=corr_length,
+                             emu_var_scale=emu_var_scale, truth=setup.space.to_dict(thetas[i]))
+        fit = run_fit(problem, dataclasses.replace(sampler, seed=seed + i))
         s = fit.summary
         emu_error = s["likelihood"]["emulator_error"]
         tr = s["truth_recovery"]["per_parameter"]
@@ -104,8 +104,7 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
     rhats = np.asarray([np.nan if r["max_rhat"] is None else r["max_rhat"] for r in records], float)
     out = {"n_injections": n_injections, "n_fitted": len(records), "shard": list(shard) if shard else None,
            "noise_frac": noise_frac, "emulator_error": emu_error,
-           "sampler": {**dataclasses.asdict(sampler), "laplace_preconditioned": sampler.precondition,
-                       "map_starts": map_starts},
+           "sampler": {**dataclasses.asdict(sampler), "laplace_preconditioned": sampler.precondition},
            "per_parameter": {},
            "divergent_fraction": float(np.mean([r["divergent_fraction"] for r in records])),
            "max_rhat_median": float(np.nanmedian(rhats)) if multi else None,

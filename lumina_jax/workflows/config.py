@@ -1,8 +1,16 @@
-"""Inference configuration (``lumina_jax/configs/inference.yaml``) and the default checkpoint location."""
+"""The inference configuration: one frozen, typed tree whose defaults are the only defaults.
+
+:class:`InferenceConfig` gathers the sections ``mock``, ``likelihood``
+(:class:`~lumina_jax.inference.density.LikelihoodConfig`), ``priors``, ``observed``, ``sampler``
+(:class:`~lumina_jax.inference.sampling.SamplerConfig`) and ``convergence``.  A YAML file
+(``--config``) overrides any of its keys; ``lumina-jax config show`` prints the whole tree as
+such a file.  Every results directory records the tree it ran with (:func:`config_record`,
+format :data:`CONFIG_FORMAT_VERSION`).
+"""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -11,9 +19,10 @@ from typing import Any, Callable
 import yaml
 
 from lumina_jax.errors import UserError
+from lumina_jax.inference.density import (BOX_LINKS, EMULATOR_ERRORS, EMULATOR_SIGMA_MODES, F_SYS_PRIORS,
+                                          LikelihoodConfig)
 from lumina_jax.inference.diagnostics import MAX_DIVERGENT_FRAC, RHAT_MAX
-from lumina_jax.inference.samplers import EMCEE_MOVES, SAMPLERS
-from lumina_jax.params import CONFIG_DIR
+from lumina_jax.inference.sampling import EMCEE_MOVES, SAMPLERS, SamplerConfig
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # package data
 #: The shipped emulator of each stage: stage 1 in the full stage-1 box; stages 2 and 3 in the
@@ -22,8 +31,68 @@ SHIPPED_EMULATORS = {1: "stage1_synth.h5", 2: "stage2_sn2011fe.h5", 3: "stage3_s
 #: The shipped previous-stage result whose relaxed box each stage's shipped emulator was trained in.
 SHIPPED_PREVIOUS = {2: "sn2011fe_stage1", 3: "sn2011fe_stage2"}
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / SHIPPED_EMULATORS[1]
-INFERENCE_CONFIG = CONFIG_DIR / "inference.yaml"
 DEFAULT_RESULTS = Path("results")
+CONFIG_FORMAT_VERSION = 2  # 1: the untyped dict of earlier results (no "config" record)
+
+#: The mock observation of ``infer`` without ``--observed``: the synthesizer at SN 2011fe-like
+#: stage-1 parameters near B maximum (L ~ 1e43 erg/s, Pereira+2013 L_bol,peak ~ 1.2e43;
+#: photosphere ~ 10,500 km/s; t_exp = 18 d, Nugent+2011; a Si-rich wall; ~0.15 initial 56Ni).
+MOCK_STAGE1 = {"log_L": 43.0, "v_inner": 10500.0, "log_rho_0": -13.2, "density_exp": -7.0, "T_e_ratio": 0.9,
+               "v_core": 12000.0, "v_wall": 16000.0, "X_Fe_core": 0.4, "X_Si_wall": 0.5, "v_break": 18000.0,
+               "density_exp_outer": -10.0, "t_exp": 18.0, "X_Fe_wall": 0.05, "X_Ni": 0.15, "X_Fe_outer": 0.01}
+
+
+@dataclasses.dataclass(frozen=True)
+class MockConfig:
+    """The synthesizer mock: parameters per stage (stages 2 and 3 None: derived from the
+    previous stage's fit or the stage-1 mock), Gaussian noise per pixel as a fraction of the
+    flux (0.02: S/N 50), its seed, and the wavelength window in A (the SN 2011fe SNfactory coverage)."""
+
+    stage1: dict = dataclasses.field(default_factory=lambda: dict(MOCK_STAGE1))
+    stage2: dict | None = None
+    stage3: dict | None = None
+    noise_frac: float = 0.02
+    seed: int = 0
+    window: tuple[float, float] | None = (3300.0, 9700.0)
+
+    def parameters(self, stage: int) -> dict | None:
+        """The mock parameters given for ``stage`` (None when not given)."""
+        return getattr(self, f"stage{int(stage)}", None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedConfig:
+    """How an observed spectrum is read: heliocentric redshift, Milky-Way and host E(B-V)
+    (F99, R_V = 3.1), the telluric O2 A/B mask, A trimmed at each end, fitted window (A)."""
+
+    redshift: float = 0.0
+    ebv_mw: float = 0.0
+    ebv_host: float = 0.0
+    telluric: bool = False
+    edge_trim: float = 10.0
+    window: tuple[float, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergenceCriteria:
+    """A fit has converged when its max R-hat <= ``rhat_max`` and at most ``max_divergent_frac``
+    of its draws diverged."""
+
+    rhat_max: float = RHAT_MAX
+    max_divergent_frac: float = MAX_DIVERGENT_FRAC
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """The whole inference configuration (module docstring); ``priors``: informative Gaussian
+    priors ``{name: (mean, sd)}`` in physical units, e.g. ``{"t_exp": (18.0, 1.0)}``."""
+
+    mock: MockConfig = MockConfig()
+    likelihood: LikelihoodConfig = LikelihoodConfig()
+    priors: dict = dataclasses.field(default_factory=dict)
+    observed: ObservedConfig = ObservedConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    convergence: ConvergenceCriteria = ConvergenceCriteria()
 
 
 def default_checkpoint(stage: int) -> Path:
@@ -50,11 +119,6 @@ def default_previous(stage: int) -> Path:
     if not (path / "summary.json").is_file():
         raise UserError(f"shipped stage-{stage - 1} result not found at {path}; pass --from RESULTS_DIR")
     return path
-
-
-EMULATOR_ERROR_MODES = ("correlated", "independent")
-_STAGE_KEYS = ("stage1", "stage2", "stage3")
-_NO_DEFAULT = object()
 
 
 class _Bad(ValueError):
@@ -123,20 +187,21 @@ def _name(v):
         raise _Bad(RIDGE_WANT) from None
 
 
-def _box_link(v):
-    from lumina_jax.inference.model import BOX_LINKS
+_STAGE_KEYS = ("stage1", "stage2", "stage3")
 
-    want = (f"one of {', '.join(BOX_LINKS)} (or a mapping {{stage1: ..., stage2: ..., stage3: ...}} of them)")
+
+def _box_link(v):
+    want = f"one of {', '.join(BOX_LINKS)} (or a mapping {{stage1: ..., stage2: ..., stage3: ...}} of them)"
     if isinstance(v, dict):
         bad = sorted(set(v) - set(_STAGE_KEYS), key=str)
         if bad:
             raise _Bad(f"a mapping with stage keys {', '.join(_STAGE_KEYS)}, not unknown stage key(s) {bad}")
-        values = list(v.values())
+        values = tuple(v.get(k, "logit") for k in _STAGE_KEYS)
     else:
-        values = [v]
+        values = (v,) * 3
     if any(x not in BOX_LINKS for x in values):
         raise _Bad(want)
-    return v
+    return values
 
 
 def _error_scale(v):
@@ -154,13 +219,21 @@ def _prior(v):
     want = "[mean, sd] with a finite mean and a finite sd > 0"
     if not (isinstance(v, (list, tuple)) and len(v) == 2):
         raise _Bad(want)
-    return [_real(v[0], want=want), _real(v[1], gt=0, want=want)]
+    return (_real(v[0], want=want), _real(v[1], gt=0, want=want))
+
+
+def _tuple_range(v):
+    return tuple(_range(v))
 
 
 _POS = functools.partial(_real, gt=0, want="a positive number")
 _NONNEG = functools.partial(_real, ge=0, want="a number >= 0")
 
-EMULATOR_SIGMA_MODES = ("fixed", "varying")  # likelihood.emulator_sigma (see model.freeze_sigma)
+
+def _int(lo=None, hi=None):
+    want = (f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}" if lo is not None
+            else "an integer")
+    return functools.partial(_integer, lo=lo, hi=hi, want=want)
 
 
 def check_emulator_sigma(value: str | None, name: str = "emulator_sigma") -> str | None:
@@ -171,130 +244,144 @@ def check_emulator_sigma(value: str | None, name: str = "emulator_sigma") -> str
     return value
 
 
-#: {section: {key: (default, check)}}; ``priors`` is {parameter name: [mean, sd]} instead.
-_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
-    "mock": {
-        **{k: (_NO_DEFAULT, _mock_values) for k in ("stage1", "stage2", "stage3")},
-        "noise_frac": (0.02, _POS),
-        "seed": (0, functools.partial(_integer, lo=0, want="an integer >= 0")),
-        "window": (None, _optional(_range)),
-    },
-    "likelihood": {
-        "n_poly": (2, functools.partial(_integer, lo=0, hi=10, want="an integer in 0..10")),
-        "f_sys_prior": ("half-normal", _choice("half-normal", "log-uniform")),
-        "f_sys_scale": (0.2, _POS),
-        "f_sys_range": ([1e-3, 0.3], functools.partial(_range, positive=True, want="[low, high] with 0 < low < high")),
-        "log_scale_sd": (0.5, _POS),
-        "poly_sd": (0.1, _POS),
-        "emulator_error": ("correlated", _choice(*EMULATOR_ERROR_MODES)),
-        "emulator_error_scale": ("checkpoint", _error_scale),
-        "emulator_rank": (None, _optional(functools.partial(_integer, lo=1, want="a positive integer or null"))),
-        "stride": (8, functools.partial(_integer, lo=1, hi=50, want="an integer in 1..50")),
-        "emulator_corr_length": (None, _optional(functools.partial(
-            _real, gt=0, want="a positive length in Angstrom or null"))),
-        "box_link": ("logit", _box_link),
-        "ordering_softness": (200.0, functools.partial(_real, ge=0, want="a number >= 0 km/s (0: off)")),
-        "emulator_sigma": ("fixed", _choice(*EMULATOR_SIGMA_MODES)),
-    },
-    "observed": {
-        "redshift": (0.0, functools.partial(_real, gt=-0.01, lt=5, want="a number in (-0.01, 5)")),
-        "ebv_mw": (0.0, functools.partial(_real, ge=0, lt=5, want="a number in [0, 5)")),
-        "ebv_host": (0.0, functools.partial(_real, ge=0, lt=5, want="a number in [0, 5)")),
-        "telluric": (False, _flag),
-        "edge_trim": (0.0, _NONNEG),
-        "window": (None, _optional(_range)),
-    },
-    "sampler": {
-        "name": ("nuts", _choice(*SAMPLERS)),
-        "num_chains": (4, functools.partial(_integer, lo=1, want="an integer >= 1")),
-        "num_warmup": (500, functools.partial(_integer, lo=0, want="an integer >= 0")),
-        "num_samples": (1000, functools.partial(_integer, lo=10, want="an integer >= 10")),
-        "target_accept": (0.8, functools.partial(_real, gt=0, lt=1, want="a number in (0, 1)")),
-        "max_tree_depth": (10, functools.partial(_integer, lo=1, hi=20, want="an integer in 1..20")),
-        "dense_mass": (None, _optional(_flag)),
-        "map_starts": (32, functools.partial(_integer, lo=1, want="an integer >= 1")),
-        "ns_live": (300, functools.partial(_integer, lo=10, want="an integer >= 10")),
-        "emcee_moves": ("stretch", _choice(*EMCEE_MOVES)),
-        "ridge": ("t_exp", _optional(_name)),
-    },
-    "convergence": {
-        "rhat_max": (RHAT_MAX, functools.partial(_real, ge=1, want="a number >= 1")),
-        "max_divergent_frac": (MAX_DIVERGENT_FRAC, functools.partial(_real, ge=0, le=1, want="a number in [0, 1]")),
-    },
+#: The keys a YAML file may set, each with its rule (dotted paths into :class:`InferenceConfig`;
+#: ``priors`` is a mapping {parameter: [mean, sd]} instead).  Fields not listed (the sampler's
+#: seed, progress bars, NPE checkpoint) are run options: command-line flags only.
+CHECKS: dict[str, Callable] = {
+    "mock.stage1": _mock_values, "mock.stage2": _optional(_mock_values), "mock.stage3": _optional(_mock_values),
+    "mock.noise_frac": _POS, "mock.seed": _int(0), "mock.window": _optional(_tuple_range),
+    "likelihood.n_poly": _int(0, 10),
+    "likelihood.f_sys_prior": _choice(*F_SYS_PRIORS),
+    "likelihood.f_sys_scale": _POS,
+    "likelihood.f_sys_range": lambda v: tuple(_range(v, positive=True, want="[low, high] with 0 < low < high")),
+    "likelihood.log_scale_sd": _POS, "likelihood.poly_sd": _POS,
+    "likelihood.emulator_error": _choice(*EMULATOR_ERRORS),
+    "likelihood.emulator_error_scale": _error_scale,
+    "likelihood.emulator_rank": _optional(functools.partial(_integer, lo=1, want="a positive integer or null")),
+    "likelihood.stride": _int(1, 50),
+    "likelihood.emulator_corr_length": _optional(functools.partial(_real, gt=0, want="a positive length in Angstrom or null")),
+    "likelihood.box_link": _box_link,
+    "likelihood.ordering_softness": functools.partial(_real, ge=0, want="a number >= 0 km/s (0: off)"),
+    "likelihood.emulator_sigma": _choice(*EMULATOR_SIGMA_MODES),
+    "observed.redshift": functools.partial(_real, gt=-0.01, lt=5, want="a number in (-0.01, 5)"),
+    "observed.ebv_mw": functools.partial(_real, ge=0, lt=5, want="a number in [0, 5)"),
+    "observed.ebv_host": functools.partial(_real, ge=0, lt=5, want="a number in [0, 5)"),
+    "observed.telluric": _flag, "observed.edge_trim": _NONNEG, "observed.window": _optional(_tuple_range),
+    "sampler.name": _choice(*SAMPLERS), "sampler.num_chains": _int(1), "sampler.num_warmup": _int(0),
+    "sampler.num_samples": _int(10),
+    "sampler.target_accept": functools.partial(_real, gt=0, lt=1, want="a number in (0, 1)"),
+    "sampler.max_tree_depth": _int(1, 20), "sampler.dense_mass": _optional(_flag), "sampler.map_starts": _int(1),
+    "sampler.ridge": _optional(_name),
+    "sampler.hmc.trajectory_length": _POS,
+    "sampler.chees.min_chains": _int(2), "sampler.chees.learning_rate": _POS,
+    "sampler.mclmc.target_accept": functools.partial(_real, gt=0, lt=1, want="a number in (0, 1)"),
+    "sampler.mclmc.thin": _int(1), "sampler.mclmc.steps": functools.partial(_real, ge=1.2, want="a number >= 1.2"),
+    "sampler.emcee.walkers": _int(0), "sampler.emcee.steps": _int(0), "sampler.emcee.thin": _int(0),
+    "sampler.emcee.burn": functools.partial(_real, ge=0, lt=1, want="a number in [0, 1)"),
+    "sampler.emcee.moves": _choice(*EMCEE_MOVES),
+    "sampler.nested.live": _int(10), "sampler.nested.delete": _int(0), "sampler.nested.inner_steps": _int(0),
+    "sampler.nested.dlogz": _POS, "sampler.nested.max_steps": _int(1),
+    "convergence.rhat_max": functools.partial(_real, ge=1, want="a number >= 1"),
+    "convergence.max_divergent_frac": functools.partial(_real, ge=0, le=1, want="a number in [0, 1]"),
 }
-_SECTIONS = ("mock", "likelihood", "priors", "observed", "sampler", "convergence")
 
 
-def load_inference_config(path: Path | None = None) -> dict[str, Any]:
-    """Read and validate the inference YAML; returns a plain dict with every key filled in.
-
-    Unknown sections and keys, wrong types and out-of-range values stop here with one line
-    naming the key (nothing is checked later, inside a fit)."""
-    path = Path(path) if path else INFERENCE_CONFIG
+def load_inference_config(path: Path | None = None) -> InferenceConfig:
+    """The defaults of :class:`InferenceConfig`, overridden by the YAML file ``path`` (None: the
+    defaults alone).  Unknown sections and keys, wrong types and out-of-range values stop here
+    with one line naming the key (nothing is checked later, inside a fit)."""
+    if path is None:
+        return InferenceConfig()
+    path = Path(path)
     try:
-        cfg = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"inference config not found: {path}") from None
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise UserError(f"inference config {path} is not a readable YAML file ({exc.__class__.__name__})") from None
     except yaml.YAMLError as exc:
         raise UserError(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(cfg, dict):
+    if raw is None:
+        return InferenceConfig()
+    if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping")
-    unknown = sorted(set(cfg) - set(_SECTIONS), key=str)
-    if unknown:
-        raise UserError(f"{path}: unknown section(s) {unknown}; known: {', '.join(_SECTIONS)}")
-    out: dict[str, Any] = {}
-    for sec in _SECTIONS:
-        raw = cfg.get(sec)
-        raw = {} if raw is None else raw
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: '{sec}' must be a mapping")
-        if sec == "priors":
-            out[sec] = {str(n): _checked(path, f"priors.{n}", v, _prior) for n, v in raw.items()}
-            continue
-        keys = _SCHEMA[sec]
-        bad = sorted(set(raw) - set(keys), key=str)
-        if bad:
-            raise UserError(f"{path}: unknown key {sec}.{bad[0]}; known keys of '{sec}': {', '.join(keys)}")
-        out[sec] = {k: _checked(path, f"{sec}.{k}", raw[k], check) for k, (_, check) in keys.items() if k in raw}
-        for k, (default, _) in keys.items():
-            if k not in raw and default is not _NO_DEFAULT:
-                out[sec][k] = copy.deepcopy(default)
-    return out
+    return override(InferenceConfig(), raw, where=str(path))
 
 
-def _checked(path, key: str, value, check):
+def override(cfg, raw: dict, *, where: str = "config", prefix: str = ""):
+    """``cfg`` (a config dataclass) with the values of the mapping ``raw`` checked by
+    :data:`CHECKS` and put in place; nested dataclasses take nested mappings."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    settable = sorted({k[len(prefix):].split(".")[0] for k in CHECKS if k.startswith(prefix)} | (
+        {"priors"} if not prefix else set()))
+    new = {}
+    for key, value in raw.items():
+        dotted = prefix + str(key)
+        if key not in fields or key not in settable:
+            what = f"section(s) [{key!r}]" if not prefix else f"key {dotted}"
+            known = ", ".join(settable)
+            raise UserError(f"{where}: unknown {what}; known{' keys of ' + repr(prefix[:-1]) if prefix else ''}: {known}")
+        current = getattr(cfg, key)
+        if dotted == "priors":
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: 'priors' must be a mapping")
+            new[key] = {str(n): _checked(where, f"priors.{n}", v, _prior) for n, v in value.items()}
+        elif dataclasses.is_dataclass(current):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: '{dotted}' must be a mapping")
+            new[key] = override(current, value, where=where, prefix=dotted + ".")
+        else:
+            new[key] = _checked(where, dotted, value, CHECKS[dotted])
+    try:
+        return dataclasses.replace(cfg, **new)
+    except UserError as exc:  # a rule across keys (the dataclass's own check)
+        raise UserError(f"{where}: {exc}") from None
+
+
+def _checked(where, key: str, value, check):
     try:
         return check(value)
     except _Bad as exc:
-        raise UserError(f"{path}: {key} must be {exc}, got {value!r}") from None
+        raise UserError(f"{where}: {key} must be {exc}, got {value!r}") from None
 
 
+def settable_dict(cfg, prefix: str = "") -> dict:
+    """The keys of ``cfg`` a YAML file may set, as plain YAML-ready values (tuples as lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        dotted = prefix + f.name
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            sub = settable_dict(v, dotted + ".")
+            if sub:
+                out[f.name] = sub
+        elif dotted == "priors":
+            out[f.name] = {n: list(ms) for n, ms in v.items()}
+        elif dotted in CHECKS:
+            if dotted == "likelihood.box_link":
+                v = dict(zip(_STAGE_KEYS, v))
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
 
-#: the ``sampler`` keys that are :class:`~lumina_jax.inference.samplers.SamplerConfig` fields
-SAMPLER_FIELDS = ("name", "num_chains", "num_warmup", "num_samples", "target_accept", "max_tree_depth", "dense_mass",
-                  "ns_live", "emcee_moves", "ridge")
+
+def config_record(cfg: InferenceConfig) -> dict:
+    """What a results directory records of its configuration: the format version and every
+    settable key (:func:`settable_dict`); :func:`load_inference_config` reads it back as YAML."""
+    return {"format_version": CONFIG_FORMAT_VERSION, **settable_dict(cfg)}
 
 
-def sampler_config(section: dict[str, Any], **overrides):
-    """:class:`SamplerConfig` from a validated ``sampler`` section; ``overrides`` (CLI flags)
-    replace its values unless they are None."""
-    from lumina_jax.inference.samplers import SamplerConfig
-
-    kw = {k: section[k] for k in SAMPLER_FIELDS if k in section}
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    return SamplerConfig(**kw)
+def to_yaml(cfg: InferenceConfig) -> str:
+    """The whole configuration as a YAML file that ``--config`` accepts."""
+    return yaml.safe_dump(settable_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
-def box_link_for(likelihood: dict[str, Any], stage: int) -> str:
-    """The box link of ``stage`` from a validated ``likelihood`` section: ``box_link`` is one
-    link for every stage or a mapping ``{stage1: ..., stage2: ..., stage3: ...}`` (a stage it
-    leaves out gets logit)."""
-    links = likelihood.get("box_link", "logit")
-    if isinstance(links, dict):
-        return links.get(f"stage{int(stage)}", "logit")
-    return links
+def sampler_config(base: SamplerConfig, **overrides) -> SamplerConfig:
+    """``base`` with the ``overrides`` (command-line flags) that are not None put in place."""
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def parse_prior(text: str) -> tuple[str, tuple[float, float]]:

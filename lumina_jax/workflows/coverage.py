@@ -78,21 +78,23 @@ def run_coverage(run: CoverageRun, sampler, *, cluster=None, log: Callable[[str]
     shards of ``cluster``, a :class:`runners.cluster.ClusterSpec`) and return (the coverage
     result with its settings, the free parameter names).  ``run.out`` is rewritten after every
     injection, inside ``write_guard``."""
-    from lumina_jax.inference.model import make_setup
+    from lumina_jax.inference.density import make_setup
     from lumina_jax.workflows import checks, infer, loaders
     from lumina_jax.workflows.chaining import check_emulator_stage
-    from lumina_jax.workflows.config import CONFIG_DIR, box_link_for, default_checkpoint, load_inference_config
+    from lumina_jax.params import CONFIG_DIR
+    from lumina_jax.workflows.config import config_record, default_checkpoint, load_inference_config
 
     cfg = load_inference_config(run.config)
     checkpoint = run.checkpoint or default_checkpoint(run.stage)
     emu = loaders.get_emulator(checkpoint)
     check_emulator_stage(emu.space, run.stage)
-    lk = cfg["likelihood"]
-    lk["emulator_sigma"] = run.emulator_sigma or lk["emulator_sigma"]
-    setup = make_setup(emu.space, n_poly=lk["n_poly"], f_sys_range=tuple(lk["f_sys_range"]),
-                       f_sys_prior=lk["f_sys_prior"], f_sys_scale=lk["f_sys_scale"],
-                       log_scale_sd=lk["log_scale_sd"], poly_sd=lk["poly_sd"],
-                       ordering_softness=float(lk["ordering_softness"]), box_link=box_link_for(lk, run.stage))
+    lk = cfg.likelihood
+    if run.emulator_sigma:
+        lk = dataclasses.replace(lk, emulator_sigma=run.emulator_sigma)
+        cfg = dataclasses.replace(cfg, likelihood=lk)
+    setup = make_setup(emu.space, n_poly=lk.n_poly, f_sys_range=lk.f_sys_range, f_sys_prior=lk.f_sys_prior,
+                       f_sys_scale=lk.f_sys_scale, log_scale_sd=lk.log_scale_sd, poly_sd=lk.poly_sd,
+                       ordering_softness=lk.ordering_softness, box_link=lk.link(run.stage))
     synth_config = None
     if run.simulator == "synth":
         synth_config = run.synth_config or CONFIG_DIR / "synth_campaign.yaml"
@@ -110,11 +112,10 @@ def run_coverage(run: CoverageRun, sampler, *, cluster=None, log: Callable[[str]
                 "seed": run.seed, "simulator": run.simulator,
                 "synth_config": str(synth_config) if run.simulator == "synth" else None,
                 "checkpoint": str(checkpoint)}
-    if lk["emulator_sigma"] != "varying":  # (absent from files written before the option existed)
-        settings["emulator_sigma"] = lk["emulator_sigma"]
+    if lk.emulator_sigma != "varying":  # (absent from files written before the option existed)
+        settings["emulator_sigma"] = lk.emulator_sigma
     if run.config is not None:  # another config: what it resolved to must match for a resume / merge
-        settings["config"] = {"likelihood": dict(lk), "sampler": dataclasses.asdict(sampler),
-                              "priors": cfg.get("priors")}
+        settings["config"] = config_record(dataclasses.replace(cfg, sampler=sampler))
     if run.simulator == "emulator":  # mocks are the prediction itself (before: re-preprocessed; such files do not resume)
         settings["mock_mean"] = "prediction"
 
@@ -171,12 +172,12 @@ def run_coverage(run: CoverageRun, sampler, *, cluster=None, log: Callable[[str]
         save(records)
 
     emu_basis, corr_length = infer.emulator_error_model(emu, lk, log=log)
-    res = checks.coverage(setup, emu, simulate, n_injections=run.n, noise_frac=run.noise, sampler=sampler,
-                          seed=run.seed, map_starts=run.map_starts, emu_basis=emu_basis,
-                          corr_length=corr_length, stride=int(lk.get("stride", 1)), emu_rank=lk.get("emulator_rank"),
+    res = checks.coverage(setup, emu, simulate, n_injections=run.n, noise_frac=run.noise,
+                          sampler=dataclasses.replace(sampler, map_starts=run.map_starts), seed=run.seed,
+                          likelihood=lk, emu_basis=emu_basis, corr_length=corr_length,
                           emu_var_scale=infer.emulator_error_scale(emu, lk, emu_basis, log),
                           log=log, done=done, on_record=after_injection, shard=run.shard,
-                          simulates_prediction=run.simulator == "emulator", emulator_sigma=lk["emulator_sigma"])
+                          simulates_prediction=run.simulator == "emulator")
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
     res["simulator"] = run.simulator

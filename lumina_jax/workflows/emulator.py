@@ -63,7 +63,7 @@ def calibrate(checkpoint: Path, data: Sequence[Path], *, stride: int | None = No
     The factor makes the error's projection onto the parameter directions consistent with the
     error model (projected chi-square, :mod:`lumina_jax.inference.calibration`); the likelihood
     applies it (``likelihood.emulator_error_scale``).  ``stride``: likelihood bin stride
-    (default: lumina_jax/configs/inference.yaml)."""
+    (default: :class:`~lumina_jax.inference.density.LikelihoodConfig`)."""
     import numpy as np
 
     from lumina_jax.emulator import load_emulator, prepare_spectra, theta_hashes
@@ -71,9 +71,8 @@ def calibrate(checkpoint: Path, data: Sequence[Path], *, stride: int | None = No
     from lumina_jax.emulator._data import load_training_sets
     from lumina_jax.emulator._training import split_indices
     from lumina_jax.inference.calibration import projected_error_scale
-    from lumina_jax.inference.model import make_setup
+    from lumina_jax.inference.density import LikelihoodConfig, make_setup
     from lumina_jax.preprocess import Preprocessor
-    from lumina_jax.workflows.config import load_inference_config
 
     checkpoint = Path(checkpoint)
     label = ", ".join(map(str, data))
@@ -102,14 +101,14 @@ def calibrate(checkpoint: Path, data: Sequence[Path], *, stride: int | None = No
         raise UserError("the validation split of --data is not the one the checkpoint saw: pass the stores it was "
                         "trained on, in the same order")
     val = val[:n_max]
-    lk = load_inference_config()["likelihood"]
-    st = int(stride or lk.get("stride", 8))
+    lk = LikelihoodConfig()
+    st = int(stride or lk.stride)
     idx = make_setup(emu.space, n_poly=0).free_index
     widths = (np.asarray(emu.space.upper) - np.asarray(emu.space.lower))[idx]
     log(f"projected chi-square of {val.size} validation models (stride {st}) ...")
     try:
         res = projected_error_scale(emu.spectrum_and_sigma, prep.theta[val], prep.flux[val], emu.wavelength,
-                                    emu.error_basis, idx, widths, stride=st, emu_rank=lk.get("emulator_rank"))
+                                    emu.error_basis, idx, widths, stride=st, emu_rank=lk.emulator_rank)
     except ValueError as exc:  # too few usable validation models
         raise UserError(f"cannot calibrate {checkpoint} on {val.size} validation models: {exc}") from exc
     res["checkpoint"] = str(checkpoint)

@@ -25,11 +25,13 @@ from lumina_jax.errors import UserError
 from lumina_jax.observed import Observation
 from lumina_jax.inference import diagnostics as diag
 from lumina_jax.inference.likelihood import describe_emulator_error, make_likelihood_data, normalised_residual_rms, predicted_flux
-from lumina_jax.inference.model import FitSetup, find_map, flatten_model, hold_sigma_at_mode, prior_draws, z_names
+from lumina_jax.inference.density import FitSetup, LikelihoodConfig, flatten_model, prior_draws, z_names
+from lumina_jax.inference.optimize import find_map, hold_sigma_at_mode
 from lumina_jax.inference.ridge import ridge_coordinate
-from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_nested, run_preconditioned
-from lumina_jax.workflows.config import EMULATOR_SIGMA_MODES
-from lumina_jax.workflows.results import PLOT_FILES, write_netcdf
+from lumina_jax.inference.sampling import SamplerConfig, chain_count, run_nested
+from lumina_jax.inference.precondition import run_preconditioned
+from lumina_jax.workflows.config import EMULATOR_SIGMA_MODES, ConvergenceCriteria
+from lumina_jax.workflows.results import FORMAT_VERSION, PLOT_FILES, write_netcdf
 
 RMS_BAND = (3300.0, 9700.0)
 #: what :func:`write_results` writes (``summary.json`` last: its presence marks a complete result)
@@ -55,39 +57,60 @@ def _nuisance_draws(fm, zs):
     return out
 
 
-def build_model(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, *, corr_length: float | None = None,
-                emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
-                on_bins: Callable | None = None):
-    """(flat model, likelihood data) of ``obs`` fitted with ``spectrum_and_sigma`` under ``setup``:
-    the density :func:`run_fit` samples (arguments as there), with the emulator's sigma still varying."""
-    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=corr_length,
-                                emu_basis=emu_basis, stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale)
-    return flatten_model(setup, spectrum_and_sigma, data, on_bins=on_bins), data
+@dataclasses.dataclass(frozen=True)
+class FitProblem:
+    """What one stage's fit is about: the model, the data and the likelihood's settings.
+
+    setup: box, free and fixed parameters, priors (:class:`~lumina_jax.inference.density.FitSetup`);
+    spectrum_and_sigma: the emulator, pure ``theta [dim] -> (flux, sigma)``; obs: the observation;
+    on_bins: the same model restricted to grid bins (``Emulator.on_bins``; the density then
+    evaluates only the likelihood's bins); likelihood: its settings (``stride``,
+    ``emulator_rank``, ``emulator_sigma``; the error model below is already resolved from them);
+    emu_basis ``[n_wave, r]`` (the emulator's empirical error correlation) or corr_length (A)
+    select the correlated emulator-error likelihood, emu_var_scale its variance factor;
+    truth: the mock's parameters (None for data); meta: recorded in the summary as given."""
+
+    setup: FitSetup
+    spectrum_and_sigma: Callable
+    obs: Observation
+    likelihood: LikelihoodConfig = LikelihoodConfig()
+    on_bins: Callable | None = None
+    emu_basis: object = None
+    corr_length: float | None = None
+    emu_var_scale: float = 1.0
+    truth: dict | None = None
+    meta: dict | None = None
 
 
-def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg: SamplerConfig, *,
-            map_starts: int = 32, truth: dict | None = None, meta: dict | None = None,
-            rhat_max: float = diag.RHAT_MAX, max_divergent_frac: float = diag.MAX_DIVERGENT_FRAC,
-            log: Callable[[str], None] = lambda s: None, corr_length: float | None = None,
-            emu_basis=None, stride: int = 1, emu_rank: int | None = None, emu_var_scale: float = 1.0,
-            on_bins: Callable | None = None, emulator_sigma: str = "fixed") -> FitOutput:
-    """Fit ``obs`` with the emulator ``spectrum_and_sigma`` (pure theta [dim] -> (flux, sigma)).
+def build_model(problem: FitProblem, spectrum_and_sigma: Callable | None = None, on_bins: Callable | None = None):
+    """(flat model, likelihood data) of ``problem``: the density :func:`run_fit` samples, with
+    the emulator's sigma still varying (``spectrum_and_sigma`` / ``on_bins``: another model in
+    place of the problem's, e.g. the sigma-frozen one)."""
+    lk = problem.likelihood
+    obs = problem.obs
+    data = make_likelihood_data(obs.wavelength, obs.flux, obs.sigma, obs.mask, corr_length=problem.corr_length,
+                                emu_basis=problem.emu_basis, stride=lk.stride, emu_rank=lk.emulator_rank,
+                                emu_var_scale=problem.emu_var_scale)
+    model = spectrum_and_sigma or problem.spectrum_and_sigma
+    bins = on_bins if spectrum_and_sigma is not None else problem.on_bins
+    return flatten_model(problem.setup, model, data, on_bins=bins), data
 
-    ``on_bins``: the same model restricted to grid bins (``Emulator.on_bins``), so that the
-    sampled density evaluates only the likelihood's bins (see ``model.flatten_model``).
 
-    ``emu_basis`` ``[n_wave, r]`` (the emulator's empirical error correlation) or
-    ``corr_length`` select the correlated emulator-error likelihood (see ``likelihood.py``);
-    ``stride`` thins the used bins and ``emu_rank`` truncates the basis.
-
-    ``emulator_sigma``: ``varying`` (the emulator's sigma at every theta) or ``fixed`` (its
-    value at the MAP of the varying model, held fixed while the mode is re-polished and the
-    posterior sampled; see :func:`~lumina_jax.inference.model.freeze_sigma`)."""
+def run_fit(problem: FitProblem, cfg: SamplerConfig, *, convergence: ConvergenceCriteria = ConvergenceCriteria(),
+            log: Callable[[str], None] = lambda s: None) -> FitOutput:
+    """Fit ``problem`` with the sampler ``cfg``: MAP search (or the NPE start), the emulator's
+    sigma held at the mode when ``problem.likelihood.emulator_sigma`` is ``fixed`` (see
+    :func:`~lumina_jax.inference.density.freeze_sigma`), Laplace preconditioning with the ridge
+    shear, sampling, diagnostics judged by ``convergence``, best fit and summary."""
+    setup, spectrum_and_sigma, obs = problem.setup, problem.spectrum_and_sigma, problem.obs
+    lk = problem.likelihood
+    emulator_sigma, corr_length, on_bins = lk.emulator_sigma, problem.corr_length, problem.on_bins
+    stride, emu_var_scale, truth, meta = lk.stride, problem.emu_var_scale, problem.truth, problem.meta
+    map_starts = cfg.map_starts
     if emulator_sigma not in EMULATOR_SIGMA_MODES:
         raise ValueError(f"emulator_sigma must be 'varying' or 'fixed', got {emulator_sigma!r}")
     space = setup.space
-    fm, data = build_model(setup, spectrum_and_sigma, obs, corr_length=corr_length, emu_basis=emu_basis,
-                           stride=stride, emu_rank=emu_rank, emu_var_scale=emu_var_scale, on_bins=on_bins)
+    fm, data = build_model(problem)
     emu_error = describe_emulator_error(data, corr_length)
     ridge = ridge_coordinate(cfg.ridge, setup, z_names(fm))  # an unknown name stops here, before the MAP
     key = jax.random.PRNGKey(cfg.seed)
@@ -111,7 +134,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     t_map = time.perf_counter() - t0
     n_ch = chain_count(cfg)
     log(f"MAP log posterior {ld_map:.2f} ({t_map:.1f} s); sampling with {cfg.name}"
-        + (f" ({n_ch} chains: its adaptation pools at least {cfg.chees_min_chains})" if n_ch != cfg.num_chains else ""))
+        + (f" ({n_ch} chains: its adaptation pools at least {cfg.chees.min_chains})" if n_ch != cfg.num_chains else ""))
     if cfg.name == "npe":  # independent draws of the amortised posterior
         run, pre = npe_start.run, {"preconditioned": False, "hessian_s": 0.0}
     elif cfg.name == "blackjax-nss":  # from the prior: no MAP start, no preconditioning
@@ -142,7 +165,8 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
     names = list(setup.free) + list(nuis)
     phys = np.concatenate([theta[..., free_idx]] + [v[..., None] for v in nuis.values()], axis=-1)
     d = diag.summarize_run(run, names, phys)
-    problems = diag.convergence_problems(d, rhat_max=rhat_max, max_divergent_frac=max_divergent_frac)
+    problems = diag.convergence_problems(d, rhat_max=convergence.rhat_max,
+                                         max_divergent_frac=convergence.max_divergent_frac)
 
     # best fit: the MAP, or the highest-density draw if a draw beats it
     i_best = np.unravel_index(np.nanargmax(run.logdensity), run.logdensity.shape)
@@ -163,6 +187,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
                  for i, n in enumerate(names)}
     intervals = {n: {k: float(v) for k, v in iv.items()} for n, iv in intervals.items()}
     summary = {
+        "format_version": FORMAT_VERSION,
         "stage": int(space.stage),
         "best_fit": space.to_dict(theta_best),
         "best_fit_log_posterior": float(ld_best),
@@ -181,6 +206,7 @@ def run_fit(setup: FitSetup, spectrum_and_sigma: Callable, obs: Observation, cfg
         "preconditioning": {"laplace": pre["preconditioned"], "hessian_s": pre["hessian_s"],
                             "init_scale": cfg.init_scale, "ridge": pre.get("ridge")},
         "sampler_config": dataclasses.asdict(cfg),
+        "convergence_criteria": dataclasses.asdict(convergence),
         "evidence": ({k: run.info[k] for k in ("log_evidence", "log_evidence_sd", "runs")}
                      if cfg.name == "blackjax-nss" else None),
         "likelihood": {"emulator_error": emu_error, "emulator_corr_length": corr_length, "stride": stride,

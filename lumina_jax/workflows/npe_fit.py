@@ -63,8 +63,8 @@ def npe_start(cfg, setup, obs, fm, data, spectrum_and_sigma: Callable, *, n_draw
     ``n_draws``: default ``num_chains x num_samples`` for ``--sampler npe``, :data:`INIT_DRAWS` for
     ``--init npe``; the draws are split into ``num_chains`` "chains" of independent draws."""
     from lumina_jax.workflows import npe as npe_io
-    from lumina_jax.inference.model import z_from_values
-    from lumina_jax.inference.samplers import SamplerRun
+    from lumina_jax.inference.density import z_from_values
+    from lumina_jax.inference.sampling import SamplerRun
 
     t0 = time.perf_counter()
     path = cfg.npe or npe_io.default_npe(int(setup.space.stage))

@@ -24,7 +24,7 @@ from typing import Callable
 
 from lumina_jax.errors import UserError
 from lumina_jax.inference.diagnostics import remedy
-from lumina_jax.inference.samplers import SamplerConfig
+from lumina_jax.inference.sampling import SamplerConfig
 from lumina_jax.params import CONFIG_DIR
 
 
@@ -70,7 +70,6 @@ def check_options(opts: PipelineOptions) -> None:
     """Every input the stages will read, checked before the first campaign starts (hours of work
     otherwise precede a typo's error): numbers, the backend, the observed spectrum (read and
     validated), the training, synthesizer and inference configs (loaded with the overrides)."""
-    from lumina_jax.workflows.config import load_inference_config
     from lumina_jax.observed import read_spectrum
 
     for flag, v in (("--n-models", opts.n_models), ("--batch-size", opts.batch_size), ("--epochs", opts.epochs),
@@ -99,7 +98,6 @@ def check_options(opts: PipelineOptions) -> None:
         from lumina_jax.synth.config import SynthConfig
 
         SynthConfig.load(opts.synth_config)
-    load_inference_config()
 
 
 def run_pipeline(opts: PipelineOptions, *, log: Callable[[str], None] = print,

@@ -33,6 +33,11 @@ def read_netcdf(path: Path):
 SUMMARY_KEYS = ("stage", "free", "fixed", "space", "likelihood", "nuisance_best_fit", "diagnostics", "residual_rms")
 
 
+#: summary.json format: 2 records the typed configuration (``config``, with its own format
+#: version) and the convergence criteria; 1 (no ``format_version`` key) is read as well.
+FORMAT_VERSION = 2
+
+
 def load_results(results_dir):
     """(summary dict, InferenceData) of a results directory; a corrupt, foreign or truncated
     summary.json or posterior.nc raises :class:`DataFileError`."""
@@ -47,6 +52,10 @@ def load_results(results_dir):
     if missing:
         raise DataFileError(f"{d / 'summary.json'} is not a summary written by `lumina-jax infer` (missing "
                             f"{', '.join(missing)})")
+    version = summary.get("format_version", 1)
+    if not (isinstance(version, int) and 1 <= version <= FORMAT_VERSION):
+        raise DataFileError(f"{d / 'summary.json'} has format version {version!r}; this lumina-jax reads versions "
+                            f"1-{FORMAT_VERSION} (a newer lumina-jax wrote it?)")
     try:
         idata = read_netcdf(d / "posterior.nc")
         for group in ("posterior", "constant_data", "observed_data"):
@@ -131,7 +140,7 @@ def load_fit(results_dir, checkpoint=None, *, synthesizer=None):
     import jax.numpy as jnp
 
     from lumina_jax.inference.likelihood import make_likelihood_data
-    from lumina_jax.inference.model import make_setup
+    from lumina_jax.inference.density import make_setup
     from lumina_jax.workflows import loaders
 
     summary, idata = load_results(results_dir)

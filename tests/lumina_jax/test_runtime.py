@@ -21,7 +21,7 @@ PROGRAM = textwrap.dedent("""
     import lumina_jax
     from lumina_jax.emulator import load_emulator
     from lumina_jax.inference.likelihood import make_likelihood_data
-    from lumina_jax.inference.model import flatten_model, make_setup, z_from_values
+    from lumina_jax.inference.density import flatten_model, make_setup, z_from_values
     from lumina_jax.observed import observation_from_model
     emu = load_emulator("lumina_jax/checkpoints/stage1_synth.h5")
     setup = make_setup(emu.space, n_poly=2)

@@ -10,7 +10,8 @@ import pytest
 
 from lumina_jax.errors import UserError
 from lumina_jax.workflows import infer as api, chaining
-from lumina_jax.workflows.config import SHIPPED_EMULATORS, SHIPPED_PREVIOUS, default_checkpoint, default_previous
+from lumina_jax.workflows.config import (SHIPPED_EMULATORS, SHIPPED_PREVIOUS, MockConfig, default_checkpoint,
+                                         default_previous)
 from lumina_jax.workflows.pipeline import PipelineOptions, run_pipeline
 from lumina_jax.params import load_space
 
@@ -36,7 +37,7 @@ def test_stage2_mock_is_the_observed_stage1_fit_in_the_zones():
     prev = _summary(1, {**MOCK1, "log_L": 42.9, "X_Ni": 0.2})
     space, fixed = chaining.stage_box(2, prev)
     logs = []
-    truth = api.mock_parameters({"stage1": MOCK1}, 2, space, log=logs.append, previous=prev)
+    truth = api.mock_parameters(MockConfig(stage1=MOCK1), 2, space, log=logs.append, previous=prev)
     assert truth["log_L"] == 42.9  # the fit's values, not the config mock's
     comp = stage1_composition_in_zones(prev["best_fit"], space)
     assert all(truth[k] == pytest.approx(v) for k, v in comp.items())
@@ -51,7 +52,7 @@ def test_stage3_mock_carries_the_stage2_zones():
     best2 = sp2.to_dict(lo + rng.uniform(0.2, 0.8, sp2.dim) * (hi - lo))
     prev = _summary(2, best2, sp2)
     space, _ = chaining.stage_box(3, prev)
-    truth = api.mock_parameters({"stage1": MOCK1}, 3, space, previous=prev)
+    truth = api.mock_parameters(MockConfig(stage1=MOCK1), 3, space, previous=prev)
     _inside(space, truth, [n for n in space.names if n not in space.inactive])
     # stage-3 zone 0 (7000-8200 km/s) lies in stage-2 zone 0 (7000-10000 km/s)
     assert truth[space.zone_param_name("Si", 0)] == pytest.approx(best2[sp2.zone_param_name("Si", 0)])
@@ -61,7 +62,7 @@ def test_mock_fit_chains_keep_the_config_mock():
     """A previous *mock* fit (its summary records the mock) keeps the config's mock as the truth."""
     prev = {**_summary(1, {**MOCK1, "log_L": 42.9}), "mock": {"truth": MOCK1}}
     space, _ = chaining.stage_box(2, prev)
-    truth = api.mock_parameters({"stage1": MOCK1}, 2, space, previous=prev)
+    truth = api.mock_parameters(MockConfig(stage1=MOCK1), 2, space, previous=prev)
     assert truth["log_L"] == MOCK1["log_L"]
 
 

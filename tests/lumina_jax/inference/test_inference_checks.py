@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from lumina_jax.errors import UserError
-from lumina_jax.inference import likelihood as L, model as M
+from lumina_jax.inference import density as M, likelihood as L
 from lumina_jax.workflows import checks
 from lumina_jax import observed as O
 from lumina_jax.workflows.pipeline import PipelineOptions, parse_stages, run_pipeline
-from lumina_jax.inference.samplers import SamplerConfig
+from lumina_jax.inference.density import LikelihoodConfig
+from lumina_jax.inference.sampling import SamplerConfig
 
 from inference_toys import ToyEmulator, ToySynth, toy_space
 
@@ -134,8 +135,8 @@ def test_coverage_resumes_and_covers_truths_when_emulator_is_the_physics():
     sp = toy_space()
     emu, synth = ToyEmulator(sp), ToySynth(sp)
     setup = M.make_setup(sp, n_poly=0)
-    kw = dict(n_injections=6, noise_frac=0.02, seed=3, map_starts=4,
-              sampler=SamplerConfig(num_chains=2, num_warmup=150, num_samples=150))
+    kw = dict(n_injections=6, noise_frac=0.02, seed=3, likelihood=LikelihoodConfig(stride=1),
+              sampler=SamplerConfig(num_chains=2, num_warmup=150, num_samples=150, map_starts=4, ridge=None))
     saved = []
     full = checks.coverage(setup, emu, synth.spectrum, on_record=lambda r: saved.append(list(r)), **kw)
     assert [len(s) for s in saved] == [1, 2, 3, 4, 5, 6]  # one save per injection
@@ -178,8 +179,9 @@ def test_coverage_self_consistency_mocks_are_the_emulator_prediction():
         calls.append(theta)
         return emu.wavelength, 1.3 * np.asarray(emu.spectrum(theta))  # a scaled prediction: the free scale absorbs it
 
-    res = checks.coverage(setup, emu, simulate, n_injections=4, noise_frac=0.02, seed=5, map_starts=4,
-                          sampler=SamplerConfig(num_chains=2, num_warmup=150, num_samples=150),
+    res = checks.coverage(setup, emu, simulate, n_injections=4, noise_frac=0.02, seed=5,
+                          likelihood=LikelihoodConfig(stride=1),
+                          sampler=SamplerConfig(num_chains=2, num_warmup=150, num_samples=150, map_starts=4, ridge=None),
                           simulates_prediction=True)
     assert len(calls) == 4 and res["n_fitted"] == 4
     # 12 (injection, parameter) pairs: Binomial(12, 0.95) >= 9 with probability > 0.99

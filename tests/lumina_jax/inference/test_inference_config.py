@@ -1,5 +1,5 @@
-"""lumina_jax/configs/inference.yaml: every key checked at load (one error line naming it), the sampler
-section as the defaults of `infer`'s flags."""
+"""The typed inference configuration: defaults stated once, every YAML key checked at load (one
+error line naming it), the sampler section as the defaults of `infer`'s flags."""
 
 from __future__ import annotations
 
@@ -72,17 +72,74 @@ def test_unknown_keys_are_rejected_in_every_section(tmp_path, section):
     with pytest.raises(UserError, match=rf"unknown key {section}\.bogus_key; known keys of '{section}': "):
         load_inference_config(p)
     p.write_text("f_sys_priors: {}\n")
-    with pytest.raises(UserError, match=r"unknown section\(s\) \['f_sys_priors'\]; known: mock, likelihood"):
+    with pytest.raises(UserError, match=r"unknown section\(s\) \['f_sys_priors'\]; known: convergence, likelihood"):
         load_inference_config(p)
 
 
-def test_shipped_config_loads_with_every_key_filled_in():
+def test_defaults_are_stated_once_so_the_library_fits_what_the_cli_fits():
+    """No file restates a default: no YAML means InferenceConfig(); the library's own defaults
+    (SamplerConfig(), make_setup, FitProblem) are the configuration's."""
+    import numpy as np
+
+    from lumina_jax.inference.density import LikelihoodConfig, make_setup
+    from lumina_jax.inference.sampling import SamplerConfig
+    from lumina_jax.observed import Observation
+    from lumina_jax.params import load_space
+    from lumina_jax.workflows.config import InferenceConfig
+    from lumina_jax.workflows.fit import FitProblem
+
     cfg = load_inference_config()
-    assert cfg["sampler"] == {"name": "nuts", "num_chains": 4, "num_warmup": 500, "num_samples": 1000,
-                              "target_accept": 0.8, "max_tree_depth": 10, "map_starts": 32, "dense_mass": None,
-                              "ns_live": 300, "emcee_moves": "stretch", "ridge": "t_exp"}
-    assert cfg["convergence"] == {"rhat_max": 1.01, "max_divergent_frac": 0.01}
-    assert cfg["observed"]["edge_trim"] == 10.0 and cfg["likelihood"]["n_poly"] == 2
+    assert cfg == InferenceConfig()
+    assert cfg.sampler == SamplerConfig()
+    assert (cfg.sampler.num_samples, cfg.sampler.ridge, cfg.sampler.map_starts) == (1000, "t_exp", 32)
+    assert (cfg.likelihood.n_poly, cfg.likelihood.stride, cfg.observed.edge_trim) == (2, 8, 10.0)
+    for stage, link in ((1, "logit"), (2, "probit"), (3, "probit")):
+        setup = make_setup(load_space(stage))
+        assert (setup.n_poly, setup.box_link, setup.f_sys_prior) == (2, link, "half-normal")
+        assert setup.box_link == cfg.likelihood.link(stage)
+    obs = Observation(np.arange(3.0), np.ones(3), np.ones(3), np.ones(3, bool), True, {})
+    assert FitProblem(make_setup(load_space(1)), lambda th: None, obs).likelihood == LikelihoodConfig()
+    from lumina_jax.params import CONFIG_DIR
+
+    assert not (CONFIG_DIR / "inference.yaml").exists()  # no second statement of the defaults
+
+
+def test_config_show_prints_a_file_that_loads_back_to_the_same_configuration(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    import json
+
+    from lumina_jax.workflows.config import CONFIG_FORMAT_VERSION, InferenceConfig
+
+    code, out, _ = _run_cli(["config", "show"], monkeypatch, capsys)
+    assert code == 0
+    p = tmp_path / "all.yaml"
+    p.write_text(out)
+    assert load_inference_config(p) == InferenceConfig()
+    p.write_text(out.replace("n_poly: 2", "n_poly: 3").replace("moves: stretch", "moves: de"))
+    cfg = load_inference_config(p)
+    want = InferenceConfig()
+    want = dataclasses.replace(want, likelihood=dataclasses.replace(want.likelihood, n_poly=3),
+                               sampler=dataclasses.replace(want.sampler, emcee=dataclasses.replace(want.sampler.emcee,
+                                                                                                   moves="de")))
+    assert cfg == want
+    code, out, _ = _run_cli(["config", "show", "--config", str(p), "--json"], monkeypatch, capsys)
+    rec = json.loads(out)
+    assert rec["format_version"] == CONFIG_FORMAT_VERSION and rec["likelihood"]["n_poly"] == 3
+    code, _, err = _run_cli(["config", "show", "--config", str(tmp_path / "missing.yaml")], monkeypatch, capsys)
+    assert code == 2 and "inference config not found" in err and err.count("\n") == 1
+
+
+def test_nested_sampler_options_are_checked(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("sampler: {emcee: {moves: gibbs}}\n")
+    with pytest.raises(UserError, match=r"sampler\.emcee\.moves must be one of stretch, de"):
+        load_inference_config(p)
+    p.write_text("sampler: {nested: {bogus: 1}}\n")
+    with pytest.raises(UserError, match=r"unknown key sampler\.nested\.bogus; known keys of 'sampler.nested'"):
+        load_inference_config(p)
+    p.write_text("sampler: {emcee: 3}\n")
+    with pytest.raises(UserError, match="'sampler.emcee' must be a mapping"):
+        load_inference_config(p)
 
 
 def test_sampler_section_gives_the_defaults_that_flags_override(tmp_path, monkeypatch, capsys, seen_request):
@@ -134,7 +191,7 @@ def test_bad_flag_values_stop_before_any_work(tmp_path, monkeypatch, capsys, see
 
 def test_setup_rejects_non_finite_prior_and_nuisance_widths():
     from inference_toys import toy_space
-    from lumina_jax.inference.model import make_setup
+    from lumina_jax.inference.density import make_setup
 
     for kw, msg in [({"priors": {"a": (float("nan"), 1.0)}}, "finite mean"), ({"log_scale_sd": -1.0}, "log_scale_sd"),
                     ({"poly_sd": float("inf")}, "poly_sd")]:

@@ -12,7 +12,7 @@ import pytest
 from numpyro.infer.util import log_density
 
 from lumina_jax.errors import DataFileError, UserError
-from lumina_jax.inference import likelihood as L, model as M
+from lumina_jax.inference import density as M, likelihood as L, optimize as OPT
 from lumina_jax.workflows import chaining
 from lumina_jax import observed as O
 from lumina_jax.params import load_space, relaxed_ranges
@@ -448,7 +448,7 @@ def test_hold_sigma_at_mode_freezes_at_the_given_point_and_climbs_to_the_fixed_m
     varying = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
     u_start = np.array([0.45, 0.55, 0.5])
     z_start = M.z_from_values(varying, u_start, log_scale=0.01, f_sys=0.0)
-    fixed, z_mode, ld0, ld_mode, theta_ref, sas = M.hold_sigma_at_mode(varying, toy_emu.spectrum_and_sigma, data,
+    fixed, z_mode, ld0, ld_mode, theta_ref, sas = OPT.hold_sigma_at_mode(varying, toy_emu.spectrum_and_sigma, data,
                                                                        z_start)
     np.testing.assert_allclose(np.asarray(theta_ref), np.asarray(varying.theta(z_start)), rtol=1e-12)
     by_hand = M.flatten_model(setup, M.freeze_sigma(toy_emu.spectrum_and_sigma, theta_ref)[0], data)
@@ -571,16 +571,16 @@ def test_box_link_config_is_per_stage_and_reaches_the_fit(tmp_path, monkeypatch)
     config samples stage 1 in logit and stages 2-3 in probit coordinates, and ``infer`` builds
     its setup with the link of the request's stage."""
     from lumina_jax.workflows import infer as api
-    from lumina_jax.workflows.config import box_link_for, load_inference_config
+    from lumina_jax.workflows.config import load_inference_config
 
-    shipped = load_inference_config()["likelihood"]
-    assert [box_link_for(shipped, s) for s in (1, 2, 3)] == ["logit", "probit", "probit"]
+    shipped = load_inference_config().likelihood
+    assert [shipped.link(s) for s in (1, 2, 3)] == ["logit", "probit", "probit"]
     p = tmp_path / "c.yaml"
     p.write_text("likelihood: {box_link: probit}\n")
-    assert {box_link_for(load_inference_config(p)["likelihood"], s) for s in (1, 2, 3)} == {"probit"}
+    assert {load_inference_config(p).likelihood.link(s) for s in (1, 2, 3)} == {"probit"}
     p.write_text("likelihood: {box_link: {stage1: probit}}\n")
-    lk = load_inference_config(p)["likelihood"]
-    assert [box_link_for(lk, s) for s in (1, 2, 3)] == ["probit", "logit", "logit"]
+    lk = load_inference_config(p).likelihood
+    assert [lk.link(s) for s in (1, 2, 3)] == ["probit", "logit", "logit"]
     for bad, msg in [("{stage4: probit}", "unknown stage key"), ("{stage2: tanh}", "must be one of"),
                      ("tanh", "must be one of")]:
         p.write_text(f"likelihood: {{box_link: {bad}}}\n")
@@ -612,8 +612,8 @@ def test_f_sys_prior_config_is_validated_and_reaches_the_setup(tmp_path, monkeyp
     from lumina_jax.workflows import infer as api
     from lumina_jax.workflows.config import load_inference_config
 
-    shipped = load_inference_config()["likelihood"]
-    assert shipped["f_sys_prior"] == "half-normal" and shipped["f_sys_scale"] == 0.2
+    shipped = load_inference_config().likelihood
+    assert shipped.f_sys_prior == "half-normal" and shipped.f_sys_scale == 0.2
     p = tmp_path / "c.yaml"
     for bad, msg in [("{f_sys_prior: uniform}", "f_sys_prior must be"), ("{f_sys_scale: -1}", "f_sys_scale must be"),
                      ("{f_sys_scale: wide}", "f_sys_scale must be")]:
@@ -652,7 +652,7 @@ def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3, box_l
                                   np.ones(wave.shape, bool))
     setup = M.make_setup(space3, n_poly=0, box_link=box_link)
     fm = M.flatten_model(setup, toy_emu.spectrum_and_sigma, data)
-    z, ld, _, _ = M.find_map(fm, jax.random.PRNGKey(3), n_starts=8, n_steps=300, n_screen=256)
+    z, ld, _, _ = OPT.find_map(fm, jax.random.PRNGKey(3), n_starts=8, n_steps=300, n_screen=256)
     assert ld == pytest.approx(float(fm.logdensity(z)), rel=1e-12)
     g = np.asarray(jax.grad(fm.logdensity)(z))
     h = np.asarray(jax.hessian(fm.logdensity)(z))

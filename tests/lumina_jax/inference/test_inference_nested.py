@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lumina_jax.inference import model as M
+from lumina_jax.inference import density as M
 from lumina_jax.inference.likelihood import make_likelihood_data
-from lumina_jax.inference.samplers import SamplerConfig, run_nested
+from lumina_jax.inference.sampling import NestedOptions, SamplerConfig, run_nested
 
 from inference_toys import ToyEmulator, toy_space
 
@@ -30,7 +30,7 @@ def test_nested_sampling_evidence_and_posterior_of_a_gaussian():
 
     v = 1 + s**2
     log_z_true = float(jnp.sum(-0.5 * mu**2 / v - 0.5 * jnp.log(2 * jnp.pi * v)))
-    cfg = SamplerConfig(name="blackjax-nss", num_chains=2, num_samples=2000, ns_live=200, seed=1)
+    cfg = SamplerConfig(name="blackjax-nss", num_chains=2, num_samples=2000, nested=NestedOptions(live=200), seed=1)
     run = run_nested(cfg, logprior, loglik, draws)
     lz, sd = run.info["log_evidence"], run.info["log_evidence_sd"]
     assert 0.02 < sd < 0.5

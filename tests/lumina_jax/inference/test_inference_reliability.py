@@ -109,9 +109,9 @@ def test_force_replaces_the_previous_runs_files_plots_included(tmp_path, toys, m
 
 def test_non_finite_map_stops_before_sampling(monkeypatch):
     """A MAP search that ends at NaN (a damaged emulator) is one clear error; nothing is sampled."""
-    from lumina_jax.inference.model import make_setup
+    from lumina_jax.inference.density import LikelihoodConfig, make_setup
     from lumina_jax.observed import observation_from_model
-    from lumina_jax.inference.samplers import SamplerConfig
+    from lumina_jax.inference.sampling import SamplerConfig
 
     sp = toy_space()
     emu, synth = ToyEmulator(sp), ToySynth(sp)
@@ -125,8 +125,9 @@ def test_non_finite_map_stops_before_sampling(monkeypatch):
     monkeypatch.setattr(fit, "run_preconditioned", sampled)
     monkeypatch.setattr(fit, "run_nested", sampled)
     with pytest.raises(UserError, match="no finite log posterior .* nothing was sampled"):
-        fit.run_fit(make_setup(sp, n_poly=1), emu.spectrum_and_sigma, obs, SamplerConfig(num_chains=1, ridge=None),
-                    map_starts=1, emulator_sigma="varying")
+        problem = fit.FitProblem(make_setup(sp, n_poly=1), emu.spectrum_and_sigma, obs,
+                                 likelihood=LikelihoodConfig(emulator_sigma="varying", stride=1))
+        fit.run_fit(problem, SamplerConfig(num_chains=1, ridge=None, map_starts=1))
 
 
 def _csv(path, w, f, header="wavelength_angstrom,flux_erg_s_cm2_angstrom"):
@@ -174,7 +175,10 @@ def test_the_emulator_error_model_line_is_not_an_error_line():
     """The log line that says which emulator-error model the likelihood uses no longer begins
     with "emulator error:", which reads as an error to anything that greps for them."""
     logged = []
-    for lk, basis in (({"emulator_corr_length": 50.0}, None), ({}, np.ones((4, 2))), ({}, None)):
+    from lumina_jax.inference.density import LikelihoodConfig
+
+    for lk, basis in ((LikelihoodConfig(emulator_corr_length=50.0), None), (LikelihoodConfig(), np.ones((4, 2))),
+                      (LikelihoodConfig(), None)):
         emu = type("E", (), {"error_basis": basis})()
         api.emulator_error_model(emu, lk, log=logged.append)
     assert len(logged) == 3

@@ -13,9 +13,10 @@ from hypothesis import assume, given, settings, strategies as st
 import lumina_jax  # noqa: F401  (float64)
 from lumina_jax.errors import ParameterError
 from lumina_jax.inference.likelihood import make_likelihood_data
-from lumina_jax.inference.model import flatten_model, make_setup, z_names
+from lumina_jax.inference.density import flatten_model, make_setup, z_names
 from lumina_jax.inference.ridge import RidgeShear, fit_ridge, ridge_coordinate
-from lumina_jax.inference.samplers import SamplerConfig, run_preconditioned
+from lumina_jax.inference.sampling import SamplerConfig
+from lumina_jax.inference.precondition import run_preconditioned
 
 from inference_toys import toy_space
 

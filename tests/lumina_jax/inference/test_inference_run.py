@@ -55,6 +55,16 @@ def test_small_nuts_run_recovers_mock_and_writes_results(tmp_path, toys, monkeyp
         assert (out / f).is_file(), f
     # the toy emulator equals the synthesizer up to resampling: tiny residual
     assert s["residual_rms"]["value"] < 0.02
+    # the results record the configuration they ran with, as a file --config reads back
+    from lumina_jax.workflows.config import load_inference_config
+    from lumina_jax.workflows.results import FORMAT_VERSION
+
+    assert s["format_version"] == FORMAT_VERSION and s["config"]["format_version"] == 2
+    again = tmp_path / "again.yaml"
+    again.write_text(json.dumps({k: v for k, v in s["config"].items() if k != "format_version"}))
+    ran = load_inference_config(again)
+    assert ran.sampler.num_warmup == 200 and ran.sampler.num_chains == 2 and ran.likelihood.n_poly == 1
+    assert ran.mock.stage1 == {"a": 1.0, "v": 11000.0, "d": 0.5}
 
 
 def test_corrupted_observed_file_gives_one_line_error(tmp_path, toys, monkeypatch, capsys):
@@ -68,7 +78,7 @@ def test_corrupted_observed_file_gives_one_line_error(tmp_path, toys, monkeypatc
 def test_unknown_emcee_move_rejected_before_any_work(tmp_path, monkeypatch, capsys):
     code, _, err = _run_cli(["infer", "--sampler", "emcee", "--emcee-moves", "walk", "--out", str(tmp_path / "r")],
                             monkeypatch, capsys)
-    assert code == 2 and "emcee_moves must be one of stretch, de" in err and not (tmp_path / "r").exists()
+    assert code == 2 and "emcee moves must be one of stretch, de" in err and not (tmp_path / "r").exists()
 
 
 def test_checkpoint_for_wrong_stage_rejected(tmp_path, monkeypatch, capsys):
@@ -191,13 +201,13 @@ def test_existing_results_dir_needs_force(tmp_path, toys, monkeypatch, capsys):
 def toy_results(tmp_path_factory):
     """A small real results directory of the toy model (one chain, 30 draws, no plots)."""
     from lumina_jax.workflows import infer as api
-    from lumina_jax.inference.samplers import SamplerConfig
+    from lumina_jax.inference.sampling import SamplerConfig
 
     d = tmp_path_factory.mktemp("toyfit")
     (d / "inf.yaml").write_text(CONFIG)
     sp = toy_space()
     req = api.InferRequest(stage=1, out=d / "res", config_path=d / "inf.yaml", map_starts=2,
-                           sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30))
+                           sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30, ridge=None))
     api.infer(req, emulator=ToyEmulator(sp), synthesizer=ToySynth(sp), log=lambda m: None)
     return d / "res"
 
@@ -273,15 +283,15 @@ def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_pa
     import jax.numpy as jnp
 
     from lumina_jax.errors import UserError
-    from lumina_jax.inference import model as M
+    from lumina_jax.inference import density as M
     from lumina_jax.workflows import infer as api, fit as F
     from lumina_jax.workflows.config import load_inference_config
-    from lumina_jax.inference.samplers import SamplerConfig
+    from lumina_jax.inference.sampling import SamplerConfig
 
     (tmp_path / "bad.yaml").write_text("likelihood: {emulator_sigma: sometimes}\n")
     with pytest.raises(UserError, match="emulator_sigma must be"):
         load_inference_config(tmp_path / "bad.yaml")
-    assert load_inference_config()["likelihood"]["emulator_sigma"] in ("varying", "fixed")
+    assert load_inference_config().likelihood.emulator_sigma in ("varying", "fixed")
     (tmp_path / "inf.yaml").write_text(CONFIG.replace("log_scale_sd: 0.5,", "log_scale_sd: 0.5, emulator_sigma: fixed,"))
     seen = []
     make = F.make_likelihood_data
@@ -289,7 +299,7 @@ def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_pa
     sp = toy_space()
     emu = ToyEmulator(sp, rel_sigma=0.01)
     req = api.InferRequest(stage=1, out=tmp_path / "res", config_path=tmp_path / "inf.yaml", map_starts=2,
-                           sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30))
+                           sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30, ridge=None))
     out, _ = api.infer(req, emulator=emu, synthesizer=ToySynth(sp), log=lambda m: None)
     lk = out.summary["likelihood"]
     assert lk["emulator_sigma"] == "fixed"
@@ -305,7 +315,7 @@ def test_fixed_emulator_sigma_reaches_the_fit_and_bad_values_stop_at_load(tmp_pa
     # the request's value wins over the config's; the varying model is then what was sampled
     seen.clear()
     req_v = api.InferRequest(stage=1, out=tmp_path / "res_v", config_path=tmp_path / "inf.yaml", map_starts=2,
-                             emulator_sigma="varying", sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30))
+                             emulator_sigma="varying", sampler=SamplerConfig(num_chains=1, num_warmup=30, num_samples=30, ridge=None))
     out_v, _ = api.infer(req_v, emulator=emu, synthesizer=ToySynth(sp), log=lambda m: None)
     assert out_v.summary["likelihood"]["emulator_sigma"] == "varying"
     assert out_v.summary["likelihood"]["emulator_sigma_reference"] is None
@@ -332,7 +342,7 @@ def test_prepare_builds_infers_problem_without_fitting(tmp_path):
 
     from lumina_jax.workflows import infer as api
     from lumina_jax.workflows.fit import build_model
-    from lumina_jax.inference.model import find_map
+    from lumina_jax.inference.optimize import find_map
 
     (tmp_path / "inf.yaml").write_text(CONFIG)
     sp = toy_space()
@@ -341,11 +351,11 @@ def test_prepare_builds_infers_problem_without_fitting(tmp_path):
     p = api.prepare(req, emulator=emu, synthesizer=ToySynth(sp), log=lambda m: None)
     assert not (tmp_path / "res").exists()
     assert p.truth == {"a": 1.0, "v": 11000.0, "d": 0.5}
-    assert p.fit_kwargs["map_starts"] == 8 and p.fit_kwargs["truth"] == p.truth
+    assert p.sampler.map_starts == 8 and p.problem.truth == p.truth
     used = p.obs.wavelength[p.obs.mask]
     assert used.min() >= 3300.0 and used.max() <= 8800.0
-    keys = ("corr_length", "emu_basis", "stride", "emu_rank", "emu_var_scale", "on_bins")
-    fm, _ = build_model(p.setup, emu.spectrum_and_sigma, p.obs, **{k: p.fit_kwargs[k] for k in keys})
+    assert p.problem.meta["config"]["sampler"]["map_starts"] == 8  # the configuration it ran with is recorded
+    fm, _ = build_model(p.problem)
     z_map, _, _, _ = find_map(fm, jax.random.PRNGKey(0), n_starts=4, n_steps=300)
     theta = np.asarray(fm.theta(jnp.asarray(z_map)))
     assert abs(theta[sp.index("v")] - 11000.0) < 300.0, theta

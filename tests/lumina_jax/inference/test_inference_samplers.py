@@ -9,7 +9,7 @@ import pytest
 
 import lumina_jax  # noqa: F401  (float64)
 from lumina_jax.inference import diagnostics as diag
-from lumina_jax.inference.samplers import SamplerConfig, chain_count, run_sampler
+from lumina_jax.inference.sampling import EmceeOptions, MCLMCOptions, SamplerConfig, chain_count, run_sampler
 
 MU = np.array([1.0, -2.0, 0.5, 3.0])
 SD = np.array([0.5, 2.0, 1.0, 3.0])
@@ -30,7 +30,7 @@ def test_sampler_recovers_a_correlated_gaussian(name):
     unthinned chains of ESS >~ 100 (Monte-Carlo error of the mean ~ 0.1 sd)."""
     moves = "de" if name == "emcee-de" else "stretch"
     cfg = SamplerConfig(name=name.removesuffix("-de"), num_chains=2, num_warmup=300, num_samples=400, seed=4,
-                        emcee_moves=moves)
+                        emcee=EmceeOptions(moves=moves))
     init = jnp.asarray(MU) + 0.5 * jax.random.normal(jax.random.PRNGKey(0), (chain_count(cfg), 4))
     run = run_sampler(cfg, logdensity, init)
     assert run.positions.ndim == 3 and run.positions.shape[2] == 4 and run.n_grad > 0
@@ -47,8 +47,8 @@ def test_sampler_recovers_a_correlated_gaussian(name):
 def test_mclmc_trajectory_length_below_the_tuner_floor_is_rejected():
     from lumina_jax.errors import UserError
 
-    with pytest.raises(UserError, match="mclmc_steps must be >= 1.2"):
-        SamplerConfig(name="blackjax-mclmc", mclmc_steps=1.0)
+    with pytest.raises(UserError, match="mclmc steps must be >= 1.2"):
+        SamplerConfig(name="blackjax-mclmc", mclmc=MCLMCOptions(steps=1.0))
 
 
 def test_target_acceptance_outside_0_1_is_rejected():
@@ -81,18 +81,18 @@ def test_chees_runs_at_least_16_chains_in_lockstep():
 def test_run_preconditioned_gives_chees_16_distinct_laplace_starts(monkeypatch):
     """``run_preconditioned`` draws one Laplace start per chain that ChEES runs (16 for
     ``num_chains=4``), all distinct."""
-    from lumina_jax.inference import samplers
+    from lumina_jax.inference import precondition, sampling
 
     seen = {}
 
     def spy(cfg, ld, init):
         seen["init"] = np.asarray(init)
-        return samplers.SamplerRun(cfg.name, np.zeros((init.shape[0], 10, 4)), np.zeros((init.shape[0], 10)),
+        return sampling.SamplerRun(cfg.name, np.zeros((init.shape[0], 10, 4)), np.zeros((init.shape[0], 10)),
                                    np.zeros((init.shape[0], 10), bool), 1, 0.0, 0.0, {})
 
-    monkeypatch.setattr(samplers, "run_sampler", spy)
+    monkeypatch.setattr(precondition, "run_sampler", spy)
     cfg = SamplerConfig(name="blackjax-chees", num_chains=4)
-    samplers.run_preconditioned(cfg, logdensity, jnp.asarray(MU), jax.random.PRNGKey(0))
+    precondition.run_preconditioned(cfg, logdensity, jnp.asarray(MU), jax.random.PRNGKey(0))
     x0 = seen["init"]
     assert x0.shape == (16, 4) and len(np.unique(x0, axis=0)) == 16
 
@@ -121,7 +121,7 @@ def test_numpyro_driver_reproduces_numpyro_mcmc(name, n_chains, capsys):
     (70 warm-up + 60 draws against chunks of 50); progress bars do not change them."""
     from numpyro.infer import HMC, MCMC, NUTS
 
-    from lumina_jax.inference.samplers import NUMPYRO_CHUNK, _jittered_hmc_class
+    from lumina_jax.inference.sampling.numpyro import NUMPYRO_CHUNK, _jittered_hmc_class
 
     assert 70 % NUMPYRO_CHUNK and 60 % NUMPYRO_CHUNK
     cfg = SamplerConfig(name=name, num_chains=n_chains, num_warmup=70, num_samples=60, seed=5, progress=True)
@@ -130,7 +130,7 @@ def test_numpyro_driver_reproduces_numpyro_mcmc(name, n_chains, capsys):
 
     pot = lambda z: -logdensity(z)  # noqa: E731
     kernel = (NUTS(potential_fn=pot, dense_mass=True) if name == "nuts" else
-              _jittered_hmc_class(HMC)(potential_fn=pot, dense_mass=True, trajectory_length=cfg.hmc_trajectory_length))
+              _jittered_hmc_class(HMC)(potential_fn=pot, dense_mass=True, trajectory_length=cfg.hmc.trajectory_length))
     mcmc = MCMC(kernel, num_warmup=70, num_samples=60, num_chains=n_chains, chain_method="vectorized",
                 progress_bar=False)
     mcmc.warmup(jax.random.PRNGKey(5), init_params=init[0] if n_chains == 1 else init,

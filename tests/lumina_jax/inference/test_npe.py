@@ -15,7 +15,7 @@ from scipy.stats import norm
 from lumina_jax.errors import DataFileError, UserError
 from lumina_jax.inference import npe
 from lumina_jax.workflows import npe as npe_io, sbc
-from lumina_jax.inference.model import make_setup
+from lumina_jax.inference.density import make_setup
 from lumina_jax.params import load_space
 from lumina_jax.preprocess import PreprocessConfig
 
