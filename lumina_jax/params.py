@@ -18,8 +18,10 @@ stage) keep their full prior.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -37,6 +39,28 @@ ATOMIC_NUMBERS: tuple[int, ...] = (6, 8, 12, 14, 16, 20, 22, 24, 26, 27, 28)
 ZONE_SPECIES: tuple[str, ...] = ("Fe", "Si", "S", "Ca", "Ni", "Mg", "Ti", "Cr")
 
 KINDS = ("log", "linear")
+
+#: Axis symbols (matplotlib mathtext) of the global parameters; their units are the stage
+#: YAMLs' (``unit``), zone mass fractions are named by :func:`label`.
+SYMBOLS: dict[str, str] = {
+    "log_L": r"$\log_{10} L$",
+    "v_inner": r"$v_\mathrm{inner}$",
+    "log_rho_0": r"$\log_{10} \rho_0$",
+    "density_exp": r"$n_\mathrm{in}$",
+    "T_e_ratio": r"$T_e / T_\mathrm{rad}$",
+    "v_core": r"$v_\mathrm{core}$",
+    "v_wall": r"$v_\mathrm{wall}$",
+    "X_Fe_core": r"$X_\mathrm{Fe}^\mathrm{core}$",
+    "X_Si_wall": r"$X_\mathrm{Si}^\mathrm{wall}$",
+    "v_break": r"$v_\mathrm{break}$",
+    "density_exp_outer": r"$n_\mathrm{out}$",
+    "t_exp": r"$t_\mathrm{exp}$",
+    "X_Fe_wall": r"$X_\mathrm{Fe}^\mathrm{wall}$",
+    "X_Ni": r"$X_{^{56}\mathrm{Ni}}$",
+    "X_Fe_outer": r"$X_\mathrm{Fe}^\mathrm{outer}$",
+}
+#: how a dimensionless quantity's unit reads in a label
+DIMENSIONLESS = "dimensionless"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +152,10 @@ class ParameterSpace:
                 f"unknown parameter {name!r} for stage {self.stage}; known: {', '.join(self.names[:20])}"
                 + (" ..." if self.dim > 20 else "")
             ) from None
+
+    def label(self, name: str) -> str:
+        """Axis label of ``name`` with its unit (:func:`label`)."""
+        return label(name, self.units[self.index(name)])
 
     def zone_param_name(self, species: str, zone: int) -> str:
         if self.parametrisation == "knots":
@@ -402,6 +430,45 @@ def load_space(stage: int | str | Path, *, parametrisation: str | None = None,
         parametrisation=par,
         n_knots=nk,
     )
+
+
+# ------------------------------------------------------------------------------ labels
+_ZONE_NAME = re.compile(r"^X_([A-Za-z]+)_([zk])(\d+)$")
+
+
+@functools.lru_cache(maxsize=1)
+def _global_units() -> dict[str, str]:
+    space = load_space(1)  # stages 2 and 3 extend stage 1: same globals, same units
+    return dict(zip(space.names, space.units))
+
+
+def label(name: str, unit: str | None = None) -> str:
+    """Readable axis label of a parameter with its unit in brackets, e.g.
+    ``label("v_inner") == "$v_\\mathrm{inner}$ [km/s]"``.
+
+    ``unit``: as the space records it ("" for a dimensionless quantity, shown as
+    ``[dimensionless]``); None takes the stage YAMLs' unit (zone mass fractions:
+    dimensionless).  A unit "log10 U" of a logarithmic symbol is shown as ``[U]``.
+    Names outside the stage spaces need ``unit``.
+    """
+    zone = _ZONE_NAME.match(name)
+    if zone and zone.group(1) in ZONE_SPECIES:
+        sp, tag, k = zone.groups()
+        sp = r"^{56}\mathrm{Ni}" if sp == "Ni" else rf"\mathrm{{{sp}}}"
+        symbol = rf"$X_{{{sp}}}$ {'zone' if tag == 'z' else 'knot'} {k}"
+        default_unit = ""
+    else:
+        symbol = SYMBOLS.get(name, name)
+        default_unit = _global_units().get(name)
+    if unit is None:
+        if default_unit is None:
+            raise ParameterError(f"no unit known for parameter {name!r}; give it")
+        unit = default_unit
+    unit = unit.strip()
+    if unit.startswith("log10 ") and r"\log" in symbol:
+        unit = unit[len("log10 "):]
+    unit = re.sub(r"\^(-?\d+)", r"$^{\1}$", unit) if unit else DIMENSIONLESS
+    return f"{symbol} [{unit}]"
 
 
 # -------------------------------------------------------------------------- relaxation

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lumina_jax.errors import DataFileError
 from lumina_jax.workflows.results import full_theta_draws, load_results, posterior_array
 
 MAX_CORNER = 15
@@ -22,39 +23,96 @@ def _plt():
     return plt
 
 
+def _corner_names(summary) -> tuple[list[str], str]:
+    """The free parameters the corner plot shows (at most :data:`MAX_CORNER`, in the space's
+    order: the global ones first) and a note on those left out ("" when none)."""
+    free = list(summary["free"])
+    names = free[:MAX_CORNER]
+    if len(free) <= MAX_CORNER:
+        return names, ""
+    return names, (f"{len(names)} of {len(free)} free parameters shown: {', '.join(names)}; "
+                   f"omitted: {free[len(names)]} ... {free[-1]}")
+
+
+def _corner_labels(summary, names) -> list[str]:
+    """Axis labels with units of ``names``: the units recorded in the summary's space, else the
+    stage YAMLs'."""
+    from lumina_jax.params import label
+
+    units = {p["name"]: p.get("unit") for p in (summary.get("space") or {}).get("parameters", [])}
+    return [label(n, units.get(n)) for n in names]
+
+
+def _title_fmt(x) -> str:
+    """Format of a diagonal title: two significant digits of the 68 % half-width."""
+    q16, q84 = np.percentile(x, [16, 84])
+    half = 0.5 * (q84 - q16)
+    digits = 2 if not (np.isfinite(half) and half > 0) else int(np.clip(1 - np.floor(np.log10(half)), 0, 8))
+    return f".{digits}f"
+
+
 def corner_plot(summary, idata, path):
+    """Corner plot of the free parameters (``corner.corner``): 68 / 95 % contours, 16 / 50 / 84 %
+    quantiles on the diagonals, the mock's truths where the summary has them.  Returns the
+    (closed) figure."""
     plt = _plt()
-    names = [n for n in summary["free"]][:MAX_CORNER]
+    import corner
+
+    names, omitted = _corner_names(summary)
     x = posterior_array(idata, names)
-    truth = (summary.get("mock") or {}).get("truth", {})
-    k = len(names)
-    fig, axes = plt.subplots(k, k, figsize=(1.6 * k + 1, 1.6 * k + 1), squeeze=False)
-    for i in range(k):
-        for j in range(k):
-            ax = axes[i, j]
-            if j > i:
-                ax.axis("off")
-                continue
-            if i == j:
-                ax.hist(x[:, i], bins=30, histtype="step", color="k")
-                if names[i] in truth:
-                    ax.axvline(truth[names[i]], color="C3")
-            else:
-                ax.hist2d(x[:, j], x[:, i], bins=30, cmap="Greys")
-                if names[i] in truth and names[j] in truth:
-                    ax.plot(truth[names[j]], truth[names[i]], "s", color="C3", ms=3)
-            ax.tick_params(labelsize=5)
-            if i == k - 1:
-                ax.set_xlabel(names[j], fontsize=6)
-            else:
-                ax.set_xticklabels([])
-            if j == 0 and i > 0:
-                ax.set_ylabel(names[i], fontsize=6)
-            elif j > 0:
-                ax.set_yticklabels([])
-    fig.suptitle(f"stage {summary['stage']} posterior ({summary['diagnostics']['sampler']})", fontsize=9)
-    fig.savefig(path, dpi=110)
+    x = x[np.all(np.isfinite(x), axis=1)]
+    if x.shape[0] <= len(names):
+        raise DataFileError(f"the corner plot needs more finite posterior draws than its {len(names)} "
+                            f"parameters, got {x.shape[0]}")
+    labels = _corner_labels(summary, names)
+    truth = (summary.get("mock") or {}).get("truth") or {}
+    truths = [truth.get(n) for n in names]
+    truths = truths if any(t is not None for t in truths) else None
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    pad = np.where(hi > lo, 0.0, np.maximum(1e-3 * np.abs(lo), 1e-12))  # a constant column needs a range
+    lo, hi = lo - pad, hi + pad
+    off_panel = []  # truths farther than 3 sample spans from the draws stay off the panels
+    for i, t in enumerate(truths or []):
+        if t is None:
+            continue
+        span = hi[i] - lo[i]
+        if lo[i] - 3 * span <= t <= hi[i] + 3 * span:
+            lo[i], hi[i] = min(lo[i], t - 0.05 * span), max(hi[i], t + 0.05 * span)
+        else:
+            off_panel.append(names[i])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # corner: too few points for a contour in a short run
+        fig = corner.corner(
+            x, labels=labels, quantiles=[0.16, 0.5, 0.84], levels=(0.68, 0.95),
+            truths=truths if len(names) > 1 else None, truth_color="C3",
+            range=list(zip(lo, hi)), bins=30, smooth=1.0, plot_datapoints=False, fill_contours=True,
+            color="C0", label_kwargs={"fontsize": 9})
+    if len(names) == 1 and truths:  # corner 2.3 fails to draw the truth of a single parameter
+        fig.axes[0].axvline(truths[0], color="C3")
+    for ax in fig.axes:  # no offset text ("+4.3e1"): it would overprint the axis labels
+        for axis in (ax.xaxis, ax.yaxis):
+            if hasattr(axis.get_major_formatter(), "set_useOffset"):
+                axis.get_major_formatter().set_useOffset(False)
+    # the diagonals' titles: median and 16 / 84 % quantiles, digits matched to each width
+    for i, ax in enumerate(np.asarray(fig.axes).reshape(len(names), len(names)).diagonal()):
+        q16, q50, q84 = np.percentile(x[:, i], [16, 50, 84])
+        f = _title_fmt(x[:, i])
+        ax.set_title(rf"{labels[i].rsplit(' [', 1)[0]} = ${q50:{f}}_{{-{q50 - q16:{f}}}}^{{+{q84 - q50:{f}}}}$",
+                     fontsize=8)
+    title = (f"stage {summary['stage']} posterior, sampler {summary['diagnostics'].get('sampler', 'unknown')}: "
+             f"68 / 95 % contours, 16 / 50 / 84 % quantiles" + (", mock truths in red" if truths else "")
+             + (f" (off the panels: {', '.join(off_panel)})" if off_panel else ""))
+    # room above the diagonals' titles for the figure title (corner leaves 0.4 inch)
+    w, h = fig.get_size_inches()
+    extra = 0.5 + (0.3 if omitted else 0.0)
+    sp = fig.subplotpars
+    fig.set_size_inches(w, h + extra)
+    fig.subplots_adjust(bottom=sp.bottom * h / (h + extra), top=sp.top * h / (h + extra))
+    fig.suptitle(title + ("\n" + omitted if omitted else ""), fontsize=10 if len(names) > 4 else 8,
+                 y=1 - 0.1 / (h + extra), va="top", wrap=True)
+    fig.savefig(path, dpi=90 if len(names) > 8 else 110)
     plt.close(fig)
+    return fig
 
 
 def predictive_flux(emulator, summary, idata, n: int = 100):

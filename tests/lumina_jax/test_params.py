@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from lumina_jax.errors import ParameterError, UserError
-from lumina_jax.params import ParameterSpace, load_space, relaxed_ranges, transfer_best
+from lumina_jax.params import ParameterSpace, label, load_space, relaxed_ranges, transfer_best
 
 STAGE1_NAMES = [
     "log_L", "v_inner", "log_rho_0", "density_exp", "T_e_ratio", "v_core", "v_wall", "X_Fe_core",
@@ -146,3 +146,17 @@ def test_transfer_best_maps_stage2_zones_to_stage3_by_velocity():
     assert mapped["X_Si_z5"] == pytest.approx(0.3)
     assert mapped["log_L"] == best["log_L"]
     json.dumps(mapped)
+
+
+def test_every_stage_parameter_has_a_label_with_its_unit():
+    for stage, par in ((1, None), (2, None), (3, None), (3, "knots")):
+        space = load_space(stage, parametrisation=par)
+        for n, u in zip(space.names, space.units):
+            lab = space.label(n)
+            assert lab == label(n) and lab.endswith("]") and " [" in lab, (n, lab)
+            assert lab.endswith("[dimensionless]") == (u == ""), (n, u, lab)
+    assert label("v_inner") == "$v_\\mathrm{inner}$ [km/s]"
+    assert label("X_Ni_z3") == "$X_{^{56}\\mathrm{Ni}}$ zone 3 [dimensionless]"
+    assert label("a", "") == "a [dimensionless]" and label("v", "km/s") == "v [km/s]"
+    with pytest.raises(ParameterError, match="no unit known for parameter 'f_sys'"):
+        label("f_sys")

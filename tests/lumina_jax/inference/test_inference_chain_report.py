@@ -1,5 +1,5 @@
-"""`lumina-jax chain-report` and the abundance-profile figure on results directories of the
-stage-1 ejecta space (written here with made-up draws around a known model)."""
+"""`lumina-jax chain-report`, the abundance-profile figure and the corner plot on results
+directories of the stage-1 ejecta space (written here with made-up draws around a known model)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,52 @@ def test_chain_report_cli_writes_both_figures_and_refuses_to_overwrite(tmp_path)
     before = fig.read_bytes()
     r = CliRunner().invoke(app, ["chain-report", str(tmp_path / "a"), "--figure", str(fig)])
     assert r.exit_code != 0 and fig.read_bytes() == before
+
+
+def test_corner_plot_labels_every_parameter_with_its_unit_and_marks_the_truths(tmp_path):
+    import re
+
+    from lumina_jax.params import label
+    from lumina_jax.workflows.results import load_results
+
+    _results(tmp_path / "a", 0.1)
+    summary, idata = load_results(tmp_path / "a")
+    summary["mock"] = {"truth": MOCK1}
+    summary["diagnostics"]["sampler"] = "nuts"
+    fig = plots.corner_plot(summary, idata, tmp_path / "corner.png")
+    assert (tmp_path / "corner.png").stat().st_size > 50_000
+    names = summary["free"]
+    k = len(names)
+    axes = np.asarray(fig.axes).reshape(k, k)
+    xlabels = [ax.get_xlabel() for ax in axes[-1]]
+    ylabels = [ax.get_ylabel() for ax in axes[1:, 0]]
+    assert xlabels == [label(n) for n in names] and ylabels == xlabels[1:]
+    for lab in xlabels:  # "symbol [unit]" with a unit for every parameter
+        assert re.fullmatch(r".+ \[[^\]]+\]", lab), lab
+    by_name = dict(zip(names, xlabels))
+    assert by_name["v_inner"].endswith("[km/s]") and by_name["t_exp"].endswith("[d]")
+    assert by_name["log_L"].endswith("[erg/s]") and by_name["log_rho_0"].endswith("[g/cm$^{3}$]")
+    assert by_name["X_Ni"].endswith("[dimensionless]") and by_name["density_exp"].endswith("[dimensionless]")
+    # diagonals: the truth as a vertical line, the 16 / 50 / 84 % quantiles dashed
+    for i, n in enumerate(names):
+        lines = axes[i, i].get_lines()
+        assert any(np.allclose(ln.get_xdata(), MOCK1[n]) for ln in lines), n
+        assert sum(ln.get_linestyle() == "--" for ln in lines) == 3, n
+    title = fig._suptitle.get_text()
+    assert "stage 1" in title and "nuts" in title and "68 / 95 % contours" in title and "omitted" not in title
+
+
+def test_corner_plot_of_a_large_space_shows_15_parameters_and_says_which(tmp_path):
+    import arviz as az
+
+    space = load_space(3)
+    free = [n for n in space.names if n not in space.inactive]
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={n: 0.5 + rng.random((2, 40)) for n in free})
+    summary = {"stage": 3, "free": free, "space": space.to_dict(), "diagnostics": {"sampler": "blackjax-chees"}}
+    fig = plots.corner_plot(summary, idata, tmp_path / "corner.png")
+    assert len(fig.axes) == plots.MAX_CORNER ** 2 == 225
+    title = fig._suptitle.get_text()
+    assert f"15 of {len(free)} free parameters shown: {', '.join(free[:15])}" in title
+    assert f"omitted: {free[15]} ... {free[-1]}" in title and "blackjax-chees" in title
+    assert fig.axes[-1].get_xlabel() == "$X_{\\mathrm{Ti}}$ zone 0 [dimensionless]"
