@@ -12,7 +12,7 @@ within ``DUP_WL`` A and ``DUP_E`` eV of it):
 Partition functions from PyNeb's NIST level lists (ions without a list: one level of weight 1,
 reported by ``lumina-jax atomic info``); ionisation energies from PyNeb's NIST table.  zeta = 1
 (no pip package ships recombination fractions).  The result is cached in the user cache directory
-(``platformdirs``) as ``composite-v2.npz`` with the provenance (package versions, per-line source)
+(``platformdirs``) as ``composite-v3.npz`` with the provenance (package versions, per-line source)
 and never committed.
 """
 
@@ -30,7 +30,7 @@ from lumina_jax.atomic.data import AtomicData, assemble, load_npz, save_npz
 from lumina_jax.atomic import sources as src
 from lumina_jax.errors import DataFileError
 
-DEFAULT_NAME = "composite-v2.npz"
+DEFAULT_NAME = "composite-v3.npz"
 DUP_WL = 10.0  # A
 DUP_E = 0.1  # eV
 GES_RANGE = (4200.0, 9200.0)
@@ -137,7 +137,7 @@ def build_composite(progress=None) -> tuple[AtomicData, dict]:
         raise DataFileError("pyneb's ionisation-energy table lacks an element of the model")
     atomic = assemble(lines, levels, chi)
     prov = {
-        "name": "composite-v2",
+        "name": "composite-v3",
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "build_seconds": round(time.time() - t0, 2),
         "sources": list(SOURCES),

@@ -74,7 +74,7 @@ class AtomicData(NamedTuple):
     lev_energy : [n_levels] energy above the ion's ground level, eV (ascending within an ion)
     lev_g : [n_levels] statistical weight
     lev_meta : [n_levels] 1.0 if metastable else 0.0
-    lev_origin : [n_levels] int32 REFERENCE / DERIVED_G / DERIVED_GUESSED of
+    lev_origin : [n_levels] int32 REFERENCE / DERIVED_G / DERIVED_RULE / DERIVED_GUESSED of
         :mod:`lumina_jax.atomic.levels`
 
     Levels are sorted by (element, stage, energy); every ion I-V has at least its ground level.
@@ -234,6 +234,7 @@ def assemble(lines: dict, levels: dict, chi: np.ndarray, *, zeta=None, zeta_t=No
             lev["origin"].append(origin)
             offset += len(energy)
     lev = {k: np.concatenate(v) for k, v in lev.items()}
+    lev["g"], lev["origin"] = lvmod.infer_g_from_selection_rules(lev["g"], lev["origin"], lower, upper)
     lev["g"] = lvmod.infer_guessed_g(lev["g"], lev["origin"], lower, upper)
     return from_tables(lev, cols, lower, upper, chi, zeta=zeta, zeta_t=zeta_t, t_grid=t_grid)
 

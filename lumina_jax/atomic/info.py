@@ -69,11 +69,12 @@ def identity(atomic: AtomicData, weight=None) -> dict:
 
     For each ion: levels (reference / derived), lines whose two levels are both reference levels
     (``matched``), that use a derived level with a g from a source (``derived``), or a derived
-    level whose g had to be guessed (``g_guessed``), and -- with ``weight`` [n_lines], e.g. each
+    level whose g had to be guessed (``g_guessed``; ``levels_g_rule``: derived levels whose g the
+    selection rule fixed), and -- with ``weight`` [n_lines], e.g. each
     line's blocking ``sum_shells (1 - e^-tau)`` at a reference plasma state -- the fraction of the
     weight in each class.  ``full`` = matched + derived (energy and g of both levels from data).
     """
-    from lumina_jax.atomic.levels import DERIVED_GUESSED, MATCHED, MISSING, REFERENCE, line_identity
+    from lumina_jax.atomic.levels import DERIVED_GUESSED, DERIVED_RULE, MATCHED, MISSING, REFERENCE, line_identity
 
     ident = line_identity(np.asarray(atomic.lev_origin), np.asarray(atomic.lower), np.asarray(atomic.upper))
     el, st = np.asarray(atomic.el), np.asarray(atomic.stage)
@@ -83,6 +84,7 @@ def identity(atomic: AtomicData, weight=None) -> dict:
     def block(sel, lsel):
         n = int(sel.sum())
         out = {"levels": int(lsel.sum()), "levels_reference": int((lsel & (origin == REFERENCE)).sum()),
+               "levels_g_rule": int((lsel & (origin == DERIVED_RULE)).sum()),
                "levels_g_guessed": int((lsel & (origin == DERIVED_GUESSED)).sum()), "lines": n}
         for name, k in (("matched", MATCHED), ("derived", 1), ("g_guessed", MISSING)):
             out[f"lines_{name}"] = int((sel & (ident == k)).sum())

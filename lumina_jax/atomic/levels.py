@@ -16,12 +16,16 @@ of one per-ion level table, in three steps:
 3. **Derived levels**: the remaining levels are placed at the source's energy (upper:
    ``E_l + h c / lambda_vac``) and merged within ``TOL_MERGE`` eV per ion; their weight g comes
    from the source (GES ``g_up``, Kurucz J, TLUSTY term weights), or from another line that
-   reaches the same merged level with a known g; otherwise it is guessed equal to the partner
-   level's (Delta J = 0) and the line's identity is counted as *missing*.
+   reaches the same merged level with a known g.
+4. **Selection rule** (:func:`infer_g_from_selection_rules`): a derived level still without a g
+   whose lines join it to levels of known J can only have a J allowed by the electric-dipole rule
+   (Delta J = 0, +-1, no 0 - 0) towards every one of them; where that leaves a single J, g = 2J + 1.
+   Otherwise g is guessed equal to the partner level's (Delta J = 0) and the line's identity is
+   counted as *missing*.
 
 The identity of a line is ``MATCHED`` (both levels reference levels), ``DERIVED`` (a derived
-level with a known g) or ``MISSING`` (a guessed g); :func:`lumina_jax.atomic.info.identity`
-reports the counts and the opacity they carry.
+level with a g from a source or the selection rule) or ``MISSING`` (a guessed g);
+:func:`lumina_jax.atomic.info.identity` reports the counts and the opacity they carry.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ TOL_LEVEL = 1e-3  # eV: single-level match (GES/NIST energy scales agree to ~2e-
 TOL_MERGE = 1e-3  # eV: derived levels of one ion closer than this are one level
 N_CANDIDATES = 8  # lower-level candidates examined per line
 
-#: origin of a level: a reference level, derived with a g from a source, derived with a guessed g
-REFERENCE, DERIVED_G, DERIVED_GUESSED = 0, 1, 2
-ORIGIN_NAMES = ("reference", "derived", "derived, g guessed")
+#: origin of a level: a reference level, derived with a g from a source, derived with the g the
+#: selection rule leaves, derived with a guessed g
+REFERENCE, DERIVED_G, DERIVED_RULE, DERIVED_GUESSED = 0, 1, 2, 3
+ORIGIN_NAMES = ("reference", "derived", "derived, g from the selection rule", "derived, g guessed")
 #: identity of a line
 MATCHED, DERIVED, MISSING = 0, 1, 2
 
@@ -155,6 +160,45 @@ def resolve_ion(e_ref, g_ref, lines: dict, tol_low: np.ndarray):
     return lo, up, {"energy": energy, "g": g, "origin": origin.astype(int)}
 
 
+def infer_g_from_selection_rules(g_level, origin, lower, upper, max_passes: int = 8):
+    """Fix the g of derived levels (``origin == DERIVED_GUESSED``, g NaN) where the
+    electric-dipole selection rule leaves one J: every line joining the level to a level of
+    known J_k allows J in {J_k - 1, J_k, J_k + 1} (J >= 0; not J = 0 when J_k = 0), and the
+    level's J must be allowed by all of them.  Passes repeat while newly fixed levels fix others.
+    A level whose lines allow no common J (two levels merged into one) stays unknown.
+
+    g_level, origin : [n_levels]; lower, upper : [n_lines] level indices.  Returns (g, origin)
+    with ``g = 2J + 1`` and ``origin = DERIVED_RULE`` for the levels fixed here."""
+    g = np.array(g_level, float)
+    origin = np.array(origin, int)
+    lower, upper = np.asarray(lower, np.int64), np.asarray(upper, np.int64)
+    open_ = (origin == DERIVED_GUESSED) & np.isnan(g)
+    a = np.concatenate([lower, upper])  # the level whose J is sought ...
+    b = np.concatenate([upper, lower])  # ... and its partner on the same line
+    for _ in range(max_passes):
+        edge = open_[a] & ~np.isnan(g[b])
+        if not edge.any():
+            break
+        two_j = np.round(g[b[edge]] - 1).astype(np.int64)  # 2 J of the partner (half-integers too)
+        if two_j.max() > 60:
+            raise ValueError("a level weight above 61 cannot be a J of these ions")
+        bits = np.left_shift(np.uint64(1), two_j.astype(np.uint64))
+        allowed = (np.left_shift(bits, np.uint64(2)) | np.right_shift(bits, np.uint64(2))
+                   | np.where(two_j == 0, np.uint64(0), bits))  # 2J - 2, 2J + 2 (J >= 0), and 2J unless J = 0
+        mask = np.full(len(g), np.iinfo(np.uint64).max, np.uint64)
+        np.bitwise_and.at(mask, a[edge], allowed)
+        lev = np.unique(a[edge])
+        m = mask[lev]
+        single = (m != 0) & ((m & (m - np.uint64(1))) == 0)
+        if not single.any():
+            break
+        fixed = lev[single]
+        g[fixed] = np.log2(m[single].astype(float)) + 1.0  # g = 2J + 1
+        origin[fixed] = DERIVED_RULE
+        open_[fixed] = False
+    return g, origin
+
+
 def infer_guessed_g(g_level, origin, lower, upper):
     """Fill the g of derived levels that no source gives: the partner level's g (Delta J = 0).
 
@@ -173,5 +217,5 @@ def infer_guessed_g(g_level, origin, lower, upper):
 
 def line_identity(origin_level, lower, upper):
     """MATCHED / DERIVED / MISSING per line from the origins of its two levels."""
-    o = np.maximum(origin_level[lower], origin_level[upper])
+    o = np.maximum(np.asarray(origin_level)[lower], np.asarray(origin_level)[upper])
     return np.where(o == REFERENCE, MATCHED, np.where(o == DERIVED_GUESSED, MISSING, DERIVED)).astype(np.int32)

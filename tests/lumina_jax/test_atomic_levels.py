@@ -110,3 +110,44 @@ def test_default_data_levels_are_ordered_and_lines_fit_them(default_atomic):
     # the partition function includes the derived levels
     fe2 = (a.lev_el == element_index("Fe")) & (a.lev_stage == 1)
     assert fe2.sum() > 1027 and np.sum(a.lev_origin[fe2] == REFERENCE) == 1027
+
+
+def _rule(g_known, edges):
+    """Levels 0..k-1 of known g, then unknown derived levels; ``edges`` = (lower, upper) pairs."""
+    from lumina_jax.atomic.levels import DERIVED_GUESSED, infer_g_from_selection_rules
+
+    n_unknown = 1 + max(max(e) for e in edges) - len(g_known)
+    g = np.concatenate([np.asarray(g_known, float), np.full(n_unknown, np.nan)])
+    origin = np.concatenate([np.zeros(len(g_known), int), np.full(n_unknown, DERIVED_GUESSED)])
+    lo, up = (np.array(x) for x in zip(*edges))
+    return infer_g_from_selection_rules(g, origin, lo, up)
+
+
+def test_selection_rule_fixes_g_where_one_j_is_left():
+    from lumina_jax.atomic.levels import DERIVED_GUESSED, DERIVED_RULE
+
+    # J = 1 and J = 3 partners: Delta J <= 1 towards both leaves J = 2 only
+    g, origin = _rule([3.0, 7.0], [(0, 2), (1, 2)])
+    assert g[2] == 5.0 and origin[2] == DERIVED_RULE
+    # half-integer J (odd-electron ions): J = 1/2 and 5/2 leave J = 3/2
+    g, _ = _rule([2.0, 6.0], [(0, 2), (1, 2)])
+    assert g[2] == 4.0
+    # a J = 0 partner alone: 0 - 0 is forbidden, so J = 1
+    g, origin = _rule([1.0], [(0, 1)])
+    assert g[1] == 3.0 and origin[1] == DERIVED_RULE
+    # one partner of J = 2: J = 1, 2 or 3 -- not fixed, left to the guess
+    g, origin = _rule([5.0], [(0, 1)])
+    assert np.isnan(g[1]) and origin[1] == DERIVED_GUESSED
+    # J = 0 and J = 3 partners allow no common J (two levels merged into one): not fixed
+    g, origin = _rule([1.0, 7.0], [(0, 2), (1, 2)])
+    assert np.isnan(g[2]) and origin[2] == DERIVED_GUESSED
+    # a chain: level 3 is fixed (J = 2) by levels 0 and 1, then fixes level 4 with level 2 (J = 4)
+    g, origin = _rule([3.0, 7.0, 9.0], [(0, 3), (1, 3), (3, 4), (2, 4)])
+    assert g[3] == 5.0 and g[4] == 7.0 and list(origin[3:]) == [DERIVED_RULE, DERIVED_RULE]
+
+
+def test_selection_rule_levels_count_as_full_identity():
+    from lumina_jax.atomic.levels import DERIVED, DERIVED_GUESSED, DERIVED_RULE, MISSING
+
+    origin = np.array([REFERENCE, DERIVED_RULE, DERIVED_GUESSED])
+    assert list(line_identity(origin, np.array([0, 0]), np.array([1, 2]))) == [DERIVED, MISSING]
