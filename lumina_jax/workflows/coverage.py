@@ -72,6 +72,18 @@ def _shard_argv(run: CoverageRun, shard_dir: Path, k: int, m: int) -> list[str]:
     return argv
 
 
+def shard_threads(shard):
+    """One BLAS thread while a shard (``--shard K/M``) fits: shards run side by side on the
+    cores, and OpenBLAS's spinning threads (the LAPACK behind JAX's CPU linear algebra) then
+    starve each other -- two stage-1 shards on 2 cores took 496 s for one injection each with
+    OpenBLAS's default threads, 106 s with one (Dask workers set one through their nanny)."""
+    if shard is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_coverage(run: CoverageRun, sampler, *, cluster=None, log: Callable[[str], None] = print,
                  write_guard: Callable = contextlib.nullcontext) -> tuple[dict, list[str]]:
     """Fit the injections of ``run`` not yet done (in ``run.out``, the ``run.merge`` files or the
@@ -172,12 +184,13 @@ def run_coverage(run: CoverageRun, sampler, *, cluster=None, log: Callable[[str]
         save(records)
 
     emu_basis, corr_length = infer.emulator_error_model(emu, lk, log=log)
-    res = checks.coverage(setup, emu, simulate, n_injections=run.n, noise_frac=run.noise,
-                          sampler=dataclasses.replace(sampler, map_starts=run.map_starts), seed=run.seed,
-                          likelihood=lk, emu_basis=emu_basis, corr_length=corr_length,
-                          emu_var_scale=infer.emulator_error_scale(emu, lk, emu_basis, log),
-                          log=log, done=done, on_record=after_injection, shard=run.shard,
-                          simulates_prediction=run.simulator == "emulator")
+    with shard_threads(run.shard):
+        res = checks.coverage(setup, emu, simulate, n_injections=run.n, noise_frac=run.noise,
+                              sampler=dataclasses.replace(sampler, map_starts=run.map_starts), seed=run.seed,
+                              likelihood=lk, emu_basis=emu_basis, corr_length=corr_length,
+                              emu_var_scale=infer.emulator_error_scale(emu, lk, emu_basis, log),
+                              log=log, done=done, on_record=after_injection, shard=run.shard,
+                              simulates_prediction=run.simulator == "emulator")
     res["emulator_error"] = res["emulator_error"] or emu_error_prev
     res["wall_s"] += merged_wall  # the shards' fitting time (they ran in parallel)
     res["simulator"] = run.simulator
