@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
