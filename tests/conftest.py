@@ -1,6 +1,9 @@
 """Shared test settings."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,17 @@ settings.load_profile("ci")
 # Tests that call the CLI's main() must never write compiled programs into the user's cache
 # (tests/lumina_jax/test_runtime.py checks the cache in a subprocess with a temporary folder).
 os.environ["LUMINA_JAX_XLA_CACHE"] = "0"
+# One persistent compilation cache for the whole run, in a temporary folder: many tests compile
+# the same programs (synthesizer, emulator, sampler kernels) and reuse them from here.  Set
+# before JAX is imported, in the process that starts the run; pytest-xdist workers and the CLI
+# subprocesses the tests start inherit it.  A size cap makes JAX lock the folder (filelock), so
+# concurrent workers never read a half-written entry.
+if "LUMINA_JAX_TESTS_XLA_DIR" not in os.environ:
+    _XLA_DIR = tempfile.mkdtemp(prefix="lumina-jax-tests-xla-")
+    os.environ["LUMINA_JAX_TESTS_XLA_DIR"] = _XLA_DIR
+    atexit.register(shutil.rmtree, _XLA_DIR, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["LUMINA_JAX_TESTS_XLA_DIR"]
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -200,12 +200,19 @@ class Synthesizer:
             keep &= tau_max >= thr
         if self.config.line_interaction != "scatter":
             keep = fl.add_outlets(atomic, keep, self.config.outlet_share)
-        if path is not None:
+        if path is not None:  # written under a private name, then renamed: concurrent builders never see half a file
+            import os
+
+            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(path, keep)
+                np.save(tmp, keep)
+                os.replace(tmp, path)
             except OSError:
-                pass
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
         return keep
 
     # ------------------------------------------------------------------ evaluation

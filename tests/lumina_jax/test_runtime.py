@@ -126,14 +126,17 @@ def test_unusable_cache_folder_leaves_the_cache_off(tmp_path, monkeypatch):
 
     from lumina_jax import _runtime
 
-    if jax.config.jax_compilation_cache_dir:
-        pytest.skip("JAX_COMPILATION_CACHE_DIR is set in this environment: the user's folder wins by design")
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    assert _runtime.configure_compilation_cache({"LUMINA_JAX_CACHE": str(blocker)}) is None  # mkdir fails
-    monkeypatch.setattr(_runtime.os, "access", lambda *a: False)  # exists, not writable (any user, root too)
-    assert _runtime.configure_compilation_cache({"LUMINA_JAX_CACHE": str(tmp_path / "ro")}) is None
-    assert jax.config.jax_compilation_cache_dir is None
+    before = jax.config.jax_compilation_cache_dir  # the test run's own folder (tests/conftest.py)
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        assert _runtime.configure_compilation_cache({"LUMINA_JAX_CACHE": str(blocker)}) is None  # mkdir fails
+        monkeypatch.setattr(_runtime.os, "access", lambda *a: False)  # exists, not writable (any user, root too)
+        assert _runtime.configure_compilation_cache({"LUMINA_JAX_CACHE": str(tmp_path / "ro")}) is None
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
 
 
 def test_cli_main_turns_the_cache_on_before_running(monkeypatch):
