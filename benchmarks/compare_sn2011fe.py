@@ -13,6 +13,7 @@ stand-in with TARDIS's name, not a Monte Carlo spectrum (which has noise, Fe-gro
 emission peaks) -- so "ours vs TARDIS" measures the distance to that stand-in.
 
     python benchmarks/compare_sn2011fe.py [--data DIR] [--out docs/sn2011fe_comparison.png] [--json]
+        [--radiation-field power_law|transfer] [--line-interaction scatter|downbranch|macroatom]
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=default, help="folder with the SN 2011fe files (default: ../shared/data/sn2011fe)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "sn2011fe_comparison.png")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--radiation-field", choices=("power_law", "transfer"), default=None,
+                    help="the synthesizer's radiation field (default: that of configs/synth.yaml)")
+    ap.add_argument("--line-interaction", choices=("scatter", "downbranch", "macroatom"), default=None,
+                    help="the synthesizer's line interaction (default: that of configs/synth.yaml)")
     args = ap.parse_args()
     files = [args.data / n for n in ("sn2011fe.yml", "tardis_spectrum.csv", "sn2011fe_observed_Bmax.csv")]
     for f in files:
@@ -87,7 +92,10 @@ def main() -> None:
     tardis = np.loadtxt(files[1], delimiter=",", skiprows=1)
     obs = np.loadtxt(files[2], delimiter=",", skiprows=1)
     t0 = time.time()
-    synth = Synthesizer.default(load_space(1), SynthConfig.load())
+    config = SynthConfig.load()
+    config = config.replace(**{k: v for k, v in (("radiation_field", args.radiation_field),
+                                                 ("line_interaction", args.line_interaction)) if v is not None})
+    synth = Synthesizer.default(load_space(1), config)
     ej = read_tardis_yaml(files[0])
     l_lam, state = synth.spectrum_of_ejecta(ej)
     wl = synth.wavelength
@@ -101,6 +109,8 @@ def main() -> None:
     t_ref, resid_ref, n_ref, dips_ref = planck_continuum(tardis[:, 0], tardis[:, 1])
     resid_obs = planck_continuum(obs[:, 0] / (1 + 0.000804), obs[:, 1])[1]  # a real spectrum, for contrast
     res = {
+        "radiation_field": config.radiation_field, "line_interaction": config.line_interaction,
+        "l_emergent_over_requested": float(state["l_emergent"] / ej.luminosity),
         "rms_ours_vs_tardis": rms(ours, ref), "rms_ours_vs_observed": rms(ours, seen),
         "rms_tardis_vs_observed": rms(ref, seen), "band_A": list(BAND),
         "t_inner_K": float(state["t_inner"]), "tardis_t_inner_K": 10521.52,

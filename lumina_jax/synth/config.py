@@ -25,6 +25,8 @@ class SynthConfig:
     t_rad_exponent: float = 0.45
     t_inner_guess: float = 1.20
     t_inner_iterations: int = 2
+    radiation_field: str = "power_law"
+    field_iterations: int = 10
     n_e_iterations: int = 30
     zeta: float = 1.0
     electron_scattering: bool = True
@@ -64,6 +66,9 @@ class SynthConfig:
         need(0.0 <= self.t_rad_exponent <= 2.0, "t_rad_exponent must be in [0, 2]")
         need(0.5 <= self.t_inner_guess <= 3.0, "t_inner_guess must be in [0.5, 3]")
         need(0 <= self.t_inner_iterations <= 10, "t_inner_iterations must be 0..10")
+        need(self.radiation_field in ("power_law", "transfer"),
+             f"radiation.field must be power_law or transfer, got {self.radiation_field!r}")
+        need(1 <= self.field_iterations <= 20, "radiation.field_iterations must be 1..20")
         need(1 <= self.n_e_iterations <= 500, "n_e_iterations must be 1..500")
         need(0.0 <= self.zeta <= 1.0, "zeta must be in [0, 1]")
         need(0.0 <= self.thermalisation <= 1.0, "thermalisation must be in [0, 1]")
@@ -86,7 +91,8 @@ class SynthConfig:
         sections = {
             "wavelength": {"start": "wl_start", "stop": "wl_stop", "step": "wl_step"},
             "radiation": {"t_rad_exponent": "t_rad_exponent", "t_inner_guess": "t_inner_guess",
-                          "t_inner_iterations": "t_inner_iterations"},
+                          "t_inner_iterations": "t_inner_iterations", "field": "radiation_field",
+                          "field_iterations": "field_iterations"},
             "plasma": {"n_e_iterations": "n_e_iterations", "zeta": "zeta"},
             "transfer": {k: k for k in ("electron_scattering", "thermalisation", "line_interaction", "macroatom_iterations",
                                         "occultation", "opacity_dv_kms",

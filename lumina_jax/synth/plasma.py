@@ -157,13 +157,18 @@ def sobolev_tau(atomic, n_ion, z_part, t_rad, w, t_exp):
     return pref * dens * jnp.exp(-atomic.e_low[None, :] / kt) * stim
 
 
-def plasma_state(atomic, ejecta, t_inner, *, t_rad_exponent=0.45, n_e_iterations=30):
+def plasma_state(atomic, ejecta, t_inner, *, t_rad_exponent=0.45, n_e_iterations=30, field=None):
     """Everything the transfer needs for one model.
 
+    ``field``: optional ``(W, T_rad)`` [n_s] to use instead of :func:`radiation_field`'s geometric
+    dilution and power-law temperature (e.g. estimated from the transfer's own mean intensity).
     Returns dict: w, t_rad, t_e, n_e [n_s]; fractions [n_s, n_el, N]; tau [n_s, n_l].
     """
     v_ph = ejecta.v_inner[0]
-    w, t_rad = radiation_field(ejecta.v_inner, ejecta.v_outer, v_ph, t_inner, t_rad_exponent)
+    if field is None:
+        w, t_rad = radiation_field(ejecta.v_inner, ejecta.v_outer, v_ph, t_inner, t_rad_exponent)
+    else:
+        w, t_rad = field
     t_e = ejecta.t_e_ratio * t_rad
     z_part = partition_functions(atomic, t_rad, w)
     lr = log_ionisation_ratios(atomic, t_rad, t_e, w, z_part)

@@ -53,9 +53,11 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
     v_edges = jnp.concatenate([ejecta.v_inner, ejecta.v_outer[-1:]])
     r_ph = ejecta.r_inner[0]
     t_bb = pl.photospheric_temperature(ejecta.luminosity, r_ph)
-    def one_pass(t_inner, grid):
+    transfer_field = config.radiation_field == "transfer"
+
+    def one_pass(t_inner, grid, field=None):
         st = pl.plasma_state(atomic, ejecta, t_inner, t_rad_exponent=config.t_rad_exponent,
-                             n_e_iterations=config.n_e_iterations)
+                             n_e_iterations=config.n_e_iterations, field=field)
         tau_e = (pl.SIGMA_T * st["n_e"] * 1e5 * ejecta.t_exp) if config.electron_scattering else jnp.zeros_like(st["n_e"])
         if lines is None:
             cum = tr.cumulative_opacity(st["tau"], grid)
@@ -69,6 +71,10 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
         l_nu = tr.emergent_l_nu(grid, cum, v_edges, ejecta.t_exp, st["w"], st["t_rad"], st["t_e"], t_inner, tau_e,
                                 thermalisation=config.thermalisation, occultation=config.occultation,
                                 emission=emission)
+        if transfer_field and grid is coarse:  # the shells' mean intensity, for the next pass's field
+            j0, j1 = tr.shell_mean_intensity(grid, cum, v_edges, st["w"], st["t_rad"], st["t_e"], t_inner, tau_e,
+                                             thermalisation=config.thermalisation, emission=emission)
+            st = dict(st, field_estimate=tr.dilute_blackbody_fit(grid, j0, j1, st["t_rad"]))
         return l_nu, st
 
     def emergent_luminosity(l_nu, t_inner, grid):
@@ -82,9 +88,16 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
     # T_inner: first step L ~ T^4, then secant steps in (ln T, ln L) with the slope clipped to [2, 12]
     factor = jnp.asarray(config.t_inner_guess, dtype=jnp.float64)
     prev = None
-    for _ in range(config.t_inner_iterations):
+    # radiation_field "transfer": W and T_rad / T_inner of every shell from the previous pass's mean
+    # intensity, damped by 1/2 (TARDIS, LUMINA), starting from the geometric W and the power law
+    field = pl.radiation_field(ejecta.v_inner, ejecta.v_outer, ejecta.v_inner[0], 1.0, config.t_rad_exponent)
+    n_pass = max(config.t_inner_iterations, config.field_iterations) if transfer_field else config.t_inner_iterations
+    for _ in range(n_pass):
         t_in = factor * t_bb
-        l_nu, _ = one_pass(t_in, coarse)
+        l_nu, st_c = one_pass(t_in, coarse, (field[0], field[1] * t_in) if transfer_field else None)
+        if transfer_field:
+            w_est, t_est = st_c["field_estimate"]
+            field = (0.5 * (field[0] + w_est), 0.5 * (field[1] + t_est / t_in))
         ln_l = jnp.log(emergent_luminosity(l_nu, t_in, coarse))
         slope = 4.0
         if prev is not None:
@@ -94,7 +107,7 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
         step = jnp.clip((jnp.log(ejecta.luminosity) - ln_l) / slope, -0.4, 0.4)
         factor = factor * jnp.exp(step)
     t_inner = factor * t_bb
-    l_nu, st = one_pass(t_inner, grid)
+    l_nu, st = one_pass(t_inner, grid, (field[0], field[1] * t_inner) if transfer_field else None)
     st = dict(st, t_inner=t_inner, l_emergent=emergent_luminosity(l_nu, t_inner, grid))
     return tr.l_lambda_out(grid, l_nu), st
 

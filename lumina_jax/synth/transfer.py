@@ -222,6 +222,26 @@ def _segment_values(grid: TransferGrid, tables, shells, ua, ub):
     return at(table, ub) - at(table, ua), at(emis, ua), at(emis, ub)
 
 
+def _segments(grid: TransferGrid, table, za, zb, shell, src0, src_dlog, tau_e_per_kms, emission):
+    """Depth and emergent emission of ray segments ``[za, zb]`` (km/s) in shells ``shell`` (static
+    NumPy ints): ``(tau_seg, emitted)``, each ``[n_obs, n_seg]``; a segment maps an entering
+    intensity ``I`` to ``I e^{-tau_seg} + emitted``."""
+    ua = -jnp.log1p(-za / C_KMS)
+    ub = -jnp.log1p(-zb / C_KMS)
+    shells = jnp.asarray(shell, dtype=jnp.int32)
+    src = src0[:, shell] * jnp.exp(-(0.5 * (ua + ub))[None, :] * src_dlog[:, shell])
+    tau_e = (tau_e_per_kms[shell] * (zb - za))[None, :]
+    if emission is None:
+        tau_seg = _segment_depths(grid, table, shells, ua, ub) + tau_e
+        emitted = src * (-jnp.expm1(-tau_seg))
+    else:
+        tau_l, h_a, h_b = _segment_values(grid, (table, emission), shells, ua, ub)
+        tau_seg = tau_l + tau_e
+        e_lines = h_b - h_a * jnp.exp(-tau_l)
+        emitted = e_lines * jnp.exp(-0.5 * tau_e) + src * (-jnp.expm1(-tau_e)) * jnp.exp(-0.5 * tau_l)
+    return tau_seg, emitted
+
+
 def ray_intensity(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core, tau_e_per_kms,
                   *, core: bool, occultation=True, emission=None):
     """Emergent ``I_nu [n_obs]`` of the ray with impact parameter ``p`` (km/s).
@@ -244,25 +264,29 @@ def ray_intensity(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core,
         za = jnp.concatenate([-zhi[::-1], zlo])
         zb = jnp.concatenate([-zlo[::-1], zhi])
         shell = np.concatenate([np.arange(n_s)[::-1], np.arange(n_s)])
-    ua = -jnp.log1p(-za / C_KMS)
-    ub = -jnp.log1p(-zb / C_KMS)
-    shells = jnp.asarray(shell, dtype=jnp.int32)
-    src = src0[:, shell] * jnp.exp(-(0.5 * (ua + ub))[None, :] * src_dlog[:, shell])
-    tau_e = (tau_e_per_kms[shell] * (zb - za))[None, :]
-    if emission is None:
-        tau_seg = _segment_depths(grid, table, shells, ua, ub) + tau_e
-        emitted = src * (-jnp.expm1(-tau_seg))
-    else:
-        tau_l, h_a, h_b = _segment_values(grid, (table, emission), shells, ua, ub)
-        tau_seg = tau_l + tau_e
-        e_lines = h_b - h_a * jnp.exp(-tau_l)
-        emitted = e_lines * jnp.exp(-0.5 * tau_e) + src * (-jnp.expm1(-tau_e)) * jnp.exp(-0.5 * tau_l)
+    tau_seg, emitted = _segments(grid, table, za, zb, shell, src0, src_dlog, tau_e_per_kms, emission)
     tau_after = jnp.cumsum(tau_seg[:, ::-1], axis=-1)[:, ::-1] - tau_seg
     i_nu = jnp.sum(emitted * jnp.exp(-tau_after), axis=-1)
     if core:
         tau_front = tau_seg.sum(-1) if front_only else tau_seg[:, n_s:].sum(-1)
         i_nu = i_nu + i_core * jnp.exp(-tau_front)
     return i_nu
+
+
+def _source_terms(grid: TransferGrid, source_w, t_rad, t_e, t_inner, thermalisation):
+    """(src0, src_dlog [n_obs, n_s], i_core [n_obs]): the shells' source function at the observed
+    frequencies, its logarithmic slope in frequency, and the photosphere's ``B_nu(T_inner)``."""
+    nu = C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)[:, None]  # [n_obs, 1]
+    b_rad = planck_nu(nu, t_rad[None, :])
+    src0 = (1.0 - thermalisation) * source_w[None, :] * b_rad
+    num = src0 * planck_dlog(nu, t_rad[None, :])
+    if thermalisation:
+        b_e = thermalisation * planck_nu(nu, t_e[None, :])
+        src0 = src0 + b_e
+        num = num + b_e * planck_dlog(nu, t_e[None, :])
+    src_dlog = num / jnp.maximum(src0, 1e-300)
+    i_core = planck_nu(nu[:, 0], t_inner)
+    return src0, src_dlog, i_core
 
 
 def emergent_l_nu(grid: TransferGrid, table, v_edges, t_exp, source_w, t_rad, t_e, t_inner,
@@ -279,16 +303,7 @@ def emergent_l_nu(grid: TransferGrid, table, v_edges, t_exp, source_w, t_rad, t_
     Rays are processed by ``lax.scan`` over p with rematerialised bodies, so memory stays
     ``O(n_obs x n_shells)`` for the forward pass and its gradient.
     """
-    nu = C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)[:, None]  # [n_obs, 1]
-    b_rad = planck_nu(nu, t_rad[None, :])
-    src0 = (1.0 - thermalisation) * source_w[None, :] * b_rad
-    num = src0 * planck_dlog(nu, t_rad[None, :])
-    if thermalisation:
-        b_e = thermalisation * planck_nu(nu, t_e[None, :])
-        src0 = src0 + b_e
-        num = num + b_e * planck_dlog(nu, t_e[None, :])
-    src_dlog = num / jnp.maximum(src0, 1e-300)
-    i_core = planck_nu(nu[:, 0], t_inner)
+    src0, src_dlog, i_core = _source_terms(grid, source_w, t_rad, t_e, t_inner, thermalisation)
     (pc, wc), (pe, we) = impact_parameters(grid, v_edges)
 
     def integrate(ps, ws, core):
@@ -303,6 +318,109 @@ def emergent_l_nu(grid: TransferGrid, table, v_edges, t_exp, source_w, t_rad, t_
 
     acc = integrate(pc, wc, True) + integrate(pe, we, False)
     return 8.0 * jnp.pi**2 * (1e5 * t_exp) ** 2 * acc
+
+
+def ray_moments(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core, tau_e_per_kms, *, core: bool,
+                emission=None):
+    """Path-length moments of the intensity along the whole ray of impact parameter ``p`` (km/s),
+    the part behind the photosphere included: per shell ``(m0, m1, dz)``, each ``[n_s]``, with
+    ``m0 = sum dz int I dnu``, ``m1 = sum dz int nu I dnu`` over the ray's segments in the shell
+    (frequencies of the internal grid, trapezoid rule) and ``dz`` their length (km/s).
+
+    Inside a segment of depth tau and emission ``e = S (1 - e^{-tau})`` the intensity averaged
+    over the path is ``I_in (1 - e^{-tau}) / tau + e g(tau)``, ``g = (1 - (1 - e^{-tau})/tau) /
+    (1 - e^{-tau})`` (exact for a constant S; ``g -> 1/2`` thin, ``-> 1`` thick).  A ray through the
+    photosphere starts again at ``B_nu(T_inner)`` there.  Frequencies are the observer's along
+    the ray: the moments neglect the comoving shift, first order in v/c.
+    """
+    n_s = v_edges.shape[0] - 1
+    zlo = _safe_sqrt(v_edges[:-1] ** 2 - p**2)
+    zhi = _safe_sqrt(v_edges[1:] ** 2 - p**2)
+    za = jnp.concatenate([-zhi[::-1], zlo])
+    zb = jnp.concatenate([-zlo[::-1], zhi])
+    shell = np.concatenate([np.arange(n_s)[::-1], np.arange(n_s)])
+    tau_seg, emitted = _segments(grid, table, za, zb, shell, src0, src_dlog, tau_e_per_kms, emission)
+    thin = tau_seg < 1e-4
+    t_safe = jnp.where(thin, 1.0, tau_seg)
+    absorbed = -jnp.expm1(-t_safe)
+    f = jnp.where(thin, 1.0 - 0.5 * tau_seg, absorbed / t_safe)
+    g = jnp.where(thin, 0.5 + tau_seg / 12.0, (1.0 - absorbed / t_safe) / absorbed)
+
+    def step(i_in, k):
+        if core:
+            i_in = jnp.where(k == n_s, i_core, i_in)  # the photosphere absorbs and emits B_nu(T_inner)
+        tk, ek, fk, gk = (jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False) for a in (tau_seg, emitted, f, g))
+        return i_in * jnp.exp(-tk) + ek, i_in * fk + ek * gk
+
+    _, mean = jax.lax.scan(step, jnp.zeros(grid.n_obs), jnp.arange(2 * n_s))  # [2 n_s, n_obs]
+    nu = C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)
+    w_nu = _trapezoid_weights(nu)
+    dz = zb - za
+    seg_ids = jnp.asarray(shell, dtype=jnp.int32)
+    m0 = jax.ops.segment_sum(dz * (mean @ w_nu), seg_ids, num_segments=n_s)
+    m1 = jax.ops.segment_sum(dz * (mean @ (w_nu * nu)), seg_ids, num_segments=n_s)
+    return m0, m1, jax.ops.segment_sum(dz, seg_ids, num_segments=n_s)
+
+
+def _trapezoid_weights(x):
+    """Weights ``w`` with ``sum(w f) = |int f dx|`` by the trapezoid rule on the nodes ``x``."""
+    d = jnp.abs(jnp.diff(x))
+    return 0.5 * (jnp.concatenate([d, jnp.zeros(1)]) + jnp.concatenate([jnp.zeros(1), d]))
+
+
+def shell_mean_intensity(grid: TransferGrid, table, v_edges, source_w, t_rad, t_e, t_inner, tau_e_per_kms, *,
+                         thermalisation=0.0, emission=None):
+    """Volume-averaged mean intensity of every shell from the formal integral's own rays:
+    ``(J0, J1)``, each ``[n_s]``, the integrals of ``J_nu`` and ``nu J_nu`` over the internal
+    frequency grid (erg s^-1 cm^-2 sr^-1 and that times Hz).
+
+    The rays of :func:`emergent_l_nu` sample every direction at every radius (a ray of impact
+    parameter p meets radius r at direction cosine ``+-sqrt(1 - p^2/r^2)``), so the path-length
+    average of their intensity over a shell, weighted by ``p dp``, is the shell's volume average
+    of J -- the Monte Carlo path-length estimator of Lucy (1999) and TARDIS, written as a
+    quadrature.  In an empty envelope it gives ``J = W B(T_inner)`` with W the volume-averaged
+    geometric dilution factor.
+    """
+    src0, src_dlog, i_core = _source_terms(grid, source_w, t_rad, t_e, t_inner, thermalisation)
+    (pc, wc), (pe, we) = impact_parameters(grid, v_edges)
+    n_s = v_edges.shape[0] - 1
+
+    def integrate(ps, ws, core):
+        @jax.checkpoint
+        def body(acc, pw):
+            m = ray_moments(grid, pw[0], table, v_edges, src0, src_dlog, i_core, tau_e_per_kms, core=core,
+                            emission=emission)
+            return tuple(a + pw[1] * x for a, x in zip(acc, m)), None
+
+        acc, _ = jax.lax.scan(body, (jnp.zeros(n_s),) * 3, (ps, ws))
+        return acc
+
+    core_acc, env_acc = integrate(pc, wc, True), integrate(pe, we, False)
+    m0, m1, vol = (a + b for a, b in zip(core_acc, env_acc))
+    return m0 / vol, m1 / vol
+
+
+def dilute_blackbody_fit(grid: TransferGrid, j0, j1, t_guess):
+    """(W, T_rad), each ``[n_s]``, of the dilute blackbody ``W B_nu(T_rad)`` with the same in-band
+    moments ``j0 = int J_nu dnu`` and ``j1 = int nu J_nu dnu`` over the internal frequency grid: T_rad
+    from the mean frequency ``j1 / j0`` (Newton steps from ``t_guess``), then W from ``j0``.  Over
+    all frequencies this is TARDIS's ``T_rad = h nu_bar / (3.832 k)``, ``W = pi J / (sigma T^4)``;
+    the band keeps a field that is a dilute blackbody in it exact."""
+    nu = C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)
+    w_nu = _trapezoid_weights(nu)
+
+    def mean_nu(t):
+        b = planck_nu(nu, t)
+        return jnp.sum(w_nu * nu * b) / jnp.sum(w_nu * b)
+
+    target = j1 / j0
+    lo, hi = 0.2 * t_guess, 5.0 * t_guess
+    t = jnp.clip(t_guess, lo, hi)
+    for _ in range(8):
+        r, dr = jax.vmap(jax.value_and_grad(mean_nu))(t)
+        t = jnp.clip(t - (r - target) / dr, lo, hi)
+    w = j0 / jax.vmap(lambda tt: jnp.sum(w_nu * planck_nu(nu, tt)))(t)
+    return w, t
 
 
 def l_lambda_out(grid: TransferGrid, l_nu):
