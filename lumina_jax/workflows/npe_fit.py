@@ -73,6 +73,10 @@ def npe_start(cfg, setup, obs, fm, data, spectrum_and_sigma: Callable, *, n_draw
     feats, nf = npe_io.observation_features(obj, obs.flux, obs.sigma, obs.mask, log=log)
     t1 = time.perf_counter()
     sampling = cfg.name == "npe"
+    if sampling and setup.priors:
+        log(f"note: --sampler npe draws from the flow, whose prior is the uniform box it was trained on; "
+            f"the informative prior on {', '.join(n for n, _, _ in setup.priors)} is not applied to them "
+            f"(--init npe with an MCMC sampler applies it)")
     n_ch = cfg.num_chains if sampling else 1
     n = n_draws or (cfg.num_chains * cfg.num_samples if sampling else INIT_DRAWS)
     n = int(np.ceil(n / n_ch) * n_ch)
