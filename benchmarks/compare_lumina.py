@@ -12,7 +12,14 @@ script prints the normalised RMS of every pair and writes docs/lumina_comparison
 with --json).  LUMINA runs are kept in --workdir and reused when their spectrum exists.
 
     python benchmarks/compare_lumina.py --lumina-bin /path/to/lumina [--workdir runs/lumina_compare]
-        [--n-packets 200000] [--n-iters 10] [--data ../shared/data/sn2011fe] [--out docs/lumina_comparison.png] [--json]
+        [--n-packets 200000] [--n-iters 10] [--line-interaction scatter|downbranch|macroatom]
+        [--radiation-field power_law|transfer]
+        [--models tardis_config,sn2011fe_like] [--data ../shared/data/sn2011fe]
+        [--out docs/lumina_comparison.png] [--json]
+
+LUMINA's spectrum is a Monte Carlo histogram: its noise enters every RMS against it.
+``--noise-from OTHER_WORKDIR`` (a finished run of the same models with other ``--n-packets`` or
+seeds) adds the RMS between the two LUMINA spectra of each model: what the noise alone gives.
 """
 
 from __future__ import annotations
@@ -86,6 +93,15 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "lumina_compare")
     ap.add_argument("--n-packets", type=int, default=200_000)
     ap.add_argument("--n-iters", type=int, default=10)
+    ap.add_argument("--line-interaction", choices=("scatter", "downbranch", "macroatom"), default=None,
+                    help="the synthesizer's line interaction (default: that of configs/synth.yaml)")
+    ap.add_argument("--radiation-field", choices=("power_law", "transfer"), default=None,
+                    help="the synthesizer's radiation field (default: that of configs/synth.yaml; the exported "
+                         "reference is LUMINA's starting state either way, which it then iterates itself)")
+    ap.add_argument("--models", default="tardis_config,sn2011fe_like",
+                    help="comma-separated subset of tardis_config,sn2011fe_like")
+    ap.add_argument("--noise-from", type=Path, default=None,
+                    help="workdir of another finished LUMINA run of the same models (reports the LUMINA-LUMINA RMS)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "lumina_comparison.png")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -98,19 +114,36 @@ def main() -> None:
     tardis = np.loadtxt(files[1], delimiter=",", skiprows=1)
     obs = np.loadtxt(files[2], delimiter=",", skiprows=1)
     space = load_space(1)
-    models = {"tardis_config": read_tardis_yaml(files[0]),
-              "sn2011fe_like": build_ejecta(jnp.asarray(space.from_dict(SN2011FE_LIKE)), space)}
-    synth = Synthesizer.default(space, SynthConfig.load())
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    known = {"tardis_config": lambda: read_tardis_yaml(files[0]),
+             "sn2011fe_like": lambda: build_ejecta(jnp.asarray(space.from_dict(SN2011FE_LIKE)), space)}
+    if not wanted or any(m not in known for m in wanted):
+        raise SystemExit(f"error: --models takes a comma-separated subset of {','.join(known)}, got {args.models!r}")
+    models = {m: known[m]() for m in wanted}
+    config = SynthConfig.load()
+    if args.line_interaction is not None:
+        config = config.replace(line_interaction=args.line_interaction)
+    if args.radiation_field is not None:
+        config = config.replace(radiation_field=args.radiation_field)
+    synth = Synthesizer.default(space, config)
     wl = synth.wavelength
     grid = wl[(wl >= BAND[0]) & (wl <= BAND[1])]
     rms = lambda a, b: float(np.sqrt(np.mean((a - b) ** 2)))  # noqa: E731
-    res, curves = {"band_A": list(BAND)}, {}
+    res, curves = {"band_A": list(BAND), "line_interaction": config.line_interaction,
+                   "radiation_field": config.radiation_field,
+                   "n_packets": args.n_packets, "n_iters": args.n_iters}, {}
     for name, ej in models.items():
         l_ours, st = synth.spectrum_of_ejecta(ej)
         lw, lf, info = run_lumina(Path(args.lumina_bin), ej, args.workdir / name, args.n_packets, args.n_iters)
         c = {"ours": normalised(wl, np.asarray(l_ours), grid), "lumina": normalised(lw, lf, grid)}
         r = {"rms_ours_vs_lumina": rms(c["ours"], c["lumina"]), "t_inner_ours_K": float(st["t_inner"]),
              "lumina": info}
+        if args.noise_from is not None:
+            other = args.noise_from / name / "run" / "lumina_spectrum_rotation.csv"
+            if not other.exists():
+                raise SystemExit(f"error: --noise-from: {other} not found (run that workdir first)")
+            d = np.loadtxt(other, delimiter=",", skiprows=1)
+            r["rms_lumina_vs_lumina_other"] = rms(c["lumina"], normalised(d[:, 0], d[:, 1], grid))
         if name == "tardis_config":
             c["tardis"] = normalised(tardis[:, 0], tardis[:, 1], grid)
             c["observed"] = normalised(obs[:, 0] / (1 + Z_M101), obs[:, 1], grid)
@@ -123,9 +156,12 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True)
-    style = {"observed": ("0.3", "SN 2011fe observed (B max)"), "tardis": ("tab:orange", "TARDIS"),
-             "lumina": ("tab:green", "LUMINA-SN (our reference export)"), "ours": ("tab:blue", "lumina-jax synthesizer")}
+    fig, axes = plt.subplots(len(curves), 1, figsize=(10, 0.5 + 3.5 * len(curves)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    style = {"observed": ("0.3", "SN 2011fe observed (B max)"),
+             "tardis": ("tab:orange", "'TARDIS' file (a Planck function with three dips)"),
+             "lumina": ("tab:green", f"LUMINA-SN (our reference export, {args.n_packets:,} packets)"),
+             "ours": ("tab:blue", f"lumina-jax synthesizer ({config.line_interaction}, {config.radiation_field})")}
     titles = {"tardis_config": "TARDIS configuration (sn2011fe.yml)",
               "sn2011fe_like": "SN 2011fe-like stage-1 model (lumina_jax.synth.state.SN2011FE_LIKE)"}
     for ax, (name, c) in zip(axes, curves.items()):

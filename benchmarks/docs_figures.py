@@ -82,6 +82,14 @@ FIGURES: dict[str, Figure] = {
         needs=_data("sn2011fe.yml", "tardis_spectrum.csv", "sn2011fe_observed_Bmax.csv") + (LUMINA_NEED,),
         cost="~15 min (two LUMINA-SN runs, 200,000 packets x 10 iterations, ~335 s each on one core; "
              "reused from runs/lumina_compare when done)", doc="docs/campaigns.md"),
+    "lumina_comparison_transfer": Figure(
+        steps=((PY, "benchmarks/compare_lumina.py", "--lumina-bin", LUMINA, "--data", DATA,
+                "--workdir", "runs/lumina_compare_1m", "--n-packets", "1000000", "--models", "tardis_config",
+                "--line-interaction", "macroatom", "--radiation-field", "transfer",
+                "--out", "docs/lumina_comparison_transfer.png"),),
+        needs=_data("sn2011fe.yml", "tardis_spectrum.csv", "sn2011fe_observed_Bmax.csv") + (LUMINA_NEED,),
+        cost="~55 min (one LUMINA-SN run, 1,000,000 packets x 10 iterations, 3,120 s on one core beside "
+             "other work; reused from runs/lumina_compare_1m when done)", doc="docs/forward_model.md"),
     "emulator_stage1_report": Figure(
         steps=(LJ + ("emulator", "report", "lumina_jax/checkpoints/stage1_synth.h5")
                + sum((("--data", c) for c in CAMPAIGNS), ()) + ("--plot", "docs/emulator_stage1_report.png",
