@@ -55,7 +55,7 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
     t_bb = pl.photospheric_temperature(ejecta.luminosity, r_ph)
     transfer_field = config.radiation_field == "transfer"
 
-    def one_pass(t_inner, grid, field=None):
+    def one_pass(t_inner, grid, field=None, estimate=False):
         st = pl.plasma_state(atomic, ejecta, t_inner, t_rad_exponent=config.t_rad_exponent,
                              n_e_iterations=config.n_e_iterations, field=field)
         tau_e = (pl.SIGMA_T * st["n_e"] * 1e5 * ejecta.t_exp) if config.electron_scattering else jnp.zeros_like(st["n_e"])
@@ -71,7 +71,7 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
         l_nu = tr.emergent_l_nu(grid, cum, v_edges, ejecta.t_exp, st["w"], st["t_rad"], st["t_e"], t_inner, tau_e,
                                 thermalisation=config.thermalisation, occultation=config.occultation,
                                 emission=emission)
-        if transfer_field and grid is coarse:  # the shells' mean intensity, for the next pass's field
+        if estimate:  # the shells' mean intensity, for the next pass's field
             j0, j1 = tr.shell_mean_intensity(grid, cum, v_edges, st["w"], st["t_rad"], st["t_e"], t_inner, tau_e,
                                              thermalisation=config.thermalisation, emission=emission)
             st = dict(st, field_estimate=tr.dilute_blackbody_fit(grid, j0, j1, st["t_rad"]))
@@ -94,7 +94,8 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
     n_pass = max(config.t_inner_iterations, config.field_iterations) if transfer_field else config.t_inner_iterations
     for _ in range(n_pass):
         t_in = factor * t_bb
-        l_nu, st_c = one_pass(t_in, coarse, (field[0], field[1] * t_in) if transfer_field else None)
+        l_nu, st_c = one_pass(t_in, coarse, (field[0], field[1] * t_in) if transfer_field else None,
+                              estimate=transfer_field)
         if transfer_field:
             w_est, t_est = st_c["field_estimate"]
             field = (0.5 * (field[0] + w_est), 0.5 * (field[1] + t_est / t_in))

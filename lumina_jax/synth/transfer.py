@@ -329,7 +329,10 @@ def ray_moments(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core, t
 
     Inside a segment of depth tau and emission ``e = S (1 - e^{-tau})`` the intensity averaged
     over the path is ``I_in (1 - e^{-tau}) / tau + e g(tau)``, ``g = (1 - (1 - e^{-tau})/tau) /
-    (1 - e^{-tau})`` (exact for a constant S; ``g -> 1/2`` thin, ``-> 1`` thick).  A ray through the
+    (1 - e^{-tau})`` (exact for a constant S and opacity spread along the segment; ``g -> 1/2``
+    thin, ``-> 1`` thick).  Sobolev lines sit at points instead: for one thick line at a random
+    point the average is nearer ``(I_in + S) / 2``, so in thick-line segments this estimate leans
+    towards the source, and the iteration moves J more slowly than the field would.  A ray through the
     photosphere starts again at ``B_nu(T_inner)`` there.  Frequencies are the observer's along
     the ray: the moments neglect the comoving shift, first order in v/c.
     """
@@ -346,13 +349,15 @@ def ray_moments(grid: TransferGrid, p, table, v_edges, src0, src_dlog, i_core, t
     f = jnp.where(thin, 1.0 - 0.5 * tau_seg, absorbed / t_safe)
     g = jnp.where(thin, 0.5 + tau_seg / 12.0, (1.0 - absorbed / t_safe) / absorbed)
 
-    def step(i_in, k):
+    def step(i_in, xs):
+        k, tk, ek, fk, gk = xs
         if core:
             i_in = jnp.where(k == n_s, i_core, i_in)  # the photosphere absorbs and emits B_nu(T_inner)
-        tk, ek, fk, gk = (jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=False) for a in (tau_seg, emitted, f, g))
         return i_in * jnp.exp(-tk) + ek, i_in * fk + ek * gk
 
-    _, mean = jax.lax.scan(step, jnp.zeros(grid.n_obs), jnp.arange(2 * n_s))  # [2 n_s, n_obs]
+    # segments as the scan's inputs (not indexed inside it): the reverse pass then costs O(n_obs n_s)
+    xs = (jnp.arange(2 * n_s), tau_seg.T, emitted.T, f.T, g.T)
+    _, mean = jax.lax.scan(step, jnp.zeros(grid.n_obs), xs)  # [2 n_s, n_obs]
     nu = C_CGS / (jnp.exp(jnp.asarray(grid.x_obs)) * 1e-8)
     w_nu = _trapezoid_weights(nu)
     dz = zb - za

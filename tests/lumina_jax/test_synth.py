@@ -12,6 +12,8 @@ from lumina_jax.errors import DataFileError, ParameterError, UserError
 from lumina_jax.params import load_space
 from lumina_jax.synth import SynthConfig, Synthesizer
 from lumina_jax.synth.state import SN2011FE_LIKE
+from lumina_jax.ejecta import build_ejecta
+from lumina_jax.synth import plasma as pl
 
 #: a cheaper configuration for the tests (same physics, coarser quadrature)
 FAST = dict(n_samples=4, n_p_core=6, n_p_per_shell=1, obs_dv_kms=300.0, opacity_dv_kms=20.0, t_inner_iterations=1)
@@ -152,7 +154,8 @@ def test_cli_simulate(synth, tmp_path):
 def test_transfer_radiation_field_has_exact_gradients(synth):
     """radiation.field: transfer -- W and T_rad from the rays' own mean intensity, every pass
     differentiated: the directional derivative along log_rho_0 (which moves the field most)
-    equals a central difference, as for the power-law field."""
+    equals a central difference, as for the power-law field; and the field it uses is its own:
+    the outermost shell's W exceeds the geometric one (light scattered back from the lines)."""
     fast = Synthesizer(synth.config.replace(radiation_field="transfer", field_iterations=2), synth.atomic_all,
                        synth.space)
     theta = jnp.asarray(fast.space.from_dict(SN2011FE_LIKE))
@@ -163,3 +166,7 @@ def test_transfer_radiation_field_has_exact_gradients(synth):
     fd = (fast.l_lambda(theta + h * d) - fast.l_lambda(theta - h * d)) / (2 * h)
     assert np.all(np.isfinite(np.asarray(jvp)))
     assert float(jnp.linalg.norm(jvp - fd) / jnp.linalg.norm(fd)) < 1e-3
+    st = fast.state(theta)
+    ej = build_ejecta(theta, fast.space)
+    w_geo = np.asarray(pl.shell_dilution_factor(ej.v_inner, ej.v_outer, ej.v_inner[0]))
+    assert np.all(np.isfinite(st["w"])) and st["w"][-1] > 1.2 * w_geo[-1]
