@@ -107,7 +107,7 @@ def main() -> None:
     rms = lambda a, b: float(np.sqrt(np.mean((a - b) ** 2)))  # noqa: E731
     sel = (wl >= 5900) & (wl <= 6400)
     t_ref, resid_ref, n_ref, dips_ref = planck_continuum(tardis[:, 0], tardis[:, 1])
-    resid_obs = planck_continuum(obs[:, 0] / (1 + 0.000804), obs[:, 1])[1]  # a real spectrum, for contrast
+    resid_obs = planck_continuum(obs[:, 0] / (1 + z_m101), obs[:, 1])[1]  # a real spectrum, for contrast
     res = {
         "radiation_field": config.radiation_field, "line_interaction": config.line_interaction,
         "l_emergent_over_requested": float(state["l_emergent"] / ej.luminosity),

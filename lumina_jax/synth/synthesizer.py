@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -90,12 +92,18 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
     prev = None
     # radiation_field "transfer": W and T_rad / T_inner of every shell from the previous pass's mean
     # intensity, damped by 1/2 (TARDIS, LUMINA), starting from the geometric W and the power law
-    field = pl.radiation_field(ejecta.v_inner, ejecta.v_outer, ejecta.v_inner[0], 1.0, config.t_rad_exponent)
-    n_pass = max(config.t_inner_iterations, config.field_iterations) if transfer_field else config.t_inner_iterations
+    field = None
+    n_pass = config.t_inner_iterations
+    if transfer_field:
+        field = pl.radiation_field(ejecta.v_inner, ejecta.v_outer, ejecta.v_inner[0], 1.0, config.t_rad_exponent)
+        n_pass = max(n_pass, config.field_iterations)
+
+    def field_at(t_inner):  # (W, T_rad) of the pass, or None for the power-law field
+        return None if field is None else (field[0], field[1] * t_inner)
+
     for _ in range(n_pass):
         t_in = factor * t_bb
-        l_nu, st_c = one_pass(t_in, coarse, (field[0], field[1] * t_in) if transfer_field else None,
-                              estimate=transfer_field)
+        l_nu, st_c = one_pass(t_in, coarse, field_at(t_in), estimate=transfer_field)
         if transfer_field:
             w_est, t_est = st_c["field_estimate"]
             field = (0.5 * (field[0] + w_est), 0.5 * (field[1] + t_est / t_in))
@@ -108,7 +116,7 @@ def model_spectrum(atomic, grid: tr.TransferGrid, config: SynthConfig, ejecta, c
         step = jnp.clip((jnp.log(ejecta.luminosity) - ln_l) / slope, -0.4, 0.4)
         factor = factor * jnp.exp(step)
     t_inner = factor * t_bb
-    l_nu, st = one_pass(t_inner, grid, (field[0], field[1] * t_inner) if transfer_field else None)
+    l_nu, st = one_pass(t_inner, grid, field_at(t_inner))
     st = dict(st, t_inner=t_inner, l_emergent=emergent_luminosity(l_nu, t_inner, grid))
     return tr.l_lambda_out(grid, l_nu), st
 
@@ -215,18 +223,14 @@ class Synthesizer:
         if self.config.line_interaction != "scatter":
             keep = fl.add_outlets(atomic, keep, self.config.outlet_share)
         if path is not None:  # written under a private name, then renamed: concurrent builders never see half a file
-            import os
-
             tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(tmp, keep)
                 os.replace(tmp, path)
             except OSError:
-                try:
+                with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
-                except OSError:
-                    pass
         return keep
 
     # ------------------------------------------------------------------ evaluation
