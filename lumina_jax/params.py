@@ -541,6 +541,56 @@ def transfer_best(best: Mapping[str, float], from_space: ParameterSpace,
     return out
 
 
+def union_ranges(best: Mapping[str, float], lo: Mapping[str, float], hi: Mapping[str, float],
+                 space: ParameterSpace, margin: float = 0.10) -> ParameterSpace:
+    """The posterior-aware box: per parameter the hull of the +-``margin`` box around ``best``
+    (:func:`relaxed_ranges`) and the previous posterior's interval [``lo``, ``hi``] (e.g. its
+    central 99.7 %), clipped to the prior.  Names missing from ``lo`` / ``hi`` keep the
+    +-``margin`` box; all dicts are in ``space``'s names (see :func:`transfer_best`)."""
+    box = relaxed_ranges(best, space, margin=margin)
+    lows, highs = [], []
+    for n, blo, bhi, plo, phi in zip(space.names, box.lows, box.highs, space.prior_lows, space.prior_highs):
+        a, b = lo.get(n), hi.get(n)
+        if a is None or b is None or n not in best:
+            lows.append(blo)
+            highs.append(bhi)
+            continue
+        if not (math.isfinite(a) and math.isfinite(b) and a <= b):
+            raise ParameterError(f"interval of {n} must be finite with low <= high, got [{a}, {b}]")
+        lows.append(round(max(plo, min(blo, a)), 12))
+        highs.append(round(min(phi, max(bhi, b)), 12))
+    return space.with_bounds(lows, highs)
+
+
+def next_box_hits(truth: Mapping[str, float], best: Mapping[str, float], space: ParameterSpace,
+                  next_space: ParameterSpace, margin: float = 0.10,
+                  interval: tuple[Mapping[str, float], Mapping[str, float]] | None = None) -> dict:
+    """Does the next stage's box around a fit hold the next stage's truth?
+
+    ``truth`` and ``best`` are {name: value} in ``space`` (an injection's truth and its fit);
+    both are carried into ``next_space`` by :func:`transfer_best` (zones by their centres), the
+    box is :func:`relaxed_ranges` of the carried fit and, with ``interval`` (``(lo, hi)`` dicts
+    of the fit's posterior, in ``space``'s names), also :func:`union_ranges`.  Returns
+    ``{"names": [...], "margin": [bool], "union": [bool] or None, "width_ratio": [float] or None}``
+    over the names the fit carries (``width_ratio``: union width / margin width)."""
+    t = transfer_best(truth, space, next_space)
+    b = transfer_best(best, space, next_space)
+    names = [n for n in next_space.names if n in b and n in t]
+    box = relaxed_ranges(b, next_space, margin=margin)
+    idx = [next_space.index(n) for n in names]
+    lo, hi = np.asarray(box.lows)[idx], np.asarray(box.highs)[idx]
+    x = np.array([t[n] for n in names])
+    out = {"names": names, "margin": ((x >= lo) & (x <= hi)).tolist(), "union": None, "width_ratio": None}
+    if interval is not None:
+        ulo = transfer_best(interval[0], space, next_space)
+        uhi = transfer_best(interval[1], space, next_space)
+        ubox = union_ranges(b, ulo, uhi, next_space, margin=margin)
+        ul, uh = np.asarray(ubox.lows)[idx], np.asarray(ubox.highs)[idx]
+        out["union"] = ((x >= ul) & (x <= uh)).tolist()
+        out["width_ratio"] = ((uh - ul) / np.maximum(hi - lo, 1e-300)).tolist()
+    return out
+
+
 def stage_summary_rows(space: ParameterSpace) -> Iterable[tuple]:
     for n, lo, hi, k, u in zip(space.names, space.lows, space.highs, space.kinds, space.units):
         yield n, lo, hi, k, u, n not in space.inactive

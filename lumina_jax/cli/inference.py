@@ -363,6 +363,17 @@ def check_coverage(
             if res.get("mean_in68_converged") is not None:
                 typer.echo(f"over the converged injections only: in68 {res['mean_in68_converged']:.3f}, "
                            f"in95 {res['mean_in95_converged']:.3f}")
+        rel = res.get("relaxation")
+        if rel is not None:
+            line = (f"next stage's truth inside the +-10 % box of the fit: {rel['all_inside_margin']:.0%} of "
+                    f"{rel['n_injections']} injections (all parameters at once)")
+            if rel.get("all_inside_union") is not None:
+                line += (f"; inside its union with the {rel['union_mass']:.1%} posterior interval: "
+                         f"{rel['all_inside_union']:.0%} (median width {rel['union_width_ratio_median']:.2f}x)")
+            typer.echo(line)
+            worst = sorted(rel["per_parameter"].items(), key=lambda kv: kv[1]["margin"])[:5]
+            typer.echo("  most often outside the +-10 % box: "
+                       + ", ".join(f"{n} {v['margin']:.0%}" for n, v in worst))
 
 
 @check_app.command("gradient")

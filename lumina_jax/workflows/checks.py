@@ -87,6 +87,9 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
                # posterior quantile of the truth per parameter: uniform on [0, 1] for calibrated posteriors
                "truth_quantile": np.mean(draws < thetas[i][setup.free_index], axis=0).tolist(),
                "f_sys_median": float(s["intervals"]["f_sys"]["median"])}
+        hits = _next_box_hits(setup, thetas[i], s["best_fit"], draws)
+        if hits is not None:
+            rec["next_box"] = hits
         records.append(rec)
         if on_record is not None:
             on_record(records)
@@ -119,9 +122,60 @@ def coverage(setup: FitSetup, emulator, simulate: Callable, *, n_injections: int
             ok = rhats <= 1.01
             out[f"mean_{key}_converged"] = float(inside[ok].mean()) if ok.any() else None
     out.update(coverage_uncertainty(records, list(setup.free)))
+    relax = relaxation_summary(records)
+    if relax is not None:
+        out["relaxation"] = relax
     for n, p in out.pop("truth_quantile_ks_pvalue").items():
         out["per_parameter"][n]["truth_quantile_ks_pvalue"] = p
     out["injections"] = records
+    return out
+
+
+#: central posterior mass of the interval that the posterior-aware box adds to the +-10 % box
+UNION_MASS = 0.997
+
+
+def _next_box_hits(setup: FitSetup, theta_true, best_fit: dict, draws) -> dict | None:
+    """:func:`lumina_jax.params.next_box_hits` of one injection (None at the last stage): the
+    truth carried into stage N+1 against the +-10 % box around the fit and against its union with
+    the central ``UNION_MASS`` interval of the draws ``[n_draws, n_free]``."""
+    from lumina_jax.params import load_space, next_box_hits
+
+    space = setup.space
+    if space.stage >= 3:
+        return None
+    nxt = load_space(space.stage + 1, parametrisation=space.parametrisation)
+    tail = 0.5 * (1.0 - UNION_MASS)
+    q = np.quantile(np.asarray(draws), [tail, 1.0 - tail], axis=0)
+    lo = {n: float(v) for n, v in zip(setup.free, q[0])}
+    hi = {n: float(v) for n, v in zip(setup.free, q[1])}
+    hits = next_box_hits(space.to_dict(theta_true), best_fit, space, nxt, interval=(lo, hi))
+    return hits if hits["names"] else None  # a space that shares no parameter with the next stage
+
+
+def relaxation_summary(records: list[dict]) -> dict | None:
+    """How often the next stage's box holds the next stage's truth over the injections with a
+    ``next_box`` record: every parameter at once and per parameter, for the +-10 % box and the
+    posterior-aware union, with the union's median width relative to the +-10 % box."""
+    recs = [r["next_box"] for r in records if r.get("next_box")]
+    if not recs:
+        return None
+    names = recs[0]["names"]
+    m = np.asarray([r["margin"] for r in recs], bool)
+    out = {"n_injections": len(recs), "union_mass": UNION_MASS,
+           "all_inside_margin": float(np.mean(m.all(axis=1))), "per_parameter": {}}
+    u = None
+    if all(r.get("union") is not None for r in recs):
+        u = np.asarray([r["union"] for r in recs], bool)
+        w = np.asarray([r["width_ratio"] for r in recs], float)
+        out["all_inside_union"] = float(np.mean(u.all(axis=1)))
+        out["union_width_ratio_median"] = float(np.median(w))
+    for j, n in enumerate(names):
+        d = {"margin": float(m[:, j].mean())}
+        if u is not None:
+            d["union"] = float(u[:, j].mean())
+            d["union_width_ratio_median"] = float(np.median(w[:, j]))
+        out["per_parameter"][n] = d
     return out
 
 

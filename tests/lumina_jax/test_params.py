@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from lumina_jax.errors import ParameterError, UserError
-from lumina_jax.params import ParameterSpace, label, load_space, relaxed_ranges, transfer_best
+from lumina_jax.params import (ParameterSpace, label, load_space, next_box_hits, relaxed_ranges, transfer_best,
+                               union_ranges)
 
 STAGE1_NAMES = [
     "log_L", "v_inner", "log_rho_0", "density_exp", "T_e_ratio", "v_core", "v_wall", "X_Fe_core",
@@ -160,3 +161,44 @@ def test_every_stage_parameter_has_a_label_with_its_unit():
     assert label("a", "") == "a [dimensionless]" and label("v", "km/s") == "v [km/s]"
     with pytest.raises(ParameterError, match="no unit known for parameter 'f_sys'"):
         label("f_sys")
+
+
+def test_next_box_hits_by_hand():
+    s1, s2 = load_space(1), load_space(2)
+    best = s1.to_dict(s1.from_unit(np.full(15, 0.5)))  # log_L 43.0 (log: +-0.1 of the 1.0 width)
+    truth = dict(best, log_L=43.15, v_inner=best["v_inner"] * 1.05)  # v_inner linear: +-10 % of its value
+    hits = next_box_hits(truth, best, s1, s2)
+    assert hits["names"] == list(s1.names)  # stage 1 carries its 15 globals into stage 2
+    inside = dict(zip(hits["names"], hits["margin"]))
+    assert not inside["log_L"] and inside["v_inner"] and sum(hits["margin"]) == 14
+    assert hits["union"] is None
+    # the posterior-aware box: the hull with the interval [42.8, 43.2] of log_L holds 43.15
+    lo, hi = dict(best, log_L=42.8), dict(best, log_L=43.2)
+    hits = next_box_hits(truth, best, s1, s2, interval=(lo, hi))
+    assert all(hits["union"])
+    ratio = dict(zip(hits["names"], hits["width_ratio"]))
+    assert ratio["log_L"] == pytest.approx(0.4 / 0.2) and ratio["v_inner"] == pytest.approx(1.0)
+
+
+def test_union_ranges_is_the_hull_clipped_to_the_prior():
+    s1 = load_space(1)
+    best = s1.to_dict(s1.from_unit(np.full(15, 0.5)))
+    u = union_ranges(best, {"log_L": 42.0}, {"log_L": 43.05}, s1)  # 42.0 lies below the prior's 42.5
+    i = s1.index("log_L")
+    assert (u.lows[i], u.highs[i]) == (42.5, pytest.approx(43.1))
+    j = s1.index("t_exp")  # no interval given: the +-10 % box
+    r = relaxed_ranges(best, s1)
+    assert (u.lows[j], u.highs[j]) == (r.lows[j], r.highs[j])
+    with pytest.raises(ParameterError, match="interval of log_L"):
+        union_ranges(best, {"log_L": 43.2}, {"log_L": 43.0}, s1)
+
+
+def test_next_box_hits_carry_stage2_zones_to_stage3():
+    s2, s3 = load_space(2), load_space(3)
+    best = s2.to_dict(s2.from_unit(np.full(63, 0.5)))
+    truth = dict(best)
+    truth["X_Si_z2"] = best["X_Si_z2"] * 1.2  # stage-2 zone 2 covers stage-3 zones 5-7: outside there
+    hits = next_box_hits(truth, best, s2, s3)
+    assert len(hits["names"]) == 135
+    outside = {n for n, ok in zip(hits["names"], hits["margin"]) if not ok}
+    assert outside == {n for n, v in transfer_best({"X_Si_z2": 1.0}, s2, s3).items()} != set()

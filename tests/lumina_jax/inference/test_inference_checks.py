@@ -210,6 +210,21 @@ def test_coverage_uncertainty_uses_injections_as_the_independent_units():
     assert checks.coverage_uncertainty(piled, ["a"])["truth_quantile_ks_pvalue"]["a"] < 1e-6
 
 
+def test_relaxation_summary_counts_injections_with_every_parameter_inside():
+    nb = lambda m, u, w: {"names": ["a", "b"], "margin": m, "union": u, "width_ratio": w}  # noqa: E731
+    recs = [{"next_box": nb([True, True], [True, True], [1.0, 1.0])},
+            {"next_box": nb([True, False], [True, True], [1.0, 3.0])},
+            {"next_box": nb([False, False], [True, False], [2.0, 5.0])},
+            {"index": 3}]  # an injection of a run without the record is left out
+    out = checks.relaxation_summary(recs)
+    assert out["n_injections"] == 3
+    assert out["all_inside_margin"] == pytest.approx(1 / 3) and out["all_inside_union"] == pytest.approx(2 / 3)
+    assert out["per_parameter"]["b"] == {"margin": pytest.approx(1 / 3), "union": pytest.approx(2 / 3),
+                                         "union_width_ratio_median": 3.0}
+    assert out["union_width_ratio_median"] == 1.5  # median of 1, 1, 1, 3, 2, 5
+    assert checks.relaxation_summary([{"index": 0}]) is None
+
+
 def test_coverage_plot_is_written(tmp_path):
     """The coverage / P-P plot from a result dict (made-up uniform truth quantiles)."""
     names = ["a", "b"]
