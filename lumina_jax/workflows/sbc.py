@@ -1,10 +1,11 @@
 """Simulation-based calibration (SBC) of an amortised posterior.
 
 For each held-out model ``theta*`` (a synthesizer spectrum never trained on, made into a mock
-observation by the same noise and preprocessing as ``infer``'s mock) the posterior's ``L``
+observation by the same noise and preprocessing as ``infer``'s mock, times a Legendre warp ``c*``
+drawn from the prior the NPE was trained with) the posterior's ``L``
 draws give the rank of ``theta*_j`` among them per parameter (uniform on 0..L for a calibrated
 posterior, Talts et al. 2018), and the rank of ``log q(theta* | x)`` among the draws' log
-densities gives the expected coverage of the highest-density regions (the fraction of
+densities (at ``(theta*, c*)``) gives the expected coverage of the highest-density regions (the fraction of
 models whose truth lies inside the ``alpha`` HPD region should be ``alpha``).
 
 Pure NumPy statistics (:func:`rank_statistics`, :func:`expected_coverage`) plus the loop
@@ -53,6 +54,19 @@ def central_coverage(r, n_draws: int, levels=LEVELS) -> dict:
     return {f"{a:g}": float(np.mean(np.abs(q - 0.5) < a / 2)) for a in levels}
 
 
+def warped(obj, flux, sigma, coeffs, basis=None):
+    """``(flux, sigma)`` on the grid times the NPE's Legendre warp ``1 + sum_k c_k P_k(x)`` over its
+    band rows (the warp :func:`lumina_jax.inference.npe.simulate` draws in training; 1 elsewhere)."""
+    from lumina_jax.inference import npe
+
+    coeffs = np.asarray(coeffs, float)
+    if basis is None:
+        basis = np.asarray(npe.legendre_basis(obj.noise.x, coeffs.size))
+    w = np.ones(np.shape(flux))
+    w[obj.rows] = 1.0 + coeffs @ basis
+    return np.asarray(flux, float) * w, np.asarray(sigma, float) * w
+
+
 def run_sbc(obj, paths, *, n: int, n_draws: int, noise_frac: float, seed: int, n_bins: int = 20,
             log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
     """SBC of the NPE ``obj`` (:class:`~lumina_jax.workflows.npe.NPE`) on the first ``n``
@@ -92,19 +106,25 @@ def run_sbc(obj, paths, *, n: int, n_draws: int, noise_frac: float, seed: int, n
     lp = eqx.filter_jit(lambda m, t, f: npe.log_prob(m, t, jnp.broadcast_to(f, (t.shape[0], f.shape[-1])),
                                                       obj.box, obj.settings.n_box))
     key = jax.random.PRNGKey(seed)
+    rng = np.random.default_rng(seed)
+    n_poly = obj.settings.n_poly
+    basis = np.asarray(npe.legendre_basis(obj.noise.x, n_poly))
     rk, hpd, times = [], [], []
     for i in range(n):
         obs = observation_from_model(wl, spectra[i], grid, prep.normalised, noise_frac=noise_frac, seed=seed + 7919 * i,
                                      window=obj.band)
+        # the warp from its prior, as in training, so that (theta*, c*) is a draw of the joint prior
+        c_true = obj.box.poly_sd * rng.standard_normal(n_poly)
+        flux, sigma = warped(obj, obs.flux, obs.sigma, c_true, basis)
         t0 = time.perf_counter()
-        feats, _ = npe_io.observation_features(obj, obs.flux, obs.sigma, obs.mask)
+        feats, _ = npe_io.observation_features(obj, flux, sigma, obs.mask)
         key, k = jax.random.split(key)
         t_draws = np.asarray(sample(obj.model, k, feats))
         times.append(time.perf_counter() - t0)
         truth = theta[i, idx]
         rk.append(ranks(truth, t_draws[:, :d]))
-        # HPD rank on the box parameters' joint density (warp coefficients at their draws' median)
-        t_true = np.concatenate([truth, np.median(t_draws[:, d:], axis=0)])[None, :]
+        # HPD rank on the joint density of the box parameters and the warp coefficients
+        t_true = np.concatenate([truth, c_true])[None, :]
         lq = np.asarray(lp(obj.model, jnp.asarray(np.concatenate([t_true, t_draws])), feats))
         hpd.append(int(np.sum(lq[1:] > lq[0])))
         if progress is not None:

@@ -212,3 +212,31 @@ def test_sbc_statistics():
     assert sbc.expected_coverage(np.full(100, 90), L)["0.68"] == 0.0
     r = rng.integers(0, L + 1, (3000, 3))
     assert sbc.central_coverage(r, L)["0.68"] == pytest.approx(0.68, abs=0.02)
+
+
+def test_sbc_mock_warp_is_the_training_warp():
+    """The warp SBC puts on its mocks gives the features of the training simulator's warp
+    (``warp_and_normalise`` of the unwarped flux), at the unwarped noise level."""
+    cfg = PreprocessConfig()
+    obj = _tiny_npe(load_space(1), cfg)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    r = obj.rows.size
+    enc = npe.Encoder(jax.random.normal(k1, (r,)), jax.random.normal(k2, (4, r)) / np.sqrt(r), jnp.ones(4),
+                      cfg.softening, obj.noise.log_nf_range)
+    obj = dataclasses.replace(obj, encoder=enc)
+    grid = np.asarray(cfg.grid)
+    flux = 1.0 + 0.5 * np.sin(grid / 700.0)
+    sigma = 0.03 * flux
+    mask = np.ones(grid.size, bool)
+    c = np.array([0.05, -0.08])
+    wf, ws = sbc.warped(obj, flux, sigma, c)
+    outside = np.setdiff1d(np.arange(grid.size), obj.rows)
+    np.testing.assert_array_equal(wf[outside], flux[outside])
+    feats, nf = npe_io.observation_features(obj, wf, ws, mask)
+    _, nf0 = npe_io.observation_features(obj, flux, sigma, mask)
+    expected = npe.features(enc, npe.warp_and_normalise(jnp.asarray(flux[obj.rows]), jnp.asarray(c), obj.noise),
+                            jnp.asarray(np.log(nf0)))
+    assert nf == pytest.approx(nf0, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(feats), np.asarray(expected), rtol=1e-10, atol=1e-12)
+    # a zero warp leaves the mock as it was
+    np.testing.assert_array_equal(sbc.warped(obj, flux, sigma, np.zeros(2))[0], flux)
