@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from lumina_jax.errors import DataFileError, ParameterError, UserError
-from lumina_jax.params import ParameterSpace, load_space, relaxed_ranges, transfer_best
+from lumina_jax.params import ParameterSpace, load_space
+from lumina_jax.workflows import chaining
 from runners.design import lhs_design
 from runners.executors import Executor
 from runners.queue import Progress, run_queue
@@ -40,6 +41,7 @@ class GenerateOptions:
     n_models: int | None = None
     resume: bool = False
     from_dir: Path | None = None
+    relax: str = chaining.DEFAULT_RELAX  # the rule that builds the box around --from
     seed: int = 0
     checkpoint_every: int = 100
     max_attempts: int = 3
@@ -72,31 +74,19 @@ class GenerateOptions:
 
 
 # ------------------------------------------------------------------------ inputs
-def read_results(results_dir) -> tuple[dict, int]:
-    """``RESULTS_DIR/summary.json`` -> (best_fit {name: value}, stage)."""
-    p = Path(results_dir) / "summary.json"
-    if not p.is_file():
-        raise DataFileError(f"--from: {p} not found (expected a previous stage's results directory)")
-    try:
-        d = json.loads(p.read_text())
-        best = {str(k): float(v) for k, v in d["best_fit"].items()}
-        stage = int(d["stage"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataFileError(f"--from: {p} must hold {{'best_fit': {{name: value}}, 'stage': k}} ({exc})") from None
-    return best, stage
-
-
-def campaign_space(stage: int, from_dir=None) -> ParameterSpace:
-    """The sampling box: the stage's full prior, or relaxed ranges around a previous best fit."""
-    space = load_space(stage)
+def campaign_space(stage: int, from_dir=None, relax: str = chaining.DEFAULT_RELAX) -> ParameterSpace:
+    """The sampling box: the stage's full prior, or the box that the rule ``relax`` builds
+    around a previous stage's result (``lumina_jax.workflows.chaining.stage_box``, the box the
+    next stage's fit samples)."""
+    chaining.check_relax(relax)
     if from_dir is None:
-        return space
-    best, prev_stage = read_results(from_dir)
-    prev_space = load_space(prev_stage)
-    moved = transfer_best(best, prev_space, space)
-    if not moved:
-        raise ParameterError(f"--from: no parameter of the stage-{prev_stage} best fit exists in stage {stage}")
-    return relaxed_ranges(moved, space)
+        if relax != chaining.DEFAULT_RELAX:
+            raise UserError(f"--relax {relax} applies only with --from RESULTS_DIR")
+        return load_space(stage)
+    try:
+        return chaining.stage_box(stage, Path(from_dir), relax=relax)[0]
+    except (DataFileError, ParameterError, UserError) as exc:
+        raise type(exc)(f"--from: {exc}") from None
 
 
 def check_output(out: Path, resume: bool) -> Path:
@@ -167,8 +157,9 @@ def plan(opts: GenerateOptions) -> Plan:
 
     resume_attrs = None
     if opts.resume:
-        if opts.from_dir is not None:
-            raise UserError("--from only applies to a new campaign: a resumed one keeps the design in its store")
+        if opts.from_dir is not None or opts.relax != chaining.DEFAULT_RELAX:
+            raise UserError("--from and --relax only apply to a new campaign: a resumed one keeps the design "
+                            "in its store")
         resume_attrs = read_attrs(out)
         if int(resume_attrs["stage"]) != int(opts.stage):
             raise DataFileError(f"--resume: {out} holds a stage-{resume_attrs['stage']} campaign, --stage {opts.stage} given")
@@ -182,7 +173,7 @@ def plan(opts: GenerateOptions) -> Plan:
     else:
         if opts.n_models is None or opts.n_models < 1:
             raise UserError("--n-models K (>= 1) is required for a new campaign")
-        space = campaign_space(opts.stage, opts.from_dir)
+        space = campaign_space(opts.stage, opts.from_dir, opts.relax)
         cfg = None
 
     p = (_plan_lumina if opts.backend == "lumina" else _plan_synth)(opts, space, cfg, resume_attrs)

@@ -11,6 +11,7 @@ import typer
 from lumina_jax.cli import _interrupt
 from lumina_jax.cli._output import dumps_json
 from lumina_jax.errors import UserError
+from lumina_jax.workflows.chaining import DEFAULT_RELAX
 
 dataset_app = typer.Typer(help="Inspect campaign stores (training sets).", no_args_is_help=True)
 
@@ -81,7 +82,9 @@ def generate(
     out: Path = typer.Option(..., "--out", help="Campaign store FILE.h5 (created; or continued with --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Continue FILE.h5: run pending and retryable failed jobs."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Previous stage's RESULTS_DIR (summary.json): "
-                                            "sample the +-10 % relaxed ranges around its best fit."),
+                                            "sample the box around its best fit that --relax builds."),
+    relax: str = typer.Option(DEFAULT_RELAX, "--relax", help="Box around the --from fit: 'margin' (+-10 % of "
+                              "the best fit) or 'union' (its hull with the fit's central 99.7 % interval)."),
     lumina_bin: Optional[Path] = typer.Option(None, "--lumina-bin", help="LUMINA-SN binary (GPU workers, and CPU "
                                               "workers unless --lumina-cpu-bin)."),
     lumina_cpu_bin: Optional[Path] = typer.Option(None, "--lumina-cpu-bin", help="CPU build of LUMINA for CPU workers."),
@@ -161,7 +164,7 @@ def generate(
                               extra_env=(("LUMINA_DYNAMIC_TRANSPROB", "1"),) if dynamic_transprob else (),
                               lum_range=_parse_lum_range(lum_range))
     opts = GenerateOptions(
-        stage=stage, out=out, backend=backend, n_models=n_models, resume=resume, from_dir=from_dir, seed=seed,
+        stage=stage, out=out, backend=backend, n_models=n_models, resume=resume, from_dir=from_dir, relax=relax, seed=seed,
         checkpoint_every=checkpoint_every, max_attempts=max_attempts, timeout_s=timeout, lumina_bin=lumina_bin,
         lumina_cpu_bin=lumina_cpu_bin, lumina_ref=lumina_ref, make_reference=_export_reference,
         gpus=_parse_gpus(gpus), jobs_per_gpu=jobs_per_gpu,

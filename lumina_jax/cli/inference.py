@@ -11,6 +11,7 @@ import typer
 from lumina_jax.cli import _interrupt
 from lumina_jax.cli._output import check_out_dir, check_out_file, check_plot_path, dumps_json
 from lumina_jax.errors import UserError
+from lumina_jax.workflows.chaining import DEFAULT_RELAX
 
 
 def _echo(json_out: bool):
@@ -48,7 +49,10 @@ def infer(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Emulator checkpoint (default: the "
                                               "shipped stage-1 one)."),
     from_dir: Optional[Path] = typer.Option(None, "--from", help="Previous stage's results dir: sample its "
-                                            "relaxed (+-10 %) box, fix inactive parameters at its best fit."),
+                                            "box (--relax), fix inactive parameters at its best fit."),
+    relax: str = typer.Option(DEFAULT_RELAX, "--relax", help="Box around the previous fit: 'margin' (+-10 % of "
+                              "the best fit) or 'union' (its hull with the fit's central 99.7 % interval); "
+                              "the emulator must have been trained in that box."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/stage{N}); one "
                                        "that exists and is not empty needs --force."),
     force: bool = typer.Option(False, "--force", help="Overwrite the results in an existing --out directory."),
@@ -120,7 +124,7 @@ def infer(
     _check_results_dir(out_dir, force)
     _interrupt.kept(f"no results written ({out_dir} {'unchanged' if out_dir.exists() else 'not created'})")
     req = api.InferRequest(
-        stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, out=out,
+        stage=stage, observed=observed, checkpoint=checkpoint, previous=from_dir, relax=relax, out=out,
         sampler=_with_npe(_sampler_cfg(config, sampler, chains, warmup, samples, seed, target_accept, dense,
                                        not json_out, ns_live, emcee_moves, ridge), npe, init),
         priors=dict(parse_prior(p) for p in prior), n_poly=n_poly, redshift=redshift, ebv_mw=ebv_mw,
@@ -478,6 +482,9 @@ def pipeline(
                                     "(repeatable), e.g. --prior t_exp=18,1"),
     ridge: Optional[str] = typer.Option(None, "--ridge", help="Ridge shear of every stage's fit (see infer "
                                         "--ridge): a parameter name or none.  Default: config sampler.ridge."),
+    relax: str = typer.Option(DEFAULT_RELAX, "--relax", help="Box of stage N+1 around stage N's fit: 'margin' "
+                              "(+-10 % of the best fit) or 'union' (its hull with the fit's central 99.7 % "
+                              "interval)."),
     allow_unconverged: bool = typer.Option(False, "--allow-unconverged"),
 ) -> None:
     """generate -> train -> calibrate (the emulator-error covariance factor) -> infer for each stage, each stage
@@ -497,7 +504,7 @@ def pipeline(
                            allow_unconverged=allow_unconverged, batch_size=batch_size,
                            **({"synth_config": synth_config} if synth_config else {}),
                            epochs=epochs, patience=patience, stage1_emulator=s1, redshift=redshift, ebv_mw=ebv_mw,
-                           ebv_host=ebv_host, priors=dict(parse_prior(p) for p in prior))
+                           ebv_host=ebv_host, priors=dict(parse_prior(p) for p in prior), relax=relax)
     run_pipeline(opts, log=typer.echo)
 
 

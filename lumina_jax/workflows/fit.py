@@ -4,7 +4,7 @@
   posterior.nc   arviz InferenceData (posterior of the free parameters and nuisances,
                  sample_stats, observed_data, constant_data with the best-fit model)
   summary.json   {"stage", "best_fit", "posterior_median", "intervals", "diagnostics",
-                  "converged", "residual_rms", ...}  (``best_fit`` is read by --from)
+                  "converged", "residual_rms", ...}  (``best_fit`` and the intervals are read by --from)
   best_fit.json  {name: value} of the best fit (all parameters, fixed ones included)
   space.json     the sampling box
 """
@@ -181,9 +181,11 @@ def run_fit(problem: FitProblem, cfg: SamplerConfig, *, convergence: Convergence
     rms = float(normalised_residual_rms(jnp.asarray(flux_best), data, nuis_best["log_scale"], coeffs,
                                         obs.wavelength, RMS_BAND))
     flat = phys.reshape(-1, phys.shape[-1])
-    q = np.percentile(flat, [2.5, 16, 50, 84, 97.5], axis=0)
-    intervals = {n: {"q2.5": q[0, i], "q16": q[1, i], "median": q[2, i], "q84": q[3, i], "q97.5": q[4, i],
-                     "mean": float(flat[:, i].mean()), "sd": float(flat[:, i].std())}
+    # q0.15 / q99.85: the central 99.7 % that `--relax union` adds to the next stage's box
+    q = np.percentile(flat, [0.15, 2.5, 16, 50, 84, 97.5, 99.85], axis=0)
+    intervals = {n: {"q0.15": q[0, i], "q2.5": q[1, i], "q16": q[2, i], "median": q[3, i], "q84": q[4, i],
+                     "q97.5": q[5, i], "q99.85": q[6, i], "mean": float(flat[:, i].mean()),
+                     "sd": float(flat[:, i].std())}
                  for i, n in enumerate(names)}
     intervals = {n: {k: float(v) for k, v in iv.items()} for n, iv in intervals.items()}
     summary = {

@@ -104,6 +104,7 @@ class InferRequest:
     observed: Path | None = None
     checkpoint: Path | None = None
     previous: Path | None = None  # results dir of the previous stage (--from)
+    relax: str = chaining.DEFAULT_RELAX  # the rule that builds the box around it (--relax)
     out: Path | None = None
     sampler: SamplerConfig | None = None  # None: the config's sampler section
     priors: dict = dataclasses.field(default_factory=dict)
@@ -114,7 +115,7 @@ class InferRequest:
     window: tuple[float, float] | None = None
     telluric: bool | None = None
     mock_noise: float | None = None
-    margin: float = 0.10
+    margin: float = chaining.MARGIN
     map_starts: int | None = None
     config_path: Path | None = None  # YAML overrides of InferenceConfig (None: its defaults)
     config: InferenceConfig | None = None  # the configuration itself (instead of config_path)
@@ -176,19 +177,25 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
     without fitting: ``infer`` = ``prepare`` + ``run_fit`` + ``write_results``.  The sampler
     benchmark uses it to time the samplers on exactly the main job's problem."""
     check_emulator_sigma(req.emulator_sigma)
+    chaining.check_relax(req.relax)
     cfg = resolved_config(req)
     previous = req.previous
     if previous is None and req.stage > 1 and req.checkpoint is None and emulator is None:
         previous = default_previous(req.stage)
+        rule = (f"+-{100 * req.margin:.0f} %" if req.relax == "margin"
+                else f"the union of +-{100 * req.margin:.0f} % and the 99.7 % interval")
         log(f"stage {req.stage}: the shipped SN 2011fe chain -- emulator {default_checkpoint(req.stage).name}, "
-            f"box relaxed +-{100 * req.margin:.0f} % around the stage-{req.stage - 1} fit in {previous}")
+            f"box {rule} around the stage-{req.stage - 1} fit in {previous}")
+    if previous is None and req.relax != chaining.DEFAULT_RELAX:
+        raise UserError(f"--relax {req.relax} applies only to a stage chained from a previous result "
+                        f"(--from, or stages 2 and 3)")
     prev_summary = chaining.read_summary(previous) if previous is not None else None
-    space, fixed = chaining.stage_box(req.stage, prev_summary, margin=req.margin)
+    space, fixed = chaining.stage_box(req.stage, prev_summary, margin=req.margin, relax=req.relax)
     ckpt = req.checkpoint
     if emulator is None:
         ckpt = ckpt or default_checkpoint(req.stage)
         emulator = loaders.get_emulator(ckpt)
-    chaining.check_emulator_box(emulator.space, space, check_box=previous is not None)
+    chaining.check_emulator_box(emulator.space, space, check_box=previous is not None, relax=req.relax)
     if previous is None:
         # stage without a previous result: sample the emulator's own training box
         space = emulator.space
@@ -245,6 +252,7 @@ def prepare(req: InferRequest, *, emulator=None, synthesizer=None, log: Callable
             f"with emulator {meta['checkpoint']}")
     if previous is not None:
         meta["previous"] = str(previous)
+        meta["relax"] = {"rule": req.relax, "margin": req.margin}
     meta["config"] = config_record(cfg)
     emu_basis, corr_length = emulator_error_model(emulator, lk, log)
     problem = FitProblem(setup, emulator.spectrum_and_sigma, obs, likelihood=lk,

@@ -9,8 +9,8 @@ Layout under ``workdir``::
                             skipped when the checkpoint records one or has no error basis)
     stage{N}/results/       inference results (skipped when summary.json exists and converged)
 
-Stage N > first is generated ``--from`` stage N-1's results, so its emulator is trained in
-the relaxed box that inference then samples.  A step is complete when its output exists:
+Stage N > first is generated ``--from`` stage N-1's results (with the pipeline's ``--relax``
+rule), so its emulator is trained in the box that inference then samples.  A step is complete when its output exists:
 the store is resumed (the runner skips done jobs), the checkpoint file exists (written atomically by the
 trainer), the results' summary.json exists (written last).
 """
@@ -26,6 +26,7 @@ from lumina_jax.errors import UserError
 from lumina_jax.inference.diagnostics import remedy
 from lumina_jax.inference.sampling import SamplerConfig
 from lumina_jax.params import CONFIG_DIR
+from lumina_jax.workflows import chaining
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ class PipelineOptions:
     ebv_mw: float | None = None  # Milky-Way E(B-V) to correct
     ebv_host: float | None = None  # host E(B-V) to correct
     priors: dict = dataclasses.field(default_factory=dict)  # informative priors {name: (mean, sd)}, every stage
+    relax: str = chaining.DEFAULT_RELAX  # the rule that builds stage N+1's box from stage N's fit
 
 
 def parse_stages(text: str) -> list[int]:
@@ -78,6 +80,7 @@ def check_options(opts: PipelineOptions) -> None:
             raise UserError(f"{flag} must be >= 1, got {v}")
     if opts.backend not in ("synth", "lumina"):
         raise UserError(f"--backend must be synth or lumina, got {opts.backend!r}")
+    chaining.check_relax(opts.relax)
     if opts.observed is not None:
         read_spectrum(opts.observed)
     if opts.stage1_emulator is not None and not Path(opts.stage1_emulator).is_file():
@@ -177,8 +180,10 @@ def _generate(opts: PipelineOptions, stage: int, store: Path, prev: Path | None)
         synth_config = str(opts.synth_config)
         if not Path(synth_config).is_file():
             raise UserError(f"synthesizer config not found: {synth_config}")
-    generate(GenerateOptions(stage=stage, out=store, backend=opts.backend, n_models=None if store.exists() else
-                             opts.n_models, resume=store.exists(), from_dir=prev, seed=opts.sampler.seed,
+    resume = store.exists()  # a resumed store keeps the box it was made in
+    generate(GenerateOptions(stage=stage, out=store, backend=opts.backend, n_models=None if resume else opts.n_models,
+                             resume=resume, from_dir=None if resume else prev,
+                             relax=chaining.DEFAULT_RELAX if resume else opts.relax, seed=opts.sampler.seed,
                              lumina_bin=opts.lumina_bin, lumina_ref=opts.lumina_ref, synth_config=synth_config,
                              batch_size=opts.batch_size, checkpoint_every=200))
 
@@ -212,6 +217,7 @@ def _infer(opts: PipelineOptions, stage: int, ckpt: Path, prev: Path | None, res
     from lumina_jax.workflows import infer as api
 
     req = api.InferRequest(stage=stage, observed=opts.observed, checkpoint=ckpt, previous=prev, out=res,
+                           relax=opts.relax if prev is not None else chaining.DEFAULT_RELAX,
                            sampler=opts.sampler, redshift=opts.redshift, ebv_mw=opts.ebv_mw, ebv_host=opts.ebv_host,
                            priors=dict(opts.priors))
     api.infer(req)

@@ -223,3 +223,33 @@ def test_a_campaign_started_with_ctrl_c_ignored_keeps_ignoring_it():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is term
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_from_previous_stage_with_union_rule_samples_the_union_box(tmp_path, monkeypatch, capsys):
+    s1 = load_space(1)
+    best = dict(zip(s1.names, (s1.lower + s1.upper) / 2))
+    best["v_core"], best["v_wall"] = 11000.0, 16000.0
+    iv = {n: {"q0.15": v, "q99.85": v} for n, v in best.items()}
+    iv["log_L"] = {"q0.15": 42.6, "q99.85": 43.4}  # wider than +-10 % of the prior width
+    res = tmp_path / "stage1_results"
+    res.mkdir()
+    (res / "summary.json").write_text(json.dumps({"best_fit": best, "stage": 1, "intervals": iv}))
+    out = tmp_path / "s2.h5"
+    r = runner.invoke(app, ["generate", "--stage", "2", "--n-models", "20", "--out", str(out), "--from", str(res),
+                            "--relax", "union", "--quiet", *STANDIN])
+    assert r.exit_code == 0, r.output
+    ts = load_training_set(out, stage=2)
+    i = ts.space.names.index("log_L")
+    assert (ts.space.lows[i], ts.space.highs[i]) == pytest.approx((42.6, 43.4))
+    assert (ts.theta >= ts.space.lower).all() and (ts.theta <= ts.space.upper).all()
+    # a resumed campaign keeps its box; a rule without --from means nothing
+    for args, msg in ((["--out", out, "--resume", "--relax", "union"], "--from and --relax only apply to a new"),
+                      (["--out", tmp_path / "x.h5", "--n-models", "5", "--relax", "union"],
+                       "--relax union applies only with --from")):
+        code, err = _main(monkeypatch, capsys, "generate", "--stage", "2", *args, *STANDIN)
+        assert code == 2 and msg in err, err
+    (res / "summary.json").write_text(json.dumps({"best_fit": best, "stage": 1}))
+    code, err = _main(monkeypatch, capsys, "generate", "--stage", "2", "--n-models", "5", "--out", tmp_path / "y.h5",
+                      "--from", res, "--relax", "union", *STANDIN)
+    assert code == 2 and "--relax union needs the previous posterior's 99.7 % interval" in err, err
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "y.h5").exists()

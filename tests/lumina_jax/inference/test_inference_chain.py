@@ -104,3 +104,69 @@ def test_pipeline_uses_a_given_stage1_emulator_without_campaign(tmp_path):
     with pytest.raises(UserError, match="--redshift must be"):
         run_pipeline(PipelineOptions(stages="1", workdir=tmp_path / "v", redshift=-0.1), steps=steps,
                      log=lambda m: None)
+    with pytest.raises(UserError, match="--relax must be one of margin, union"):
+        run_pipeline(PipelineOptions(stages="1", workdir=tmp_path / "v", relax="wide"), steps=steps,
+                     log=lambda m: None)
+
+
+def _with_interval(prev, half_widths):
+    """``prev`` with a central 99.7 % interval of half-width ``half_widths[name]`` (default 0)
+    around each best-fit value."""
+    iv = {n: {"q0.15": v - half_widths.get(n, 0.0), "q99.85": v + half_widths.get(n, 0.0)}
+          for n, v in prev["best_fit"].items()}
+    return {**prev, "intervals": iv}
+
+
+def test_union_box_is_the_hull_of_the_margin_box_and_the_interval():
+    best = {**MOCK1, "log_L": 42.9}
+    prev = _with_interval(_summary(1, best), {"log_L": 0.3, "v_inner": 10.0})
+    margin, _ = chaining.stage_box(2, prev)
+    union, fixed = chaining.stage_box(2, prev, relax="union")
+    i = union.index("log_L")  # log kind: +-10 % of the prior width 42.5-43.5 -> [42.8, 43.0]
+    assert (margin.lows[i], margin.highs[i]) == pytest.approx((42.8, 43.0))
+    assert (union.lows[i], union.highs[i]) == pytest.approx((42.6, 43.2))  # the 99.7 % interval is wider
+    j = union.index("v_inner")  # linear kind: +-1,050 km/s beats the interval's +-10 km/s
+    assert (union.lows[j], union.highs[j]) == (margin.lows[j], margin.highs[j])
+    # zone parameters the stage-1 fit does not carry keep the margin box (here: the full prior)
+    k = union.index(union.zone_param_name("Si", 0))
+    assert (union.lows[k], union.highs[k]) == (margin.lows[k], margin.highs[k])
+    assert fixed == chaining.stage_box(2, prev)[1]
+
+
+def test_union_box_needs_the_interval_and_a_known_rule():
+    prev = _summary(1, MOCK1)
+    with pytest.raises(UserError, match=r"--relax union needs the previous posterior's 99.7 % interval"):
+        chaining.stage_box(2, prev, relax="union")
+    with pytest.raises(UserError, match="--relax must be one of margin, union, got 'hull'"):
+        chaining.stage_box(2, prev, relax="hull")
+
+
+def test_union_box_rejects_a_shipped_emulator_trained_in_the_margin_box():
+    """The shipped stage-2 emulator was trained in the +-10 % box: a wider union box is refused
+    with the command that trains a matching one."""
+    from lumina_jax.emulator import load_emulator
+
+    prev_dir = default_previous(2)
+    prev = json.loads((prev_dir / "summary.json").read_text())
+    sd = {n: iv["sd"] for n, iv in prev["intervals"].items()}
+    prev = _with_interval(prev, {n: 6 * s for n, s in sd.items()})
+    space, _ = chaining.stage_box(2, prev, relax="union")
+    with pytest.raises(UserError, match="--relax union` data"):
+        chaining.check_emulator_box(load_emulator(default_checkpoint(2)).space, space, relax="union")
+
+
+def test_pipeline_resumes_a_store_without_from_and_passes_the_rule_to_a_new_one(tmp_path, monkeypatch):
+    """A resumed store keeps its box (the runner refuses --from / --relax on resume); a new
+    one is generated from the previous results with the pipeline's rule."""
+    import runners.campaign as rc
+    from lumina_jax.workflows import pipeline
+
+    seen = []
+    monkeypatch.setattr(rc, "generate", lambda o: seen.append(o))
+    opts = PipelineOptions(stages="2", workdir=tmp_path, relax="union", synth_config=None)
+    prev, store = tmp_path / "stage1" / "results", tmp_path / "train.h5"
+    pipeline._generate(opts, 2, store, prev)
+    store.write_text("x")
+    pipeline._generate(opts, 2, store, prev)
+    assert [(o.resume, o.from_dir, o.relax, o.n_models) for o in seen] == [
+        (False, prev, "union", opts.n_models), (True, None, chaining.DEFAULT_RELAX, None)]

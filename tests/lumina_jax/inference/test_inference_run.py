@@ -49,6 +49,12 @@ def test_small_nuts_run_recovers_mock_and_writes_results(tmp_path, toys, monkeyp
     # posterior width matches the noise: line velocity known to better than 100 km/s
     assert s["intervals"]["v"]["sd"] < 100.0
     assert abs(s["best_fit"]["v"] - 11000.0) < 3 * s["intervals"]["v"]["sd"] + 1.0
+    # the central 99.7 % that `--relax union` reads: ordered, and about +-3 sd of this near-Gaussian posterior
+    keys = ("q0.15", "q2.5", "q16", "median", "q84", "q97.5", "q99.85")
+    for n, iv in s["intervals"].items():
+        assert [iv[k] for k in keys] == sorted(iv[k] for k in keys), n
+    v = s["intervals"]["v"]
+    assert 4.5 < (v["q99.85"] - v["q0.15"]) / v["sd"] < 7.5
     assert code == (0 if s["converged"] else 3)
     for f in ("posterior.nc", "summary.json", "best_fit.json", "corner.png", "spectrum_fit.png",
               "trace.png", "rank.png", "synth_vs_emulator.png"):
@@ -79,6 +85,13 @@ def test_unknown_emcee_move_rejected_before_any_work(tmp_path, monkeypatch, caps
     code, _, err = _run_cli(["infer", "--sampler", "emcee", "--emcee-moves", "walk", "--out", str(tmp_path / "r")],
                             monkeypatch, capsys)
     assert code == 2 and "emcee moves must be one of stretch, de" in err and not (tmp_path / "r").exists()
+
+
+def test_relax_rule_needs_a_previous_result(tmp_path, monkeypatch, capsys):
+    code, _, err = _run_cli(["infer", "--relax", "union", "--out", str(tmp_path / "r")], monkeypatch, capsys)
+    assert code == 2 and "--relax union applies only to a stage chained" in err and not (tmp_path / "r").exists()
+    code, _, err = _run_cli(["infer", "--relax", "wide", "--out", str(tmp_path / "r")], monkeypatch, capsys)
+    assert code == 2 and "--relax must be one of margin, union" in err
 
 
 def test_checkpoint_for_wrong_stage_rejected(tmp_path, monkeypatch, capsys):
