@@ -10,6 +10,12 @@ the stage-1 log density: 0.25-0.27 ms either way).  ``tests/lumina_jax/test_runt
 runs the program that hung.
 
 Opt out with ``LUMINA_JAX_XLA_DEFAULTS=1``, or set the flag yourself in ``XLA_FLAGS``.
+
+``LUMINA_JAX_SINGLE_THREAD=1`` also runs XLA:CPU's operations on one thread
+(:data:`SINGLE_THREAD_FLAGS`).  On a machine whose cores are all taken by other work (a
+LUMINA campaign, ``check coverage`` shards, a second fit), XLA's intra-op thread pool waits for
+descheduled threads at every operation: the SN 2011fe stage-1 MAP search took 895 s with
+LUMINA-SN on the other of two cores, and 44 s with this setting.
 ``box3d_jax._runtime`` sets the same flag (box3d_jax imports nothing from lumina_jax).
 
 In the ``lumina-jax`` process only, Ctrl-C during start-up (importing JAX takes seconds) ends
@@ -27,14 +33,20 @@ import sys
 from pathlib import Path
 
 FLAGS = {"--xla_cpu_enable_concurrency_optimized_scheduler": "false"}
+#: added by ``LUMINA_JAX_SINGLE_THREAD=1``: XLA:CPU operations on one thread
+SINGLE_THREAD_FLAGS = {"--xla_cpu_multi_thread_eigen": "false", "intra_op_parallelism_threads": "1"}
 
 
 def configure_xla_cpu() -> None:
-    """Add our defaults to ``XLA_FLAGS`` unless the user opted out or chose the flag."""
-    if os.environ.get("LUMINA_JAX_XLA_DEFAULTS", "") not in ("", "0"):
-        return
+    """Add our defaults to ``XLA_FLAGS`` unless the user opted out or chose the flag; with
+    ``LUMINA_JAX_SINGLE_THREAD=1`` also :data:`SINGLE_THREAD_FLAGS`."""
     flags = os.environ.get("XLA_FLAGS", "")
-    for name, value in FLAGS.items():
+    wanted = {}
+    if os.environ.get("LUMINA_JAX_XLA_DEFAULTS", "") in ("", "0"):
+        wanted.update(FLAGS)
+    if os.environ.get("LUMINA_JAX_SINGLE_THREAD", "") not in ("", "0"):
+        wanted.update(SINGLE_THREAD_FLAGS)
+    for name, value in wanted.items():
         if name not in flags:
             flags = f"{flags} {name}={value}".strip()
     os.environ["XLA_FLAGS"] = flags

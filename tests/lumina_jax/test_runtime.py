@@ -60,6 +60,27 @@ def test_package_sets_the_flag_unless_opted_out(monkeypatch):
     assert os.environ["XLA_FLAGS"] == ""
 
 
+def test_single_thread_option_adds_its_flags_and_jax_accepts_them(monkeypatch):
+    from lumina_jax import _runtime
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    monkeypatch.setenv("LUMINA_JAX_SINGLE_THREAD", "1")
+    _runtime.configure_xla_cpu()  # the user's own value of a flag wins
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_multi_thread_eigen=true",
+                                               "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+                                               "intra_op_parallelism_threads=1"]
+    # XLA aborts on a flag it does not know: a fresh process must start and compute with them
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["LUMINA_JAX_SINGLE_THREAD"] = "1"
+    code = ("import os, lumina_jax, jax.numpy as jnp; print(os.environ['XLA_FLAGS']); "
+            "print(float(jnp.linalg.solve(jnp.eye(3) * 2.0, jnp.ones(3)).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    flags, value = out.stdout.split("\n")[:2]
+    assert "--xla_cpu_multi_thread_eigen=false" in flags and "intra_op_parallelism_threads=1" in flags
+    assert float(value) == 1.5
+
+
 def test_box3d_jax_sets_the_same_flags():
     # box3d_jax keeps its own copy (it imports nothing from lumina_jax); the two must not drift
     from box3d_jax import _runtime as box3d_runtime
