@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable
 
 import jax
@@ -213,6 +214,21 @@ def coverage_uncertainty(records: list[dict], names: list[str]) -> dict:
     return out
 
 
+def _coverage_ticks(names: list[str], max_named: int = 40) -> tuple[list[int], list[str]]:
+    """Tick positions and labels of the coverage plot: every name up to ``max_named``
+    parameters; beyond, each run of parameters once at its first (``zone K`` for a zone's
+    abundances, ``globals (N)`` for the others), so 135-D labels stay legible."""
+    if len(names) <= max_named:
+        return list(range(len(names))), names
+    groups = []
+    for n in names:
+        m = re.fullmatch(r"X_[A-Za-z]+_[zk](\d+)", n)
+        groups.append(f"zone {m.group(1)}" if m else "globals")
+    ticks = [i for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
+    labels = [f"globals ({groups.count('globals')})" if groups[i] == "globals" else groups[i] for i in ticks]
+    return ticks, labels
+
+
 def plot_coverage(res: dict, names, path) -> None:
     """Per-parameter coverage with binomial error bars, and the P-P plot of the truths'
     posterior quantiles (on the diagonal for calibrated posteriors; an S-shape means too
@@ -231,7 +247,11 @@ def plot_coverage(res: dict, names, path) -> None:
         ax[0].errorbar(x + 0.15 * (2 * k - 1), v, yerr=np.sqrt(np.maximum(v * (1 - v), 1e-4) / n), fmt="o", color=c,
                        label=f"{int(lev * 100)} % intervals (mean {res[f'mean_{key}']:.3f})")
         ax[0].axhspan(lev - 2 * err, lev + 2 * err, color=c, alpha=0.12)
-    ax[0].set_xticks(x, names, rotation=60, ha="right")
+    ticks, labels = _coverage_ticks(list(names))
+    ax[0].set_xticks(ticks, labels, rotation=60, ha="right")
+    if len(ticks) < len(names):
+        ax[0].set_xticks(x, minor=True)
+        ax[0].set_xlabel("parameters: one minor tick each, each group named at its first")
     ax[0].set_ylim(0, 1.02)
     ax[0].set_ylabel("fraction of injections containing the truth")
     ax[0].set_title(f"coverage over {n} injections (bands: nominal +- 2 binomial sd)")

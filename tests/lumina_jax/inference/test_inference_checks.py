@@ -305,3 +305,17 @@ def test_a_shard_fits_with_one_blas_thread_and_a_whole_run_keeps_the_default():
     assert blas_threads() == before
     with shard_threads(None):
         assert blas_threads() == before
+
+
+def test_coverage_ticks_name_every_parameter_or_each_zone_once():
+    from lumina_jax.params import load_space
+    from lumina_jax.workflows.checks import _coverage_ticks
+
+    assert _coverage_ticks(["a", "b"]) == ([0, 1], ["a", "b"])
+    s3 = load_space(3)
+    names = [n for n in s3.names if n not in s3.inactive]
+    ticks, labels = _coverage_ticks(names)
+    n_glob = sum(not n.startswith("X_") for n in names)
+    assert labels == [f"globals ({n_glob})"] + [f"zone {k}" for k in range(s3.zones.n)]
+    assert [names[i] for i in ticks[1:]] == [names[n_glob + 8 * k] for k in range(s3.zones.n)]
+    assert all(names[i].endswith(f"_z{k}") for i, k in zip(ticks[1:], range(s3.zones.n)))
