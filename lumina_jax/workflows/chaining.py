@@ -62,7 +62,8 @@ def union_interval(prev: dict) -> tuple[dict[str, float], dict[str, float]]:
     iv = prev.get("intervals") or {}
     lo = {n: v.get(UNION_KEYS[0]) for n, v in iv.items() if isinstance(v, dict)}
     hi = {n: v.get(UNION_KEYS[1]) for n, v in iv.items() if isinstance(v, dict)}
-    missing = sorted(n for n in prev["best_fit"] if lo.get(n) is None or hi.get(n) is None)
+    free = prev.get("free") or list(prev["best_fit"])  # fixed parameters have no interval: margin box
+    missing = sorted(n for n in free if lo.get(n) is None or hi.get(n) is None)
     if missing:
         shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
         raise UserError(f"--relax union needs the previous posterior's 99.7 % interval ({UNION_KEYS[0]}, "

@@ -139,6 +139,15 @@ def test_union_box_needs_the_interval_and_a_known_rule():
         chaining.stage_box(2, prev, relax="union")
     with pytest.raises(UserError, match="--relax must be one of margin, union, got 'hull'"):
         chaining.stage_box(2, prev, relax="hull")
+    # a parameter the previous fit held fixed has no interval and keeps the +-10 % box
+    held = _with_interval(prev, {"t_exp": 3.0})
+    held["free"] = [n for n in MOCK1 if n != "log_L"]
+    del held["intervals"]["log_L"]
+    union, _ = chaining.stage_box(2, held, relax="union")
+    margin, _ = chaining.stage_box(2, held)
+    i, j = union.index("log_L"), union.index("t_exp")
+    assert (union.lows[i], union.highs[i]) == (margin.lows[i], margin.highs[i])
+    assert (union.lows[j], union.highs[j]) == (max(15.0, union.prior_lows[j]), min(21.0, union.prior_highs[j]))
 
 
 def test_union_box_rejects_a_shipped_emulator_trained_in_the_margin_box():
@@ -170,3 +179,19 @@ def test_pipeline_resumes_a_store_without_from_and_passes_the_rule_to_a_new_one(
     pipeline._generate(opts, 2, store, prev)
     assert [(o.resume, o.from_dir, o.relax, o.n_models) for o in seen] == [
         (False, prev, "union", opts.n_models), (True, None, chaining.DEFAULT_RELAX, None)]
+
+
+def test_shipped_results_build_the_union_box():
+    """The shipped SN 2011fe results carry the 99.7 % interval, so `--relax union` chains from
+    them; the union box contains the +-10 % box and the interval itself (within the prior)."""
+    for stage in (2,):
+        prev = json.loads((default_previous(stage) / "summary.json").read_text())
+        margin, _ = chaining.stage_box(stage, prev)
+        union, _ = chaining.stage_box(stage, prev, relax="union")
+        assert np.all(np.asarray(union.lows) <= np.asarray(margin.lows))
+        assert np.all(np.asarray(union.highs) >= np.asarray(margin.highs))
+        for n, iv in prev["intervals"].items():
+            if n in union.names and n in prev["free"] and stage == 2:  # stage 1 -> 2: same names
+                i = union.index(n)
+                assert union.lows[i] <= max(iv["q0.15"], union.prior_lows[i]) + 1e-9, n
+                assert union.highs[i] >= min(iv["q99.85"], union.prior_highs[i]) - 1e-9, n
