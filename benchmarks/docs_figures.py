@@ -36,6 +36,9 @@ SN2011FE_FIT = ("--observed", SN2011FE_OBS, "--redshift", "0.0008", "--ebv-mw", 
 CAMPAIGNS = tuple(f"campaigns/stage1{s}.h5" for s in ("", "b", "c", "d", "e", "f"))
 COVERAGE = ("check", "coverage", "--stage", "1", "--n", "50", "--chains", "2", "--warmup", "300", "--samples", "500")
 COV_DIR = "runs/docs_coverage_stage1"
+COVERAGE3 = ("check", "coverage", "--stage", "3", "--n", "20", "--chains", "2", "--warmup", "100", "--samples", "100",
+             "--map-starts", "4", "--seed", "0")
+COV3_DIR = "runs/docs_coverage_stage3"
 CHAIN = "runs/sn2011fe"
 STAGE3_OBS = "runs/check/stage3_obs"
 
@@ -70,6 +73,14 @@ def _data(*names: str) -> tuple[Need, ...]:
 LUMINA_NEED = Need(LUMINA, how="give --lumina-bin (a LUMINA-SN binary built from its public source) or set "
                                "LUMINA_BIN")
 
+def _coverage_figure(args: tuple, folder: str, png: str, cost: str) -> Figure:
+    """``check coverage ARGS`` in two shards side by side under ``folder``, then merged into ``png``."""
+    shard = tuple(LJ + args + ("--shard", f"{k}/2", "--out", f"{folder}/cov_{k}.json") for k in (0, 1))
+    merge = LJ + args + ("--merge", f"{folder}/cov_0.json", "--merge", f"{folder}/cov_1.json",
+                         "--out", f"{folder}/cov_all.json", "--plot", png, "--force")
+    return Figure(steps=(shard, merge), needs=(), expensive=True, cost=cost, doc="docs/inference.md")
+
+
 #: docs/NAME.png -> how it is made
 FIGURES: dict[str, Figure] = {
     "sn2011fe_comparison": Figure(
@@ -102,13 +113,14 @@ FIGURES: dict[str, Figure] = {
                ("copy", "runs/docs_sn2011fe_stage1/spectrum_fit.png", "docs/sn2011fe_stage1_fit.png")),
         needs=_data("sn2011fe_observed_Bmax.csv"),
         cost="~2 min (stage-1 fit of SN 2011fe, 1 min 47 s on 2 cores, plots included)", doc="docs/inference.md"),
-    "coverage_stage1": Figure(
-        steps=(tuple(LJ + COVERAGE + ("--shard", f"{k}/2", "--out", f"{COV_DIR}/cov_{k}.json") for k in (0, 1)),
-               LJ + COVERAGE + ("--merge", f"{COV_DIR}/cov_0.json", "--merge", f"{COV_DIR}/cov_1.json",
-                                "--out", f"{COV_DIR}/cov_all.json", "--plot", "docs/coverage_stage1.png", "--force")),
-        needs=(), expensive=True,
-        cost="EXPENSIVE: ~65 min (50 injections in two shards of 62-63 min, one core each, in parallel; "
-             f"resumable from {COV_DIR}/)", doc="docs/inference.md"),
+    "coverage_stage1": _coverage_figure(
+        COVERAGE, COV_DIR, "docs/coverage_stage1.png",
+        "EXPENSIVE: ~65 min (50 injections in two shards of 62-63 min, one core each, in parallel; "
+        f"resumable from {COV_DIR}/)"),
+    "coverage_stage3": _coverage_figure(
+        COVERAGE3, COV3_DIR, "docs/coverage_stage3.png",
+        "EXPENSIVE: ~12 min (20 injections of the shipped stage-3 emulator in two shards of 11 min, one "
+        f"core each, in parallel; resumable from {COV3_DIR}/)"),
     "sn2011fe_chain": Figure(
         steps=(LJ + ("pipeline", "--stages", "1-3") + SN2011FE_FIT
                + ("--n-models", "6000", "--epochs", "800", "--patience", "100", "--workdir", CHAIN,
@@ -214,7 +226,9 @@ def run_step(group: list[list[str]]) -> int:
         for a in cmd:  # parents of the files a command writes (coverage --out)
             if a.startswith("runs/") and a.endswith(".json"):
                 (ROOT / a).parent.mkdir(parents=True, exist_ok=True)
-    procs = [subprocess.Popen(cmd, cwd=ROOT) for cmd in group]
+    # commands side by side share the cores: one XLA thread each (README, *Shared cores*)
+    env = {**os.environ, "LUMINA_JAX_SINGLE_THREAD": "1"} if len(group) > 1 else None
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env) for cmd in group]
     try:
         return max(p.wait() for p in procs)
     except KeyboardInterrupt:
