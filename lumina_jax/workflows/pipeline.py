@@ -10,9 +10,9 @@ Layout under ``workdir``::
     stage{N}/results/       inference results (skipped when summary.json exists and converged)
 
 Stage N > first is generated ``--from`` stage N-1's results (with the pipeline's ``--relax``
-rule), so its emulator is trained in the box that inference then samples.  A step is complete when its output exists:
-the store is resumed (the runner skips done jobs), the checkpoint file exists (written atomically by the
-trainer), the results' summary.json exists (written last).
+rule), so its emulator is trained in the box that inference then samples.  A step is complete
+when its output exists: the store is resumed (the runner skips done jobs), the checkpoint file
+exists (written atomically by the trainer), the results' summary.json exists (written last).
 """
 
 from __future__ import annotations
