@@ -56,6 +56,8 @@ def train_npe(
     components: int = typer.Option(64, "--components", min=1, help="PCA features of the spectrum."),
     flow_layers: int = typer.Option(5, "--flow-layers", min=1, help="Autoregressive spline layers."),
     nn_width: int = typer.Option(64, "--nn-width", min=8, help="Width of the flow's conditioner networks."),
+    affine_layers: int = typer.Option(1, "--affine-layers", min=0, help="Conditional affine autoregressive layers "
+                                      "after the splines (they carry the posterior's location and width)."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Peak Adam learning rate (cosine decay)."),
     seed: int = typer.Option(0, "--seed", min=0),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -69,7 +71,7 @@ def train_npe(
     opts = npe_io.TrainOptions(n_poly=n_poly, poly_sd=poly_sd, band=_pair(band, "--band"),
                                noise_range=_pair(noise, "--noise"), n_components=components, steps=steps,
                                batch_size=batch_size, reps=reps, learning_rate=learning_rate, seed=seed,
-                               flow_layers=flow_layers, nn_width=nn_width)
+                               flow_layers=flow_layers, nn_width=nn_width, affine_layers=affine_layers)
     if not poly_sd > 0 or opts.noise_range[0] <= 0:
         raise UserError("--poly-sd and the --noise range must be positive")
     log = (lambda s: typer.echo(s, err=True)) if json_out else typer.echo

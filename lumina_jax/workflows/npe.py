@@ -189,6 +189,7 @@ class TrainOptions:
     flow_layers: int = 5
     nn_width: int = 64
     knots: int = 8
+    affine_layers: int = 1
 
 
 def train(paths, stage: int, cfg: PreprocessConfig, opts: TrainOptions, *, log: Callable[[str], None] = print,
@@ -220,7 +221,7 @@ def train(paths, stage: int, cfg: PreprocessConfig, opts: TrainOptions, *, log: 
     encoder = npe.fit_encoder(np.asarray(y_pca), opts.n_components, cfg.softening, log_nf_range)
     settings = npe.NPESettings(n_box=len(free), n_poly=opts.n_poly, n_feat=int(encoder.scale.shape[0]) + 1,
                                n_embed=opts.n_embed, flow_layers=opts.flow_layers, nn_width=opts.nn_width,
-                               knots=opts.knots)
+                               knots=opts.knots, affine_layers=opts.affine_layers)
     theta_free = bank.theta[:, idx]
 
     def table(k, ids, reps):

@@ -53,7 +53,8 @@ def test_box_bijection_is_exact_at_the_edges():
 
 def test_flow_density_integrates_to_one_on_a_2d_box():
     st = npe.NPESettings(n_box=2, n_poly=0, n_feat=3, n_embed=4, embed_width=8, flow_layers=2, nn_width=16)
-    model = _perturbed(npe.init_model(jax.random.PRNGKey(0), st), jax.random.PRNGKey(1))
+    # scale 0.2: at 0.3 the affine layer makes density peaks (~250) that this grid does not resolve
+    model = _perturbed(npe.init_model(jax.random.PRNGKey(0), st), jax.random.PRNGKey(1), scale=0.2)
     box = npe.Box(jnp.array([0.0, 2.0]), jnp.array([1.0, 5.0]), 1.0)
     n = 500
     u = (np.arange(n) + 0.5) / n
@@ -69,13 +70,10 @@ def test_flow_density_integrates_to_one_on_a_2d_box():
     assert np.all((d >= [0.0, 2.0]) & (d <= [1.0, 5.0]))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="the recovered sd of theta comes out 15-18 % broad (0.115-0.118 for an exact 0.100, "
-                          "1500-3000 steps); the means and the Gaussian part's moments are recovered", strict=True)
-def test_gaussian_toy_posterior_is_recovered():
-    """theta ~ U(0, 1), c ~ N(0, 1); x = (theta + 0.1 e1, c + 0.5 e2): the exact posterior is a
-    normal truncated to the box for theta and N(0.8 x2, 0.2) for c."""
-    st = npe.NPESettings(n_box=1, n_poly=1, n_feat=2, n_embed=8, embed_width=32, flow_layers=3, nn_width=32)
+def _gaussian_toy_fit(affine_layers: int, steps: int):
+    """theta ~ U(0, 1), c ~ N(0, 1); x = (theta + 0.1 e1, c + 0.5 e2)."""
+    st = npe.NPESettings(n_box=1, n_poly=1, n_feat=2, n_embed=8, embed_width=32, flow_layers=3, nn_width=32,
+                         affine_layers=affine_layers)
     box = npe.Box(jnp.array([0.0]), jnp.array([1.0]), 1.0)
 
     def draw(k):
@@ -86,19 +84,52 @@ def test_gaussian_toy_posterior_is_recovered():
         return npe.from_box(jnp.concatenate([th, c], -1), box, 1), x
 
     model = npe.init_model(jax.random.PRNGKey(0), st)
-    model, hist = npe.fit_flow(jax.random.PRNGKey(1), model, jax.jit(draw), steps=3000, learning_rate=5e-3,
-                               eval_every=1000)
-    for x in ([0.5, 1.0], [0.15, -0.6]):
+    model, _ = npe.fit_flow(jax.random.PRNGKey(1), model, jax.jit(draw), steps=steps, learning_rate=5e-3,
+                            eval_every=steps)
+    return model, box
+
+
+def _truncated_normal_moments(mu, sd):
+    """Mean and sd of N(mu, sd) truncated to [0, 1] (numerical, fine grid)."""
+    g = np.linspace(0.0, 1.0, 20001)
+    w = norm.pdf(g, mu, sd)
+    m = np.sum(g * w) / np.sum(w)
+    return m, np.sqrt(np.sum((g - m) ** 2 * w) / np.sum(w))
+
+
+def test_gaussian_toy_posterior_is_recovered():
+    """The exact posterior is N(x1, 0.1) truncated to the box for theta (also beside a wall,
+    where it is skewed in the flow's logit coordinate) and N(0.8 x2, 0.2) for c."""
+    model, box = _gaussian_toy_fit(affine_layers=1, steps=1500)
+    for x in ([0.5, 1.0], [0.15, -0.6], [0.97, 0.0]):
         d = np.asarray(npe.sample(model, jax.random.PRNGKey(3), jnp.array(x), 20000, box, 1))
-        # exact: theta | x ~ N(x1, 0.1) truncated to [0, 1] (numerical moments on a fine grid)
-        g = np.linspace(0.0, 1.0, 20001)
-        w = norm.pdf(g, x[0], 0.1)
-        m_th = np.sum(g * w) / np.sum(w)
-        sd_th = np.sqrt(np.sum((g - m_th) ** 2 * w) / np.sum(w))
-        assert np.mean(d[:, 0]) == pytest.approx(m_th, abs=0.02)
-        assert np.std(d[:, 0]) == pytest.approx(sd_th, rel=0.15)
-        assert np.mean(d[:, 1]) == pytest.approx(0.8 * x[1], abs=0.06)
-        assert np.std(d[:, 1]) == pytest.approx(np.sqrt(0.2), rel=0.15)
+        m_th, sd_th = _truncated_normal_moments(x[0], 0.1)
+        assert np.mean(d[:, 0]) == pytest.approx(m_th, abs=0.01)
+        assert np.std(d[:, 0]) == pytest.approx(sd_th, rel=0.05)
+        assert np.mean(d[:, 1]) == pytest.approx(0.8 * x[1], abs=0.04)
+        assert np.std(d[:, 1]) == pytest.approx(np.sqrt(0.2), rel=0.05)
+
+
+@pytest.mark.slow
+def test_splines_alone_come_out_broad_on_the_gaussian_toy():
+    """Why the flow ends in affine layers: the same toy with splines only (identity outside
+    +-interval) converges to a theta posterior 18-54 % too broad (3,000 steps)."""
+    model, box = _gaussian_toy_fit(affine_layers=0, steps=3000)
+    d = np.asarray(npe.sample(model, jax.random.PRNGKey(3), jnp.array([0.5, 1.0]), 20000, box, 1))
+    assert np.std(d[:, 0]) > 1.1 * _truncated_normal_moments(0.5, 0.1)[1]
+
+
+def test_settings_of_checkpoints_without_affine_layers_read_as_splines_only():
+    d = npe.NPESettings(n_box=2, n_poly=1, n_feat=3).to_dict()
+    assert d["affine_layers"] == 1  # new models end in an affine layer
+    del d["affine_layers"]
+    old = npe.NPESettings.from_dict(d)
+    assert old.affine_layers == 0
+    # and its skeleton is the splines-only flow those checkpoints hold
+    n_old = len(jax.tree.leaves(eqx.filter(npe.init_model(jax.random.PRNGKey(0), old), eqx.is_inexact_array)))
+    n_new = len(jax.tree.leaves(eqx.filter(npe.init_model(jax.random.PRNGKey(0), dataclasses.replace(old, affine_layers=1)),
+                                            eqx.is_inexact_array)))
+    assert n_new > n_old
 
 
 def _spectrum(grid):
@@ -240,3 +271,63 @@ def test_sbc_mock_warp_is_the_training_warp():
     np.testing.assert_allclose(np.asarray(feats), np.asarray(expected), rtol=1e-10, atol=1e-12)
     # a zero warp leaves the mock as it was
     np.testing.assert_array_equal(sbc.warped(obj, flux, sigma, np.zeros(2))[0], flux)
+
+
+def test_train_npe_then_infer_with_it_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """``train-npe`` on a small stage-1 store, then ``infer --sampler npe`` on one of its spectra
+    written as an observation: the results hold draws inside the box and record the sampler; a
+    checkpoint of another stage is refused before any work."""
+    import json
+
+    from lumina_jax.emulator._data import write_store
+    from inference_toys import run_cli
+
+    space = load_space(1)
+    rng = np.random.default_rng(0)
+    theta = np.asarray(space.from_unit(rng.uniform(0.05, 0.95, size=(48, space.dim))))
+    grid = np.asarray(PreprocessConfig().grid)  # the campaign grid, 2000-10000 A
+    u = np.asarray(space.to_unit(theta))
+    depth = 0.2 + 0.6 * u[:, :1]  # a trough whose depth follows the first parameter
+    flux = 1e39 * _spectrum(grid)[None] / _spectrum(grid).max() * (
+        1.0 - depth * np.exp(-0.5 * ((grid - 5000.0 - 800.0 * u[:, 1:2]) / 150.0) ** 2))
+    store = write_store(tmp_path / "store.h5", space, theta, grid, flux)
+    ckpt = tmp_path / "npe.h5"
+    code, out, err = run_cli(["train-npe", "--stage", "1", "--data", str(store), "--out", str(ckpt), "--steps", "30",
+                              "--components", "4", "--reps", "2", "--flow-layers", "1", "--nn-width", "8",
+                              "--quiet"], monkeypatch, capsys)
+    assert code == 0, err
+    assert npe_io.load_npe(ckpt).settings.affine_layers == 1
+
+    obs = tmp_path / "obs.csv"
+    obs.write_text("wavelength_angstrom,flux_erg_s_cm2_angstrom,flux_error\n" + "\n".join(
+        f"{w},{f},{0.02 * f}" for w, f in zip(grid, flux[0] / 1e39)))
+    res = tmp_path / "res"
+    code, out, err = run_cli(["infer", "--stage", "1", "--sampler", "npe", "--npe", str(ckpt), "--observed", str(obs),
+                              "--out", str(res), "--chains", "2", "--samples", "1000", "--no-plots", "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    s = json.loads((res / "summary.json").read_text())
+    assert s["sampler_config"]["name"] == "npe" and len(s["free"]) == 15
+    for name in s["free"]:
+        lo, hi = space.lower[space.index(name)], space.upper[space.index(name)]
+        assert lo <= s["intervals"][name]["q0.15"] <= s["intervals"][name]["q99.85"] <= hi
+
+    code, _, err = run_cli(["infer", "--stage", "2", "--sampler", "npe", "--npe", str(ckpt), "--observed", str(obs),
+                            "--out", str(tmp_path / "r2"), "--no-plots"], monkeypatch, capsys)
+    assert code == 2 and "trained for stage 1" in err and not (tmp_path / "r2").exists()
+
+
+def test_train_npe_option_defaults_are_the_training_defaults():
+    """The command's defaults are ``TrainOptions``' (one place states them)."""
+    import inspect
+
+    from lumina_jax.cli.npe import train_npe
+
+    d = npe_io.TrainOptions()
+    p = {k: v.default.default for k, v in inspect.signature(train_npe).parameters.items()}
+    pairs = {"n_poly": d.n_poly, "poly_sd": d.poly_sd, "steps": d.steps, "batch_size": d.batch_size, "reps": d.reps,
+             "components": d.n_components, "flow_layers": d.flow_layers, "nn_width": d.nn_width,
+             "affine_layers": d.affine_layers, "learning_rate": d.learning_rate, "seed": d.seed}
+    for opt, val in pairs.items():
+        assert p[opt] == val, opt
+    assert tuple(float(v) for v in p["band"].split(",")) == d.band
+    assert tuple(float(v) for v in p["noise"].split(",")) == d.noise_range
