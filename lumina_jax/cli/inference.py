@@ -88,7 +88,7 @@ def infer(
     npe: Optional[Path] = typer.Option(None, "--npe", help="NPE checkpoint of --sampler npe / --init npe (default: "
                                        "the stage's shipped one, lumina_jax/checkpoints/stage1_npe.h5; docs/npe.md)."),
     init: str = typer.Option("map", "--init", help="Start of the MCMC samplers: map (multi-start MAP search) or npe "
-                             "(the amortised posterior's best draw, no MAP search)."),
+                             "(the MAP search climbs from the amortised posterior's 8 best draws)."),
     emulator_sigma: Optional[str] = typer.Option(None, "--emulator-sigma", help="varying (the emulator's sigma at "
                                                  "every theta) or fixed (its value at the MAP, held while sampling). "
                                                  "Default: config likelihood.emulator_sigma."),

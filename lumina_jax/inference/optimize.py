@@ -15,14 +15,15 @@ from lumina_jax.inference.likelihood import LikelihoodData
 
 def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000, lr: float = 0.05,
              n_polish: int = 8, polish_steps: int = 100, n_screen: int = 8192, z_polish_steps: int = 1000,
-             newton_steps: int = 6):
+             newton_steps: int = 6, starts=None):
     """Multi-start Adam climbs in the box coordinates u, L-BFGS polish, then the z-space mode.
 
     Starts: the log posterior is first screened at ``n_screen`` points drawn uniformly in the
     box (nuisances at their prior centre, the systematic at the geometric centre of its range,
     so the screen sees a broad likelihood); the best ``3/4 n_starts`` of them and ``n_starts/4``
-    further uniform points start the climbs (``n_screen = 0``: all uniform).  On stage-1
-    injections uniform starts alone ended in a wrong local mode (X_Si,wall 0.07 instead of
+    further uniform points start the climbs (``n_screen = 0``: all uniform); ``starts [k, n_z]``
+    replaces them (no screen; ``n_starts`` = k), e.g. an amortised posterior's best draws.  On
+    stage-1 injections uniform starts alone ended in a wrong local mode (X_Si,wall 0.07 instead of
     0.50; truth 6 nats higher) in about 1 case of 10.  The climb maximises the posterior
     density of the *box coordinates* u (``logdensity`` minus the log-Jacobian of the logit
     map u -> z): in z that Jacobian costs ~2.5 nats per parameter near a box edge and hid
@@ -55,7 +56,10 @@ def find_map(fm: FlatModel, rng_key, *, n_starts: int = 32, n_steps: int = 2000,
     f_mid = np.sqrt(s.f_sys_range[0] * s.f_sys_range[1]) if s.f_sys_prior == "log-uniform" else 0.1 * s.f_sys_scale
     to_z = jax.vmap(lambda u: z_from_values(fm, u, 0.0, f_mid))
     us = jax.random.uniform(k1, (n_starts, s.n_free), minval=0.02, maxval=0.98)
-    if n_screen > 0:
+    if starts is not None:
+        z0 = jnp.asarray(starts, float)
+        n_starts = int(z0.shape[0])
+    elif n_screen > 0:
         n_top = n_starts - n_starts // 4
         cand = to_z(jax.random.uniform(k2, (int(n_screen), s.n_free), minval=0.02, maxval=0.98))
         chunk = 512

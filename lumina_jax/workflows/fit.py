@@ -117,11 +117,16 @@ def run_fit(problem: FitProblem, cfg: SamplerConfig, *, convergence: Convergence
     k_map, k_init = jax.random.split(key)
     t0 = time.perf_counter()
     npe_start = None
-    if cfg.name == "npe" or cfg.init == "npe":  # amortised posterior: its draws, or its best draw as the start
-        from lumina_jax.workflows.npe_fit import npe_start as _npe_start
+    if cfg.name == "npe" or cfg.init == "npe":  # amortised posterior: its draws, or its best draws as the starts
+        from lumina_jax.workflows.npe_fit import MAP_STARTS as NPE_MAP_STARTS, npe_start as _npe_start
 
         npe_start = _npe_start(cfg, setup, obs, fm, data, spectrum_and_sigma, log=log)
         z_map, ld_map = npe_start.z_best, npe_start.ld_best
+        if cfg.name != "npe":  # the climb from the NPE's best draws to the emulator posterior's mode
+            top = npe_start.top_draws(NPE_MAP_STARTS)
+            map_starts = int(top.shape[0])
+            log(f"MAP search from the NPE's {map_starts} best draws: Adam + L-BFGS polish")
+            z_map, ld_map, _, _ = find_map(fm, k_map, starts=top)
     else:
         log(f"MAP search: {map_starts} Adam starts + L-BFGS polish over {setup.n_free} free parameters + {fm.n_z - setup.n_free} nuisances")
         z_map, ld_map, _, _ = find_map(fm, k_map, n_starts=map_starts)

@@ -661,6 +661,24 @@ def test_find_map_ends_at_the_mode_of_the_sampled_density(toy_emu, space3, box_l
     np.testing.assert_allclose(np.asarray(fm.theta(z)), np.asarray(truth), rtol=0.02)
 
 
+def test_find_map_climbs_from_given_starts(toy_emu, space3):
+    """``starts`` (an NPE's best draws under ``--init npe``) replace the screened starts: the
+    climbs from two points away from the truth end at the same mode as the default search."""
+    from lumina_jax.inference.density import z_from_values
+
+    truth = jnp.array([1.2, 9500.0, 0.35])
+    wave = toy_emu.wavelength
+    data = L.make_likelihood_data(wave, np.asarray(toy_emu.spectrum(truth)), np.full(wave.shape, 0.01),
+                                  np.ones(wave.shape, bool))
+    fm = M.flatten_model(M.make_setup(space3, n_poly=0), toy_emu.spectrum_and_sigma, data)
+    starts = jnp.stack([z_from_values(fm, jnp.array(u), 0.0, 0.02) for u in ([0.2, 0.7, 0.6], [0.8, 0.4, 0.2])])
+    z, ld, zs, _ = OPT.find_map(fm, jax.random.PRNGKey(0), starts=starts, n_steps=300)
+    assert zs.shape[0] == 2
+    z_ref, ld_ref, _, _ = OPT.find_map(fm, jax.random.PRNGKey(3), n_starts=8, n_steps=300, n_screen=256)
+    assert ld == pytest.approx(ld_ref, abs=1e-6)
+    np.testing.assert_allclose(np.asarray(fm.theta(z)), np.asarray(fm.theta(z_ref)), rtol=1e-5)
+
+
 def test_unconverged_run_is_told_the_matching_remedy():
     """Divergences > 1 % -> raise --target-accept; R-hat > 1.01 -> longer chains; both -> both."""
     from lumina_jax.inference import diagnostics as D
