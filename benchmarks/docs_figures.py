@@ -108,6 +108,14 @@ FIGURES: dict[str, Figure] = {
         needs=tuple(Need(c, how="made by the `lumina-jax generate` commands of lumina_jax/checkpoints/README.md "
                                 "(47,268 synthesizer models, hours of CPU)") for c in CAMPAIGNS),
         cost="minutes (scores the 4,727 held-out models of the six stores)", doc="lumina_jax/checkpoints/README.md"),
+    "npe_sbc": Figure(
+        steps=(LJ + ("check", "sbc", "--stage", "1", "--sampler", "npe", "--n", "200", "--draws", "199", "--data",
+                     "runs/npe/stage1_heldout.h5", "--out", "runs/docs_npe_sbc", "--force", "--quiet"),
+               ("copy", "runs/docs_npe_sbc/sbc.png", "docs/npe_sbc.png")),
+        needs=(Need("runs/npe/stage1_heldout.h5", how="made by `lumina-jax generate --stage 1 --synth-config "
+                    "lumina_jax/configs/synth_campaign.yaml --batch-size 32 --n-models 300 --seed 202 --out "
+                    "runs/npe/stage1_heldout.h5` (41 s on two cores; lumina_jax/checkpoints/README.md)"),),
+        cost="~1 min (200 held-out posteriors of the shipped stage-1 NPE)", doc="docs/npe.md"),
     "sn2011fe_stage1_fit": Figure(
         steps=(LJ + ("infer", "--stage", "1") + SN2011FE_FIT + ("--out", "runs/docs_sn2011fe_stage1", "--force"),
                ("copy", "runs/docs_sn2011fe_stage1/spectrum_fit.png", "docs/sn2011fe_stage1_fit.png")),

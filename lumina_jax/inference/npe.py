@@ -15,11 +15,11 @@ so every draw lies in the box and the density of ``theta`` carries the log-Jacob
 Flow: flowjax's masked autoregressive flow with rational-quadratic spline transformers
 (``flow_layers`` layers, ``knots`` knots on ``[-interval, interval]``, identity outside),
 followed on the data side by ``affine_layers`` conditional affine autoregressive layers
-(``s = mu(x, s_<i) + exp(log_sigma(x, s_<i)) * y``), all conditioned on an embedding
+(``s = mu(x, s_<i) + sigma(x, s_<i) * y``, sigma > 0 through a softplus), all conditioned on an embedding
 ``e = MLP(f)`` of the features ``f`` of a preprocessed spectrum.  The affine layers carry the
 posterior's location and width, which splines fixed to the identity at ``+-interval`` do not
 learn well: without them a Gaussian toy's posterior comes out 18-54 % too broad, with one
-layer within 1 % (docs/design/decisions.md).  The features are
+layer within 1.2 % (docs/design/decisions.md).  The features are
 the whitened PCA coefficients (asinh flux on the checkpoint's bins) and the log of the noise
 level (:func:`features`).  The embedding MLP is trained with the flow.
 
@@ -54,8 +54,8 @@ class NPESettings:
     n_box: box parameters; n_poly: warp coefficients (target dim ``n_box + n_poly``);
     n_feat: spectrum features (PCA coefficients + 1 noise feature); n_embed: embedding size;
     flow_layers, nn_width, knots, interval: the spline flow; affine_layers: conditional affine
-    layers after it; embed_width: hidden width of the embedding.  A checkpoint's settings
-    without ``affine_layers`` (written before the affine layers existed) read as 0.
+    layers after it; embed_width: hidden width of the embedding.  Settings without
+    ``affine_layers`` (splines-only checkpoints) read as 0.
     """
 
     n_box: int

@@ -65,9 +65,15 @@ def test_flow_density_integrates_to_one_on_a_2d_box():
         lp = eqx.filter_jit(lambda m, t, f: npe.log_prob(m, t, f, box, 2))(model, t, f)
         integral = float(jnp.sum(jnp.exp(lp)) * (1.0 / n) * (3.0 / n))
         assert integral == pytest.approx(1.0, abs=0.01)
-    # and the draws stay in the box
-    d = np.asarray(npe.sample(model, jax.random.PRNGKey(2), feats, 2000, box, 2))
+    # the draws stay in the box and follow that density (20 x 20 cells, chi-square)
+    d = np.asarray(npe.sample(model, jax.random.PRNGKey(2), feats, 40000, box, 2))
     assert np.all((d >= [0.0, 2.0]) & (d <= [1.0, 5.0]))
+    counts, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=20, range=[[0.0, 1.0], [2.0, 5.0]])
+    p_cell = np.exp(np.asarray(lp)).reshape(n, n).reshape(20, n // 20, 20, n // 20).sum((1, 3)) * (1.0 / n) * (3.0 / n)
+    expected = d.shape[0] * p_cell / p_cell.sum()
+    ok = expected > 5
+    chi2 = np.sum((counts[ok] - expected[ok]) ** 2 / expected[ok])
+    assert chi2 / ok.sum() < 1.5
 
 
 def _gaussian_toy_fit(affine_layers: int, steps: int):
@@ -121,7 +127,7 @@ def test_splines_alone_come_out_broad_on_the_gaussian_toy():
 
 def test_settings_of_checkpoints_without_affine_layers_read_as_splines_only():
     d = npe.NPESettings(n_box=2, n_poly=1, n_feat=3).to_dict()
-    assert d["affine_layers"] == 1  # new models end in an affine layer
+    assert d["affine_layers"] == 1  # the default flow ends in an affine layer
     del d["affine_layers"]
     old = npe.NPESettings.from_dict(d)
     assert old.affine_layers == 0
